@@ -1,0 +1,55 @@
+"""mdm-prime: masked diffusion with partial masking (MDM-Prime), with honest likelihoods.
+
+Core contract: a model is any callable ``model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B]) ->
+logits FloatTensor[B, L, C]``. Train it with :func:`diffusion_loss`; report likelihood with
+:func:`likelihood`, which always uses the valid bound (MATH.md §5).
+"""
+
+from .likelihood import LikelihoodResult, likelihood
+from .objectives import DiffusionLoss, diffusion_loss, digit_nll, sequence_terms, token_nll
+from .parameterization import (
+    carry_over_log_probs,
+    carry_over_logits,
+    consistency_log_mask,
+    digit_log_marginals,
+    digit_marginals_from_probs,
+)
+from .process import mask_k_subtokens, mask_subtokens, sample_times
+from .schedules import (
+    CosineSchedule,
+    LinearSchedule,
+    LogLinearSchedule,
+    PolynomialSchedule,
+    Schedule,
+    get_schedule,
+)
+from .subtokenizer import SubTokenizer, default_base
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SubTokenizer",
+    "default_base",
+    "Schedule",
+    "LinearSchedule",
+    "LogLinearSchedule",
+    "CosineSchedule",
+    "PolynomialSchedule",
+    "get_schedule",
+    "sample_times",
+    "mask_subtokens",
+    "mask_k_subtokens",
+    "consistency_log_mask",
+    "carry_over_logits",
+    "carry_over_log_probs",
+    "digit_log_marginals",
+    "digit_marginals_from_probs",
+    "token_nll",
+    "digit_nll",
+    "sequence_terms",
+    "diffusion_loss",
+    "DiffusionLoss",
+    "likelihood",
+    "LikelihoodResult",
+    "__version__",
+]

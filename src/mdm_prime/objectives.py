@@ -1,0 +1,124 @@
+"""Objectives (MATH.md §4–5): the paper's training loss ``L_prime`` and the valid bound ``L_valid``.
+
+Both are sums over a sequence, in **nats per sequence**. Given a masked sub-token sequence ``y_t`` and
+the clean tokens ``x0``:
+
+* ``L_prime`` term: ``Σ_i −log p_θ(x0^i | y_t)`` over tokens (fully seen tokens contribute 0).
+  A proper scoring rule (a sound training loss for any ℓ) but **not** a likelihood bound for ℓ > 1.
+* ``L_valid`` term: ``Σ_i Σ_{j : y_t^{i,j} = m} −log p_θ(y0^{i,j} | y_t)``, each masked digit scored
+  by its marginal. The continuous-time negative ELBO: ``L_valid ≥ −log p_θ(x)`` for every θ.
+
+Each term is multiplied by a per-sequence weight: ``w(t)`` when ``t`` is sampled uniformly, or
+``n/k`` for the integrated-over-``t`` estimator (``n = L·ℓ`` digits, ``k`` masked). For ℓ = 1 both
+reduce exactly to the MDLM NELBO, through the same code (``ℓ = 1`` is not a separate branch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .parameterization import carry_over_logits, digit_marginals_from_probs
+from .process import mask_subtokens, sample_times
+from .schedules import Schedule, get_schedule
+from .subtokenizer import SubTokenizer
+
+__all__ = [
+    "token_nll",
+    "digit_nll",
+    "sequence_terms",
+    "diffusion_loss",
+    "DiffusionLoss",
+    "ModelFn",
+    "OBJECTIVES",
+]
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B]) -> logits FloatTensor[B, L, C]``."""
+
+OBJECTIVES = ("prime", "valid")
+
+
+def _as_float(logits: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 logits to float32 for the loss; keep float32/float64 as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def token_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
+    """``−log p_θ(x0^i | y_t)`` with carry-over: ``FloatTensor[B, L]`` in nats (0 for fully seen tokens).
+
+    Args:
+        logits: ``FloatTensor[B, L, C]``; y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``.
+    """
+    masked_logits = carry_over_logits(_as_float(logits), y_t, sub)
+    lse = torch.logsumexp(masked_logits, dim=-1)
+    picked = masked_logits.gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
+    return lse - picked
+
+
+def digit_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
+    """``−log p_θ(y0^{i,j} | y_t)`` from the carry-over digit marginals, for masked digits only:
+    ``FloatTensor[B, L, ℓ]`` in nats, exactly 0 where the digit is seen."""
+    masked_logits = carry_over_logits(_as_float(logits), y_t, sub)
+    probs = torch.softmax(masked_logits, dim=-1)
+    marginals = digit_marginals_from_probs(probs, sub)  # (B, L, ℓ, b)
+    y0 = sub.encode(x0).unflatten(-1, (-1, sub.length))  # (B, L, ℓ)
+    p_true = marginals.gather(-1, y0.unsqueeze(-1)).squeeze(-1)
+    nll = -p_true.clamp_min(torch.finfo(p_true.dtype).tiny).log()
+    is_masked = y_t.unflatten(-1, (-1, sub.length)) == sub.mask_id
+    return torch.where(is_masked, nll, torch.zeros_like(nll))
+
+
+def sequence_terms(
+    logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer, objective: str
+) -> torch.Tensor:
+    """Unweighted per-sequence sum of the chosen objective's terms: ``FloatTensor[B]`` in nats."""
+    if objective == "prime":
+        return token_nll(logits, y_t, x0, sub).sum(-1)
+    if objective == "valid":
+        return digit_nll(logits, y_t, x0, sub).sum((-1, -2))
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+@dataclass
+class DiffusionLoss:
+    """Result of :func:`diffusion_loss`. ``per_sequence``: ``FloatTensor[B]`` in nats per sequence
+    (weighted); ``t``: the times used; ``y_t``: the masked input; ``loss``: mean over the batch."""
+
+    loss: torch.Tensor
+    per_sequence: torch.Tensor
+    t: torch.Tensor
+    y_t: torch.Tensor
+
+
+def diffusion_loss(
+    model: ModelFn,
+    x0: torch.Tensor,
+    sub: SubTokenizer,
+    schedule: Schedule | str = "linear",
+    *,
+    objective: str = "prime",
+    t: torch.Tensor | None = None,
+    eps: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> DiffusionLoss:
+    """One Monte Carlo draw of the continuous-time objective for training:
+    ``w(t) · sequence_terms(model(y_t, t), ...)`` with stratified ``t ∈ [eps, 1]``.
+
+    Args:
+        model: ``model(y_t, t) -> logits [B, L, C]``.
+        x0: clean tokens ``LongTensor[B, L]``.
+        objective: ``"prime"`` (paper's loss, default for training) or ``"valid"`` (the bound).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+    schedule = get_schedule(schedule)
+    if t is None:
+        t = sample_times(x0.shape[0], eps=eps, generator=generator, device=x0.device)
+    y0 = sub.encode(x0)
+    y_t = mask_subtokens(y0, t, schedule, sub.mask_id, generator=generator)
+    logits = model(y_t, t)
+    per_seq = schedule.weight(t.float()) * sequence_terms(logits, y_t, x0, sub, objective)
+    return DiffusionLoss(loss=per_seq.mean(), per_sequence=per_seq, t=t, y_t=y_t)

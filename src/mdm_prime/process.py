@@ -1,0 +1,67 @@
+"""Forward process: independent masking of every sub-token (MATH.md §2), and time sampling.
+
+Shapes: sub-token sequences are ``LongTensor[B, N]`` with ``N = L·ℓ`` (or any ``(B, ...)`` shape,
+e.g. image digits ``(B, ch·ℓ, H, W)``); times are ``FloatTensor[B]``, one per sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .schedules import Schedule
+
+__all__ = ["sample_times", "mask_subtokens", "mask_k_subtokens"]
+
+
+def sample_times(
+    batch_size: int,
+    *,
+    eps: float = 1e-3,
+    stratified: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``FloatTensor[B]`` of times in ``[eps, 1]``.
+
+    Stratified (default): ``t_k = (u + k/B) mod 1`` with one shared ``u ~ U[0,1)``, so the batch
+    covers ``[0, 1]`` evenly; then clipped to ``[eps, 1]`` to bound the ``1/t`` weight.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    if stratified:
+        u = torch.rand((), generator=generator, device=device)
+        t = (u + torch.arange(batch_size, device=device) / batch_size) % 1.0
+    else:
+        t = torch.rand(batch_size, generator=generator, device=device)
+    return t.clamp(min=eps, max=1.0)
+
+
+def mask_subtokens(
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+    mask_id: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mask each sub-token of ``y0`` (``LongTensor[B, ...]``) independently with probability
+    ``1 - α(t_b)`` (``t``: ``FloatTensor[B]``). Returns ``y_t`` with masked entries set to ``mask_id``."""
+    if t.dim() != 1 or t.shape[0] != y0.shape[0]:
+        raise ValueError(f"t must have shape ({y0.shape[0]},) (one time per sequence), got {tuple(t.shape)}")
+    p_mask = schedule.mask_probability(t.float()).view(-1, *([1] * (y0.dim() - 1)))
+    u = torch.rand(y0.shape, generator=generator, device=y0.device)
+    return torch.where(u < p_mask, torch.full_like(y0, mask_id), y0)
+
+
+def mask_k_subtokens(
+    y0: torch.Tensor, k: torch.Tensor, mask_id: int, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Mask a uniformly random subset of exactly ``k_b`` sub-tokens in each row of ``y0``
+    (``LongTensor[B, N]``, ``k``: ``LongTensor[B]`` with ``0 ≤ k_b ≤ N``)."""
+    b, n = y0.shape
+    scores = torch.rand((b, n), generator=generator, device=y0.device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # a uniform random permutation per row
+    masked = ranks < k.view(-1, 1).to(y0.device)
+    return torch.where(masked, torch.full_like(y0, mask_id), y0)

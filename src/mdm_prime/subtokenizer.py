@@ -1,0 +1,251 @@
+"""Sub-tokenizer ``f_ℓ``: tokens in ``{0..C-1}`` ↔ ℓ base-``b`` digits (MATH.md §1).
+
+A token ``c`` is written as the base-``b`` digits of ``π(c)`` (most significant first), where ``π`` is
+an optional permutation of ``{0..C-1}``. The sub-token alphabet is ``{0..b-1}`` plus the mask symbol
+``mask_id = b``. Sequences are token-major: token ``i`` of a ``(B, L)`` tensor occupies positions
+``iℓ .. iℓ+ℓ-1`` of the ``(B, L·ℓ)`` sub-token tensor. Images ``(B, ch, H, W)`` keep their grid and
+stack the digits as channels: channel ``c`` digit ``j`` becomes channel ``c·ℓ + j``.
+
+Example::
+
+    >>> sub = SubTokenizer(num_classes=256, length=2)   # b = 16
+    >>> sub.encode(torch.tensor([[0, 255, 17]]))
+    tensor([[ 0,  0, 15, 15,  1,  1]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["SubTokenizer", "default_base"]
+
+
+def default_base(num_classes: int, length: int) -> int:
+    """Smallest integer ``b ≥ 2`` with ``b**length ≥ num_classes`` (exact integer arithmetic)."""
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("length", length)
+    if length == 1:
+        return max(num_classes, 1)
+    base = max(2, int(round(num_classes ** (1.0 / length))) - 1)
+    while base**length < num_classes:
+        base += 1
+    while base > 2 and (base - 1) ** length >= num_classes:
+        base -= 1
+    return base
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+class SubTokenizer:
+    """Maps tokens to ℓ base-``b`` sub-tokens and back.
+
+    Args:
+        num_classes: vocabulary size ``C ≥ 1``.
+        length: number of sub-tokens per token ``ℓ ≥ 1``. ``ℓ = 1`` is the identity (plain MDM).
+        base: digit base ``b``; default the smallest ``b`` with ``b^ℓ ≥ C``. Must satisfy ``b^ℓ ≥ C``.
+        permutation: optional sequence/tensor of length ``C``, a permutation of ``{0..C-1}`` applied
+            to a token before it is written in base ``b``.
+
+    Attributes:
+        num_classes, length, base: ``C``, ``ℓ``, ``b``.
+        mask_id: the mask sub-token ``b``.
+        num_codes: ``b^ℓ`` (codes ``≥ C`` are invalid and never produced).
+        digit_table: ``LongTensor[C, ℓ]``, ``digit_table[c, j] = d_j(c)``.
+        code_of_class: ``LongTensor[C]``, ``π(c)``.
+        class_of_code: ``LongTensor[b^ℓ]``, ``π^{-1}(code)`` for valid codes, ``-1`` for invalid ones.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        length: int,
+        base: int | None = None,
+        permutation: Sequence[int] | torch.Tensor | None = None,
+    ) -> None:
+        _check_positive_int("num_classes", num_classes)
+        _check_positive_int("length", length)
+        if base is None:
+            base = default_base(num_classes, length)
+        else:
+            _check_positive_int("base", base)
+            if base < 2 and not (length == 1 and num_classes == 1):
+                raise ValueError(f"base must be >= 2, got {base}")
+            if base**length < num_classes:
+                raise ValueError(
+                    f"base**length must be >= num_classes: {base}**{length} = {base**length} "
+                    f"< {num_classes}; use base >= {default_base(num_classes, length)}"
+                )
+        self.num_classes = num_classes
+        self.length = length
+        self.base = base
+        self.mask_id = base
+        self.num_codes = base**length
+
+        if permutation is None:
+            code_of_class = torch.arange(num_classes, dtype=torch.long)
+            self.permutation: torch.Tensor | None = None
+        else:
+            code_of_class = torch.as_tensor(permutation)
+            if code_of_class.dtype.is_floating_point or code_of_class.dtype == torch.bool:
+                raise TypeError(f"permutation must hold integers, got dtype {code_of_class.dtype}")
+            code_of_class = code_of_class.long().flatten()
+            if code_of_class.numel() != num_classes or not torch.equal(
+                torch.sort(code_of_class).values, torch.arange(num_classes)
+            ):
+                raise ValueError(
+                    f"permutation must be a permutation of 0..{num_classes - 1} "
+                    f"(length {num_classes}), got length {code_of_class.numel()} "
+                    f"with values in [{int(code_of_class.min())}, {int(code_of_class.max())}]"
+                    if code_of_class.numel()
+                    else f"permutation must have length {num_classes}, got an empty one"
+                )
+            self.permutation = code_of_class.clone()
+        self.code_of_class = code_of_class
+        class_of_code = torch.full((self.num_codes,), -1, dtype=torch.long)
+        class_of_code[code_of_class] = torch.arange(num_classes)
+        self.class_of_code = class_of_code
+        self.place_values = base ** torch.arange(length - 1, -1, -1, dtype=torch.long)  # (ℓ,)
+        self.digit_table = (code_of_class[:, None] // self.place_values) % base  # (C, ℓ)
+
+    # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        perm = ", permuted" if self.permutation is not None else ""
+        return (
+            f"SubTokenizer(num_classes={self.num_classes}, length={self.length}, "
+            f"base={self.base}{perm})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SubTokenizer):
+            return NotImplemented
+        return (
+            (self.num_classes, self.length, self.base) == (other.num_classes, other.length, other.base)
+            and torch.equal(self.code_of_class, other.code_of_class)
+        )
+
+    def config(self) -> dict:
+        """JSON-serialisable description; ``SubTokenizer.from_config(sub.config()) == sub``."""
+        return {
+            "num_classes": self.num_classes,
+            "length": self.length,
+            "base": self.base,
+            "permutation": None if self.permutation is None else self.permutation.tolist(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> SubTokenizer:
+        return cls(config["num_classes"], config["length"], config.get("base"), config.get("permutation"))
+
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        """A buffer moved to ``device`` once and cached."""
+        cache = self.__dict__.setdefault("_device_cache", {})
+        key = (name, device)
+        if key not in cache:
+            cache[key] = getattr(self, name).to(device)
+        return cache[key]
+
+    def _check_tokens(self, x: torch.Tensor, what: str = "tokens") -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"{what} must be an integer tensor, got dtype {x.dtype}")
+        if x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= self.num_classes:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"{what} must lie in [0, {self.num_classes}) (num_classes={self.num_classes}), "
+                    f"found {bad}"
+                )
+
+    def _check_digits(self, y: torch.Tensor, allow_mask: bool) -> None:
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"sub-tokens must be a torch.Tensor, got {type(y).__name__}")
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise TypeError(f"sub-tokens must be an integer tensor, got dtype {y.dtype}")
+        if y.dim() == 0 or y.shape[-1] % self.length:
+            raise ValueError(
+                f"sub-token tensor's last dimension must be a multiple of length={self.length}, "
+                f"got shape {tuple(y.shape)}"
+            )
+        if y.numel():
+            lo, hi = int(y.min()), int(y.max())
+            top = self.base if allow_mask else self.base - 1
+            if lo < 0 or hi > top:
+                bad = lo if lo < 0 else hi
+                what = f"[0, {self.base}] (digits 0..{self.base - 1}, mask {self.mask_id})"
+                if not allow_mask:
+                    what = f"[0, {self.base - 1}] (no mask {self.mask_id} allowed here)"
+                raise ValueError(f"sub-tokens must lie in {what}, found {bad}")
+
+    # ------------------------------------------------------------------ sequences
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(..., L)`` token ids → ``(..., L·ℓ)`` digits, token-major."""
+        self._check_tokens(tokens)
+        if tokens.dim() == 0:
+            raise ValueError("tokens must have at least one dimension (..., L), got a scalar")
+        digits = self._table("digit_table", tokens.device)[tokens.long()]  # (..., L, ℓ)
+        return digits.flatten(-2)
+
+    def decode(self, subtokens: torch.Tensor) -> torch.Tensor:
+        """``(..., L·ℓ)`` digits (no mask) → ``(..., L)`` token ids. Invalid codes raise."""
+        self._check_digits(subtokens, allow_mask=False)
+        codes = self.digits_to_codes(subtokens.long().unflatten(-1, (-1, self.length)))
+        tokens = self._table("class_of_code", codes.device)[codes]
+        if tokens.numel() and int(tokens.min()) < 0:
+            bad = int(codes[tokens < 0][0])
+            raise ValueError(
+                f"sub-tokens decode to code {bad}, which is not a valid token "
+                f"(valid codes map to 0..{self.num_classes - 1}; b^ℓ = {self.num_codes})"
+            )
+        return tokens
+
+    def digits_to_codes(self, digits: torch.Tensor) -> torch.Tensor:
+        """``(..., ℓ)`` digits → ``(...)`` base-``b`` codes ``Σ_j d_j b^{ℓ-1-j}`` (no checks)."""
+        return (digits * self._table("place_values", digits.device)).sum(-1)
+
+    # ------------------------------------------------------------------ images
+    def encode_image(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, ch, H, W)`` token ids → ``(B, ch·ℓ, H, W)`` digits (channel ``c·ℓ + j``)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 4:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"image tokens must have shape (B, ch, H, W), got {shape}")
+        self._check_tokens(tokens, "image tokens")
+        digits = self._table("digit_table", tokens.device)[tokens.long()]  # (B, ch, H, W, ℓ)
+        return digits.permute(0, 1, 4, 2, 3).flatten(1, 2)
+
+    def decode_image(self, subtokens: torch.Tensor) -> torch.Tensor:
+        """``(B, ch·ℓ, H, W)`` digits → ``(B, ch, H, W)`` token ids."""
+        if not isinstance(subtokens, torch.Tensor) or subtokens.dim() != 4:
+            shape = tuple(subtokens.shape) if isinstance(subtokens, torch.Tensor) else type(subtokens).__name__
+            raise ValueError(f"image sub-tokens must have shape (B, ch·ℓ, H, W), got {shape}")
+        if subtokens.shape[1] % self.length:
+            raise ValueError(
+                f"image sub-tokens need a channel count divisible by length={self.length}, "
+                f"got {subtokens.shape[1]}"
+            )
+        as_seq = self.image_to_sequence(subtokens)
+        return self.sequence_to_image(self.decode(as_seq), subtokens.shape)
+
+    def image_to_sequence(self, subtokens: torch.Tensor) -> torch.Tensor:
+        """``(B, ch·ℓ, H, W)`` → ``(B, ch·H·W·ℓ)`` token-major sub-token sequence (tokens ordered c, h, w)."""
+        b, chl, h, w = subtokens.shape
+        ch = chl // self.length
+        return subtokens.reshape(b, ch, self.length, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1)
+
+    def sequence_to_image(self, tokens_or_digits: torch.Tensor, image_shape: torch.Size | tuple) -> torch.Tensor:
+        """Inverse layout helper. ``(B, ch·H·W)`` tokens → ``(B, ch, H, W)``;
+        ``(B, ch·H·W·ℓ)`` digits → ``(B, ch·ℓ, H, W)`` (chosen by the last dimension's size)."""
+        b, chl, h, w = image_shape
+        ch = chl // self.length
+        n = tokens_or_digits.shape[-1]
+        if n == ch * h * w:
+            return tokens_or_digits.reshape(b, ch, h, w)
+        return tokens_or_digits.reshape(b, ch, h, w, self.length).permute(0, 1, 4, 2, 3).reshape(b, chl, h, w)
