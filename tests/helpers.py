@@ -1,0 +1,37 @@
+"""Small models and distributions shared by the core tests."""
+
+import torch
+
+from mdm_prime import SubTokenizer
+
+
+def random_joint(num_classes: int, num_tokens: int, seed: int, scale: float = 2.0) -> torch.Tensor:
+    """A random full-support pmf over C^L sequences (dependent digits and tokens), float64."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_classes**num_tokens, generator=g, dtype=torch.float64) * scale
+    return logits.softmax(0).reshape([num_classes] * num_tokens)
+
+
+class RandomDigitModel(torch.nn.Module):
+    """An untrained, time-independent network over sub-tokens: embedding of every digit
+    (including the mask), flattened, one hidden layer, per-token logits. float64."""
+
+    time_conditioned = False
+
+    def __init__(self, sub: SubTokenizer, num_tokens: int, seed: int, hidden: int = 16, time_scale: float = 0.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n = num_tokens * sub.length
+        self.sub, self.num_tokens, self.time_scale = sub, num_tokens, time_scale
+        self.emb = torch.randn(n, sub.base + 1, hidden, generator=g, dtype=torch.float64)
+        self.out = torch.randn(hidden, num_tokens * sub.num_classes, generator=g, dtype=torch.float64)
+        self.time_dir = torch.randn(num_tokens * sub.num_classes, generator=g, dtype=torch.float64)
+        self.time_conditioned = time_scale != 0.0
+
+    def forward(self, y_t, t=None):
+        pos = torch.arange(y_t.shape[1])
+        h = torch.tanh(self.emb[pos, y_t].sum(1))  # (B, hidden)
+        z = h @ self.out
+        if self.time_scale:
+            z = z + self.time_scale * torch.sin(6 * t.double()).unsqueeze(-1) * self.time_dir
+        return z.view(-1, self.num_tokens, self.sub.num_classes)
