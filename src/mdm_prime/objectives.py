@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .parameterization import carry_over_logits, digit_marginals_from_probs
+from .parameterization import carry_over_nll
 from .process import mask_subtokens, sample_times
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
@@ -28,6 +28,7 @@ from .subtokenizer import SubTokenizer
 __all__ = [
     "token_nll",
     "digit_nll",
+    "token_and_digit_nll",
     "sequence_terms",
     "diffusion_loss",
     "DiffusionLoss",
@@ -52,23 +53,21 @@ def token_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: Su
     Args:
         logits: ``FloatTensor[B, L, C]``; y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``.
     """
-    masked_logits = carry_over_logits(_as_float(logits), y_t, sub)
-    lse = torch.logsumexp(masked_logits, dim=-1)
-    picked = masked_logits.gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
-    return lse - picked
+    return carry_over_nll(_as_float(logits), y_t, x0, sub, digits=False)[0]
 
 
 def digit_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
     """``−log p_θ(y0^{i,j} | y_t)`` from the carry-over digit marginals, for masked digits only:
-    ``FloatTensor[B, L, ℓ]`` in nats, exactly 0 where the digit is seen."""
-    masked_logits = carry_over_logits(_as_float(logits), y_t, sub)
-    probs = torch.softmax(masked_logits, dim=-1)
-    marginals = digit_marginals_from_probs(probs, sub)  # (B, L, ℓ, b)
-    y0 = sub.encode(x0).unflatten(-1, (-1, sub.length))  # (B, L, ℓ)
-    p_true = marginals.gather(-1, y0.unsqueeze(-1)).squeeze(-1)
-    nll = -p_true.clamp_min(torch.finfo(p_true.dtype).tiny).log()
-    is_masked = y_t.unflatten(-1, (-1, sub.length)) == sub.mask_id
-    return torch.where(is_masked, nll, torch.zeros_like(nll))
+    ``FloatTensor[B, L, ℓ]`` in nats, exactly 0 where the digit is seen (capped at ``−log(tiny)``
+    of the dtype, as a marginal clamped at ``tiny``)."""
+    return carry_over_nll(_as_float(logits), y_t, x0, sub, tokens=False)[1]
+
+
+def token_and_digit_nll(
+    logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(token_nll, digit_nll)`` sharing one pass over the logits (see those functions)."""
+    return carry_over_nll(_as_float(logits), y_t, x0, sub)
 
 
 def sequence_terms(

@@ -1,0 +1,216 @@
+"""Training configuration: one flat dataclass, named presets, and ``key=value`` overrides.
+
+``resolve_config("text-tiny", overrides={"lr": "1e-3"})`` returns a validated :class:`TrainConfig`.
+Unknown keys and invalid values raise ``ValueError`` naming them, before any work is done. The fully
+resolved config is saved as ``train_config.json`` in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides"]
+
+FAMILIES = ("prime", "mdm", "ar")
+OBJECTIVES = ("prime", "valid")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Units: steps are optimizer steps; ``batch_size`` is the global batch
+    (sequences per optimizer step, summed over processes and accumulation micro-batches)."""
+
+    # data
+    data: str = "mix"
+    tokenizer: str = "byte"
+    seq_len: int = 128
+    # model family and sub-tokens
+    family: str = "prime"  # prime | mdm (ℓ = 1) | ar
+    subtokens: int = 2  # ℓ (forced to 1 for mdm and ar)
+    base: int | None = None
+    objective: str = "prime"  # training loss: prime (paper) | valid (the bound)
+    schedule: str = "linear"
+    # network
+    architecture: str = "auto"  # auto | transformer | unet | mlp
+    model_size: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)  # extra architecture kwargs
+    # optimisation
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int = 2000
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.98)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    time_eps: float = 1e-3
+    # evaluation and logging
+    eval_every: int = 500
+    eval_sequences: int = 64
+    eval_num_times: int = 8
+    final_eval_sequences: int = 256
+    final_eval_num_times: int = 32
+    sample_every: int = 0  # 0: only at the end
+    num_preview_samples: int = 4
+    sample_steps: int = 0  # 0: one step per token (T = L)
+    log_every: int = 10
+    checkpoint_every: int = 500
+    # runtime
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 on CUDA, and on CPU when the model says it is faster
+    device: str = "auto"
+    compile: bool = False
+    max_train_tokens: int = 0  # 0: the whole training split
+
+    def validate(self) -> TrainConfig:
+        def choice(name, options):
+            value = getattr(self, name)
+            if value not in options:
+                raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+        choice("family", FAMILIES)
+        choice("objective", OBJECTIVES)
+        choice("lr_schedule", LR_SCHEDULES)
+        choice("precision", PRECISIONS)
+        choice("device", DEVICES)
+        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "subtokens", "eval_sequences",
+                     "eval_num_times", "final_eval_sequences", "final_eval_num_times", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sample_every", "sample_steps",
+                     "num_preview_samples", "max_train_tokens", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.eval_num_times < 2 or self.final_eval_num_times < 2:
+            raise ValueError("eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
+            )
+        if self.family in ("mdm", "ar") and self.subtokens != 1:
+            raise ValueError(
+                f"family {self.family!r} uses whole tokens: subtokens must be 1, got {self.subtokens} "
+                f"(use --family prime for ℓ > 1)"
+            )
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"model_overrides must be a dict, got {self.model_overrides!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d).validate()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the main job: a small Prime model on the offline text mixture, ~10 minutes on 2 CPU cores
+    "text-tiny": dict(data="mix", tokenizer="byte", seq_len=128, model_size="tiny", batch_size=32,
+                      max_steps=1500, lr=2e-3, warmup_steps=100, eval_every=500, checkpoint_every=250),
+    "text8-small": dict(data="text8", tokenizer="text8", seq_len=256, model_size="small", batch_size=256,
+                        max_steps=100000, lr=3e-4, warmup_steps=2000, eval_every=5000,
+                        checkpoint_every=5000, subtokens=2),
+    # the paper's OpenWebText scale (GPT-2 tokenizer, L = 1024, 768 wide, 12 blocks)
+    "owt-small": dict(data="owt", tokenizer="gpt2", seq_len=1024, model_size="small", batch_size=512,
+                      max_steps=1000000, lr=3e-4, warmup_steps=2500, eval_every=10000,
+                      checkpoint_every=10000, subtokens=4, weight_decay=0.0, ema_decay=0.9999),
+    "mnist-small": dict(data="mnist", tokenizer="none", architecture="unet", model_size="toy",
+                        batch_size=64, max_steps=5000, lr=1e-3, eval_every=1000, subtokens=2),
+    "cifar10": dict(data="cifar10", tokenizer="none", architecture="unet", model_size="cifar10",
+                    batch_size=128, max_steps=800000, lr=2e-4, warmup_steps=5000, eval_every=20000,
+                    checkpoint_every=20000, subtokens=2, ema_decay=0.9999),
+    "toy": dict(data="toy:camera", tokenizer="none", architecture="mlp", model_size="toy", seq_len=2,
+                batch_size=4096, max_steps=3000, lr=1e-3, warmup_steps=0, eval_every=1000, subtokens=2,
+                eval_sequences=1024, final_eval_sequences=4096, ema_decay=0.99),
+}
+
+
+def _coerce(name: str, raw: str, current: Any) -> Any:
+    """Parse ``raw`` (a command-line string) into the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(current, int) or (current is None and name == "base"):
+            if raw.lower() == "none" and current is None:
+                return None
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, (tuple, list, dict)):
+            return json.loads(raw)
+        return raw
+    except (ValueError, json.JSONDecodeError):
+        kind = type(current).__name__ if current is not None else "int or none"
+        raise ValueError(f"invalid value for {name}: {raw!r} (expected {kind})") from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["lr=1e-3", "model_overrides.width=256"]`` → ``{"lr": "1e-3", ...}``; rejects malformed items."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(preset: str = "text-tiny", overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset + overrides (string values are parsed to the field's type) → validated config.
+
+    A key ``model_overrides.NAME`` sets one architecture kwarg (value parsed as JSON when possible).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown config preset {preset!r}; expected one of {sorted(PRESETS)}")
+    base = TrainConfig(**PRESETS[preset])
+    known = {f.name for f in fields(TrainConfig)}
+    values = base.to_dict()
+    values["model_overrides"] = dict(values["model_overrides"])
+    for key, raw in (overrides or {}).items():
+        if key.startswith("model_overrides."):
+            sub_key = key.split(".", 1)[1]
+            try:
+                values["model_overrides"][sub_key] = json.loads(raw) if isinstance(raw, str) else raw
+            except json.JSONDecodeError:
+                values["model_overrides"][sub_key] = raw
+            continue
+        if key not in known:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(known)}")
+        values[key] = _coerce(key, raw, values[key]) if isinstance(raw, str) else raw
+    return TrainConfig.from_dict(values)

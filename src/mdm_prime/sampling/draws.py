@@ -1,0 +1,53 @@
+"""Float64 categorical draws by inverse CDF, temperature and top-p (MATH.md §6).
+
+Draws take their uniforms as an argument so that the caller controls the random stream: the sampler
+draws uniforms for *every* row at every step, which makes its output independent of which rows were
+recomputed (caching cannot change a sample).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["categorical_from_uniform", "process_log_probs"]
+
+
+def categorical_from_uniform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from (possibly unnormalised) non-negative ``probs[..., K]`` using
+    ``u[...] ∈ [0, 1)`` (``float64``). Returns ``LongTensor[...]`` in ``[0, K)``.
+
+    A zero-probability class is never returned (the CDF is flat there and the comparison is strict);
+    a row whose mass is all zero returns 0 (the sampler never reads such rows).
+    """
+    probs = probs.to(torch.float64)
+    cdf = probs.cumsum(-1)
+    total = cdf[..., -1:]
+    target = u.to(torch.float64).unsqueeze(-1) * total
+    idx = torch.searchsorted(cdf.contiguous(), target.contiguous(), right=True).squeeze(-1)
+    k = probs.shape[-1]
+    over = idx >= k  # only when rounding makes u·total == total: take the last positive class
+    if bool(over.any()):
+        last_pos = (k - 1) - (probs.flip(-1) > 0).to(torch.int8).argmax(-1)
+        idx = torch.where(over, last_pos, idx)
+    return idx
+
+
+def process_log_probs(log_probs: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """Temperature then top-p (nucleus) on log-probabilities ``[..., K]``; returns ``float64`` probabilities.
+
+    ``p ∝ exp(log p / τ)``; then the smallest set of most likely classes whose mass reaches
+    ``top_p`` is kept (at least one class) and renormalised. Classes with probability 0 (``-inf``,
+    e.g. removed by carry-over) stay at 0 for every ``τ`` and ``top_p``.
+    """
+    lp = log_probs.to(torch.float64)
+    if temperature != 1.0:
+        lp = torch.log_softmax(lp / temperature, dim=-1)
+    p = lp.exp()
+    if top_p < 1.0:
+        sorted_p, order = p.sort(dim=-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p
+        keep_sorted = before < top_p
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        p = p * keep
+        p = p / p.sum(-1, keepdim=True)
+    return p

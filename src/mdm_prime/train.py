@@ -1,0 +1,323 @@
+"""The training loop: one function, :func:`train`, readable top to bottom.
+
+Same code path for MDM-Prime (any ℓ), MDM (ℓ = 1) and the autoregressive baseline; objective
+``prime`` (the paper's loss) or ``valid`` (the bound). Validation always reports the **valid bound**
+(MATH.md §5) with EMA weights.
+
+Determinism and resumption: every random draw of the loop (data order, times, masks) comes from one
+CPU ``torch.Generator`` whose state is checkpointed with the model, optimizer and EMA, and the data
+order of epoch ``e`` is a permutation seeded by ``(seed, e)``. The noise for a step is drawn for the
+whole *global* batch and each process takes its slice, so a ``torchrun`` run with N processes sees
+exactly the batches and masks of a single process with the same global batch.
+
+Run folder layout::
+
+    OUT/train_config.json   resolved config            OUT/metrics.jsonl   one JSON row per log/eval
+    OUT/checkpoint/         model (save_pretrained) + trainer_state.pt, replaced atomically
+    OUT/loss.png            training loss and validation bound   OUT/samples/step_N.txt|png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import distributed as D
+from .checkpoint import load_pretrained, save_pretrained
+from .configs import TrainConfig
+from .objectives import sequence_terms
+from .schedules import get_schedule
+from .tasks import Task, build_model_for, build_task, evaluate_model, preview_samples
+
+__all__ = ["train", "Trainer"]
+
+STATE_FILE = "trainer_state.pt"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``cfg.lr``, then constant or cosine decay to ``min_lr_ratio · lr``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+class EMA:
+    """Exponential moving average of parameters, kept in a frozen copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - self.decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+class Trainer:
+    """Holds the run's state; :meth:`run` trains to ``cfg.max_steps``."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+                 show_progress: bool = True) -> None:
+        self.cfg = cfg.validate()
+        self.out = Path(out_dir)
+        self.dist = D.init_distributed(cfg.device)
+        self.show_progress = show_progress and self.dist.is_main
+        if self.out.exists() and any(self.out.iterdir()) and not resume:
+            if (self.out / "checkpoint").exists() or (self.out / "train_config.json").exists():
+                raise FileExistsError(
+                    f"run folder {self.out} already holds a run; pass --resume to continue it "
+                    f"or choose another --out"
+                )
+        micro = cfg.batch_size // cfg.grad_accum
+        if micro % self.dist.world_size:
+            raise ValueError(
+                f"batch_size / grad_accum = {micro} must be divisible by the number of processes "
+                f"({self.dist.world_size})"
+            )
+        torch.manual_seed(cfg.seed)
+        self.task: Task = build_task(cfg, self.dist)
+        self.model = build_model_for(cfg, self.task).to(self.dist.device)
+        self.sub = getattr(self.model, "subtokenizer", None)
+        self.schedule = get_schedule(cfg.schedule)
+        self.ema = EMA(self.model, cfg.ema_decay)
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            (decay if p.dim() >= 2 else no_decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=tuple(cfg.betas),
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        if resume:
+            self._load_checkpoint()
+        elif self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(cfg.to_json())
+            self.task.save_assets(self.out)
+        D.barrier(self.dist)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.train_model = self.model
+
+    # ----------------------------------------------------------------- data
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(self.task.num_train, generator=g)
+
+    def _next_global_batch(self) -> torch.Tensor:
+        """Token ids ``[batch_size, L]`` of the next global batch (same on every process)."""
+        if self.task.infinite:
+            return self.task.sample_train(self.cfg.batch_size, self.generator)
+        idx = []
+        need = self.cfg.batch_size
+        while need:
+            order = self._epoch_order(self.epoch)
+            take = order[self.position : self.position + need]
+            idx.append(take)
+            need -= take.numel()
+            self.position += take.numel()
+            if self.position >= order.numel():
+                self.epoch, self.position = self.epoch + 1, 0
+        return self.task.train_tokens[torch.cat(idx)]
+
+    # ----------------------------------------------------------------- step
+    def _loss(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Per-sequence loss in nats for a micro-batch (weighted objective, or AR NLL)."""
+        if self.cfg.family == "ar":
+            return -self._ar_loglik(x0)
+        y0 = self.sub.encode(x0)
+        p_mask = self.schedule.mask_probability(t).unsqueeze(1)
+        y_t = torch.where(u < p_mask, torch.full_like(y0, self.sub.mask_id), y0)
+        logits = self.train_model(y_t, t)
+        return self.schedule.weight(t) * sequence_terms(logits, y_t, x0, self.sub, self.cfg.objective)
+
+    def _ar_loglik(self, x0: torch.Tensor) -> torch.Tensor:
+        logits = self.train_model(x0)
+        return torch.log_softmax(logits.float(), -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def train_step(self) -> float:
+        """One optimizer step on the next global batch; returns the mean loss in nats per token."""
+        cfg, info = self.cfg, self.dist
+        x_global = self._next_global_batch()
+        B, L = x_global.shape
+        # noise for the whole global batch, drawn identically on every process
+        t_global = ((torch.rand((), generator=self.generator) + torch.arange(B) / B) % 1.0).clamp(cfg.time_eps, 1.0)
+        n_digits = L * (self.sub.length if self.sub is not None else 1)
+        u_global = torch.rand(B, n_digits, generator=self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        self.train_model.train()
+        micro = B // cfg.grad_accum
+        per_rank = micro // info.world_size
+        total = torch.zeros((), device=info.device)
+        for m in range(cfg.grad_accum):
+            lo = m * micro + info.rank * per_rank
+            sl = slice(lo, lo + per_rank)
+            x0 = x_global[sl].to(info.device)
+            t = t_global[sl].to(info.device)
+            u = u_global[sl].to(info.device)
+            per_seq = self._loss(x0, t, u)
+            loss = per_seq.sum() * info.world_size / (B * L)
+            sync = m == cfg.grad_accum - 1 or not info.enabled
+            ctx = self.train_model.no_sync() if (info.enabled and not sync) else contextlib.nullcontext()
+            with ctx:
+                loss.backward()
+            total += per_seq.detach().sum()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step += 1
+        self.tokens_seen += B * L
+        return float(D.all_reduce_mean(total, info)) * info.world_size / (B * L)
+
+    # ----------------------------------------------------------------- checkpoint
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint/`` atomically: build ``checkpoint.tmp/``, then swap directories."""
+        if not self.dist.is_main:
+            D.barrier(self.dist)
+            return
+        final, tmp, old = (self.out / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_pretrained(self.model, tmp, ema_state_dict=self.ema.model.state_dict(),
+                        extra={"train_step": self.step})
+        state = {
+            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
+        }
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        D.barrier(self.dist)
+
+    def _load_checkpoint(self) -> None:
+        ckpt = self.out / "checkpoint"
+        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
+            ckpt = self.out / "checkpoint.old"  # crashed between the two renames
+        if not (ckpt / STATE_FILE).exists():
+            raise FileNotFoundError(f"--resume: no checkpoint with {STATE_FILE} under {self.out}")
+        saved_cfg = json.loads((self.out / "train_config.json").read_text())
+        if saved_cfg != self.cfg.to_dict():
+            diff = sorted(k for k in saved_cfg if saved_cfg.get(k) != self.cfg.to_dict().get(k))
+            raise ValueError(f"--resume: config differs from the saved run in {diff}; resume with the same settings")
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(load_pretrained(ckpt, use_ema=False).state_dict())
+        self.ema.model.load_state_dict(load_pretrained(ckpt, use_ema=True).state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.tokens_seen, self.elapsed = state["tokens_seen"], state["elapsed"]
+
+    # ----------------------------------------------------------------- logging
+    def log(self, row: dict) -> None:
+        if self.dist.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def evaluate(self, final: bool = False) -> dict:
+        cfg = self.cfg
+        n = cfg.final_eval_sequences if final else cfg.eval_sequences
+        k = cfg.final_eval_num_times if final else cfg.eval_num_times
+        result = evaluate_model(self.ema.model, self.task, num_sequences=n, num_times=k, seed=cfg.seed)
+        result.update(step=self.step, split="valid", final=final)
+        return result
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.show_progress,
+                   dynamic_ncols=True, unit="step")
+        window_tokens, window_start = 0, time.perf_counter()
+        last_eval: dict = {}
+        while self.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            loss = self.train_step()
+            self.elapsed += time.perf_counter() - t0
+            window_tokens += cfg.batch_size * cfg.seq_len
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower lr or check the data")
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                self.log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
+                          "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+            bar.update(1)
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                if self.dist.is_main:
+                    last_eval = self.evaluate()
+                    self.log(last_eval)
+                    bar.write(_format_eval(last_eval))
+                D.barrier(self.dist)
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
+                preview_samples(self.ema.model, self.task, self.out, self.step, cfg)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        if self.dist.is_main:
+            last_eval = self.evaluate(final=True)
+            self.log(last_eval)
+            from .plotting import plot_metrics
+
+            plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
+            preview_samples(self.ema.model, self.task, self.out, self.step, cfg)
+        D.barrier(self.dist)
+        return last_eval
+
+
+def _format_eval(r: dict) -> str:
+    parts = [f"step {r['step']}: valid bound {r['nelbo_nats_per_token']:.4f} ± {r['stderr_nats_per_token']:.4f} nats/token"]
+    for key, label in (("bits_per_char", "bits/char"), ("bits_per_dim", "bits/dim"), ("bits_per_token", "bits/token")):
+        if key in r:
+            parts.append(f"{r[key]:.4f} {label}")
+            break
+    if "prime_objective_nats_per_token" in r:
+        parts.append(f"(training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)")
+    return ", ".join(parts)
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train (or resume) a run in ``out_dir``; returns the final validation metrics (valid bound)."""
+    trainer = Trainer(cfg, out_dir, resume=resume, show_progress=show_progress)
+    try:
+        result = trainer.run()
+        if trainer.dist.is_main:
+            print(_format_eval(result))
+        return result
+    finally:
+        D.shutdown(trainer.dist)

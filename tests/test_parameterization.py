@@ -1,0 +1,230 @@
+"""Carry-over parameterization (MATH.md §3): log-probs, digit marginals and the NLLs built on them,
+against brute-force per-token loops over ``sub.digit_table``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mdm_prime.parameterization as P
+from mdm_prime import SubTokenizer
+from mdm_prime.objectives import digit_nll, token_and_digit_nll, token_nll
+from mdm_prime.parameterization import (
+    carry_over,
+    carry_over_log_probs,
+    carry_over_logits,
+    digit_log_marginals,
+)
+
+
+@pytest.fixture(autouse=True)
+def _small_blocks(monkeypatch):
+    # tiny row blocks so that both dense strategies (whole block / gathered rows) run on small inputs
+    monkeypatch.setattr(P, "CHUNK_ROWS", 3)
+
+
+def _sub(c, ell, base=None, permuted=False, seed=0):
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(seed)) if permuted else None
+    return SubTokenizer(c, ell, base=base, permutation=perm)
+
+
+def _draw(sub, b=3, l=7, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, sub.num_classes, (b, l), generator=g)
+    y0 = sub.encode(x0)
+    t = torch.rand(b, 1, generator=g)
+    y_t = torch.where(torch.rand(y0.shape, generator=g) < t, torch.full_like(y0, sub.mask_id), y0)
+    y_t[0, : sub.length] = sub.mask_id  # at least one fully masked token
+    y_t[0, sub.length : 2 * sub.length] = y0[0, sub.length : 2 * sub.length]  # and one fully seen
+    logits = (torch.randn(b, l, sub.num_classes, generator=g) * scale).to(dtype)
+    return logits, y_t, x0
+
+
+def _brute_log_probs(logits, y_t, sub):
+    """Per token: consistent classes by a Python loop over the digit table."""
+    b, l, c = logits.shape
+    y = y_t.view(b, l, sub.length)
+    out = torch.full(logits.shape, float("-inf"), dtype=torch.float64)
+    for i in range(b):
+        for k in range(l):
+            ok = [
+                cls
+                for cls in range(c)
+                if all(int(y[i, k, j]) in (sub.mask_id, int(sub.digit_table[cls, j])) for j in range(sub.length))
+            ]
+            z = logits[i, k, ok].double()
+            out[i, k, ok] = z - torch.logsumexp(z, 0)
+    return out
+
+
+def _brute_marginals(log_probs, sub):
+    p = log_probs.double().exp()
+    out = torch.zeros(*p.shape[:-1], sub.length, sub.base, dtype=torch.float64)
+    for cls in range(sub.num_classes):
+        for j in range(sub.length):
+            out[..., j, int(sub.digit_table[cls, j])] += p[..., cls]
+    return out
+
+
+CASES = [  # (C, ℓ, base): b^ℓ > C and b^ℓ = C, ℓ ∈ {1, 2, 3, 4}
+    (7, 1, None),
+    (10, 2, None),
+    (16, 2, None),
+    (27, 3, None),
+    (20, 3, None),
+    (16, 4, None),
+    (13, 4, 2),
+    (30, 4, None),
+]
+
+
+@pytest.mark.parametrize("c,ell,base", CASES)
+@pytest.mark.parametrize("permuted", [False, True])
+def test_log_probs_and_marginals_match_brute_force(c, ell, base, permuted):
+    sub = _sub(c, ell, base, permuted)
+    logits, y_t, _ = _draw(sub)
+    ref = _brute_log_probs(logits, y_t, sub)
+    lp, marg = carry_over(logits, y_t, sub)
+    assert lp.dtype == torch.float64 and marg.dtype == torch.float64
+    assert torch.equal(torch.isinf(lp), torch.isinf(ref))  # zero mass exactly on inconsistent classes
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(lp[fin], ref[fin], rtol=0, atol=1e-12)
+    torch.testing.assert_close(carry_over_log_probs(logits, y_t, sub), lp, rtol=0, atol=1e-12)
+    ref_m = _brute_marginals(ref, sub)
+    torch.testing.assert_close(marg.exp(), ref_m, rtol=0, atol=1e-12)
+    torch.testing.assert_close(marg.exp().sum(-1), torch.ones(marg.shape[:-1], dtype=torch.float64))
+    if ell > 1:
+        torch.testing.assert_close(digit_log_marginals(lp, sub), marg, rtol=0, atol=1e-12)
+    # the autograd path agrees with the fast path
+    lp_g, marg_g = carry_over(logits.clone().requires_grad_(), y_t, sub)
+    torch.testing.assert_close(lp_g.detach()[fin], lp[fin], rtol=0, atol=1e-12)
+    torch.testing.assert_close(marg_g.detach().exp(), marg.exp(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("c,ell,base", CASES)
+def test_unmasked_masked_and_partial_tokens(c, ell, base):
+    sub = _sub(c, ell, base)
+    logits, y_t, x0 = _draw(sub, dtype=torch.float32)
+    lp, _ = carry_over(logits, y_t, sub)
+    # fully seen token (0, 1): exactly 0 on its value, -inf elsewhere
+    v = int(x0[0, 1])
+    assert lp[0, 1, v].item() == 0.0
+    others = torch.cat([lp[0, 1, :v], lp[0, 1, v + 1 :]])
+    assert torch.all(others == float("-inf"))
+    # fully masked token (0, 0): plain log_softmax
+    torch.testing.assert_close(lp[0, 0], torch.log_softmax(logits[0, 0], -1))
+    # partially seen: proportional to exp(logits) on the consistent set (via the brute force)
+    ref = _brute_log_probs(logits, y_t, sub)
+    fin = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(lp), fin)
+    torch.testing.assert_close(lp[fin].double(), ref[fin], rtol=0, atol=1e-5)
+    # the additive-mask formulation gives the same support
+    assert torch.equal(torch.isfinite(carry_over_logits(logits, y_t, sub)), fin)
+
+
+def test_single_consistent_class_and_extreme_logits():
+    sub = _sub(16, 2)  # b = 4
+    x0 = torch.tensor([[5, 9, 15, 0]])
+    y_t = sub.encode(x0)
+    y_t[0, 2] = sub.mask_id  # token 1: first digit hidden
+    y_t[0, 6:] = sub.mask_id  # token 3: fully masked
+    logits = torch.full((1, 4, 16), -1e4)
+    logits[..., ::2] = 1e4
+    lp, marg = carry_over(logits, y_t, sub)
+    assert not torch.isnan(lp).any() and not torch.isnan(marg).any()
+    assert lp[0, 0, 5].item() == 0.0 and lp[0, 2, 15].item() == 0.0  # odd class against +1e4 logits
+    assert torch.isfinite(marg).all()
+    tok, dig = token_and_digit_nll(logits, y_t, x0, sub)
+    assert torch.isfinite(tok).all() and torch.isfinite(dig).all()
+    assert tok[0, 0].item() == 0.0 and tok[0, 2].item() == 0.0
+    assert torch.all(dig[0, 0] == 0) and torch.all(dig[0, 2] == 0)
+    # digit_nll of an (almost) impossible value is capped at -log(tiny), never inf
+    assert dig.max().item() <= -math.log(torch.finfo(torch.float32).tiny) + 1e-3
+    # a box with exactly one valid code: C = 10, ℓ = 2, b = 4: first digit 2 leaves codes 8, 9
+    sub = _sub(10, 2)
+    y_t = torch.tensor([[2, sub.mask_id]])
+    lp, marg = carry_over(torch.tensor([[[0.0] * 8 + [1e4, -1e4]]]), y_t, sub)
+    assert lp[0, 0, 8].item() == 0.0 and not torch.isnan(lp).any()
+
+
+def test_dtypes():
+    sub = _sub(30, 2, permuted=True)
+    logits, y_t, x0 = _draw(sub, dtype=torch.float64)
+    lp, marg = carry_over(logits, y_t, sub)
+    assert lp.dtype == marg.dtype == torch.float64
+    assert token_nll(logits, y_t, x0, sub).dtype == torch.float64
+    assert digit_nll(logits, y_t, x0, sub).dtype == torch.float64
+    lp16, marg16 = carry_over(logits.bfloat16(), y_t, sub)
+    assert lp16.dtype == marg16.dtype == torch.float32
+    ref, _ = carry_over(logits.bfloat16().float(), y_t, sub)
+    torch.testing.assert_close(lp16, ref)
+    assert carry_over_log_probs(logits.float(), y_t, sub).dtype == torch.float32
+    assert token_nll(logits.half(), y_t, x0, sub).dtype == torch.float32
+
+
+def _brute_nll(logits, y_t, x0, sub):
+    ref = _brute_log_probs(logits, y_t, sub)
+    b, l = x0.shape
+    tok = -ref.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    marg = _brute_marginals(ref, sub)
+    y0 = sub.encode(x0).view(b, l, sub.length)
+    hidden = y_t.view(b, l, sub.length) == sub.mask_id
+    dig = torch.where(hidden, -marg.gather(-1, y0.unsqueeze(-1)).squeeze(-1).log(), torch.zeros(()))
+    return tok, dig
+
+
+@pytest.mark.parametrize("c,ell,base", CASES)
+@pytest.mark.parametrize("permuted", [False, True])
+def test_nll_match_brute_force(c, ell, base, permuted):
+    sub = _sub(c, ell, base, permuted, seed=1)
+    logits, y_t, x0 = _draw(sub, seed=2)
+    tok_ref, dig_ref = _brute_nll(logits, y_t, x0, sub)
+    tok, dig = token_nll(logits, y_t, x0, sub), digit_nll(logits, y_t, x0, sub)
+    torch.testing.assert_close(tok, tok_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(dig, dig_ref, rtol=0, atol=1e-10)
+    both = token_and_digit_nll(logits, y_t, x0, sub)
+    torch.testing.assert_close(both[0], tok_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(both[1], dig_ref, rtol=0, atol=1e-10)
+    seen = y_t.view(*x0.shape, sub.length) != sub.mask_id
+    assert torch.all(dig[seen] == 0) and torch.all(tok[seen.all(-1)] == 0)
+    # gradients: the NLLs are differentiable and agree with the brute-force softmax formulation
+    z = logits.clone().requires_grad_()
+    (token_nll(z, y_t, x0, sub).sum() + digit_nll(z, y_t, x0, sub).sum()).backward()
+    z2 = logits.clone().requires_grad_()
+    lp, marg = carry_over(z2, y_t, sub)
+    y0 = sub.encode(x0).view(*x0.shape, sub.length)
+    hidden = ~seen
+    loss = -lp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)[~seen.all(-1)].sum()
+    loss = loss - marg.gather(-1, y0.unsqueeze(-1)).squeeze(-1)[hidden].sum()
+    loss.backward()
+    torch.testing.assert_close(z.grad, z2.grad, rtol=0, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    c=st.integers(2, 40),
+    ell=st.integers(1, 4),
+    extra_base=st.integers(0, 2),
+    permuted=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_property_random_shapes(c, ell, extra_base, permuted, seed):
+    from mdm_prime.subtokenizer import default_base
+
+    base = default_base(c, ell) + (extra_base if ell > 1 else 0)
+    sub = _sub(c, ell, base, permuted, seed)
+    logits, y_t, x0 = _draw(sub, b=2, l=5, seed=seed)
+    ref = _brute_log_probs(logits, y_t, sub)
+    lp, marg = carry_over(logits, y_t, sub)
+    fin = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(lp), fin)
+    torch.testing.assert_close(lp[fin], ref[fin], rtol=0, atol=1e-11)
+    torch.testing.assert_close(marg.exp(), _brute_marginals(ref, sub), rtol=0, atol=1e-11)
+    tok_ref, dig_ref = _brute_nll(logits, y_t, x0, sub)
+    tok, dig = token_and_digit_nll(logits, y_t, x0, sub)
+    torch.testing.assert_close(tok, tok_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(dig, dig_ref, rtol=0, atol=1e-10)
