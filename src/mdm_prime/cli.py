@@ -70,7 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import train
 
     train(cfg, out, resume=args.resume, show_progress=not args.no_progress)
-    print(f"run folder: {out}  (metrics.jsonl, loss.png, samples/, checkpoint/)")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {out}  (metrics.jsonl, loss.png, samples/, checkpoint/)")
     return 0
 
 

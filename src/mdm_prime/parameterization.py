@@ -286,26 +286,25 @@ def _grid_sums(e: torch.Tensor, sub: SubTokenizer, lay: _Layout) -> tuple[torch.
         e = e.index_select(1, lay.coc_clamped)
         e.index_fill_(1, lay.invalid_codes, 0.0)
     k = e.shape[1]
-    full = (k // b) * b
-    blocks = e[:, :full].unflatten(1, (full // b, b))  # (n, K//b, b): last digit on the inner axis
-    ones = torch.ones(n, 1, full // b, dtype=e.dtype, device=e.device)
-    last = torch.bmm(ones, blocks).view(n, b)  # marginal of the last digit
-    joint = blocks.sum(2)  # joint of the leading ℓ-1 digits
+    slab = b ** (ell - 1)  # codes sharing the first digit: contiguous slabs
+    full = (k // slab) * slab
+    slabs = e[:, :full].unflatten(1, (full // slab, slab))  # (n, ≤b, b^(ℓ-1))
+    first = slabs.sum(2)  # marginal of the first digit (long contiguous reductions)
+    joint = slabs.sum(1)  # joint of digits 1..ℓ-1 (vector adds of whole slabs)
     if full < k:
         tail = e[:, full:]
-        last[:, : k - full] += tail
-        joint = torch.cat([joint, tail.sum(1, keepdim=True)], 1)
-    lead = b ** (ell - 1)
-    if joint.shape[1] < lead:
-        joint = torch.nn.functional.pad(joint, (0, lead - joint.shape[1]))
-    out = [last]
-    for j in range(ell - 2, 0, -1):  # joint of digits 0..j has b^(j+1) entries
-        grid = joint.view(n, b**j, b)
-        out.append(grid.sum(1))
-        joint = grid.sum(2)
+        joint[:, : k - full] += tail
+        first = torch.cat([first, tail.sum(1, keepdim=True)], 1)
+    if first.shape[1] < b:
+        first = torch.nn.functional.pad(first, (0, b - first.shape[1]))
+    out = [first]
+    for j in range(1, ell - 1):  # joint of digits j..ℓ-1 has b^(ℓ-j) entries
+        grid = joint.view(n, b, b ** (ell - 1 - j))
+        out.append(grid.sum(2))
+        joint = grid.sum(1)
     out.append(joint)
-    sums = torch.stack(out[::-1], 1)
-    return sums, joint.sum(1, keepdim=True)
+    sums = torch.stack(out, 1)
+    return sums, first.sum(1, keepdim=True)
 
 
 def _carry_over_fast(

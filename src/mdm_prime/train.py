@@ -40,6 +40,13 @@ from .tasks import Task, build_model_for, build_task, evaluate_model, preview_sa
 __all__ = ["train", "Trainer"]
 
 STATE_FILE = "trainer_state.pt"
+RESUME_MAY_CHANGE = frozenset({
+    "max_steps", "eval_every", "eval_sequences", "eval_num_times", "final_eval_sequences", "final_eval_num_times",
+    "sample_every", "num_preview_samples", "sample_steps", "log_every", "checkpoint_every", "device", "compile",
+})
+"""Settings that do not change what is trained, so a resumed run may set them anew (a longer
+``max_steps`` continues the run; with a cosine schedule the learning-rate curve is stretched from
+there on)."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -60,10 +67,16 @@ class EMA:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        """Warmed-up decay ``min(decay, (1 + step) / (10 + step))``, so that short runs are not
+        dominated by the initial weights."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = self.decay_at(step)
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - self.decay)
+            ema_p.lerp_(p.detach(), 1.0 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
 
@@ -191,7 +204,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model)
+        self.ema.update(self.model, self.step)
         self.step += 1
         self.tokens_seen += B * L
         return float(D.all_reduce_mean(total, info)) * info.world_size / (B * L)
@@ -227,9 +240,16 @@ class Trainer:
         if not (ckpt / STATE_FILE).exists():
             raise FileNotFoundError(f"--resume: no checkpoint with {STATE_FILE} under {self.out}")
         saved_cfg = json.loads((self.out / "train_config.json").read_text())
-        if saved_cfg != self.cfg.to_dict():
-            diff = sorted(k for k in saved_cfg if saved_cfg.get(k) != self.cfg.to_dict().get(k))
-            raise ValueError(f"--resume: config differs from the saved run in {diff}; resume with the same settings")
+        now = self.cfg.to_dict()
+        diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
+        blocking = [k for k in diff if k not in RESUME_MAY_CHANGE]
+        if blocking:
+            raise ValueError(
+                f"--resume: settings {blocking} differ from the saved run in {self.out}; resume with the same "
+                f"settings (only {sorted(RESUME_MAY_CHANGE)} may change)"
+            )
+        if diff and self.dist.is_main:
+            (self.out / "train_config.json").write_text(self.cfg.to_json())
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
         self.model.load_state_dict(load_pretrained(ckpt, use_ema=False).state_dict())
         self.ema.model.load_state_dict(load_pretrained(ckpt, use_ema=True).state_dict())
@@ -266,7 +286,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss = self.train_step()
             self.elapsed += time.perf_counter() - t0
-            window_tokens += cfg.batch_size * cfg.seq_len
+            window_tokens += cfg.batch_size * self.task.seq_len
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {self.step}; lower lr or check the data")
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
@@ -306,6 +326,8 @@ def _format_eval(r: dict) -> str:
         if key in r:
             parts.append(f"{r[key]:.4f} {label}")
             break
+    if "data_entropy_nats_per_token" in r:
+        parts.append(f"data entropy {r['data_entropy_nats_per_token']:.4f} nats/token")
     if "prime_objective_nats_per_token" in r:
         parts.append(f"(training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)")
     return ", ".join(parts)

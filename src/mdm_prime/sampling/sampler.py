@@ -20,6 +20,16 @@ sequence at every step (the baseline). All randomness is drawn for every row at 
 fixed order, so the same seed gives the same samples with caching on or off (given a model whose
 per-row output does not depend on the batch it is evaluated in).
 
+**Corrector** (``corrector_scale = a > 0``). MATH.md §6 gives the jump rates
+``u = (1+κ) w(t) δ_x̂ + κ (−α'_t/α_t) δ_m``; they are read here as the rates of the whole
+predictor–corrector step (the discrete-flow-matching reading, in which the "1" of ``1+κ`` is the
+predictor): a masked digit unmasks to ``d_j(x̂)`` with probability ``1 − exp(−h(1+κ)w(t))`` and a seen,
+non-fixed digit is remasked with probability ``1 − exp(−hκ(−α'_t/α_t))``, ``h = t − s``, ``x̂`` from the
+same network call. Adding the corrector *on top of* the exact predictor probability would unmask at
+rate ``(2+κ)w`` and no longer follow the schedule's marginals. ``κ = 0`` at ``t ∈ {0, 1}``.
+
+**Memory.** The cache holds one ``float64`` distribution per token: ``8·B·L·C`` bytes.
+
 **Counters** (per sequence): ``network_calls`` (rows of network evaluations spent on that sequence)
 and ``idle_steps`` (steps in which none of its digits changed). For the joint sampler without
 corrector and with caching, ``network_calls + idle_steps = T`` for every sequence with at least one
@@ -170,7 +180,8 @@ def sample(
             with probability ``1 − exp(−h·rate)``, ``h = t − s``; ``x̂`` is the predictor's draw (no
             extra network call). Fixed digits are never remasked; the last step fills all masks.
         seed / generator: randomness (a ``torch.Generator`` on ``device``); ``seed`` builds one.
-        device: where the digits live (default: the condition's device, else CPU).
+        device: where the digits live (default: the condition's device, else the model's parameters',
+            else CPU). The model is called under ``torch.inference_mode``; put it in ``eval()`` mode first.
 
     Returns:
         :class:`SampleResult`.
@@ -198,7 +209,11 @@ def sample(
     batch, length = _resolve_shape(sub, num_samples, num_tokens, condition)
 
     if device is None:
-        device = condition.fixed.device if condition is not None else torch.device("cpu")
+        if condition is not None:
+            device = condition.fixed.device
+        else:
+            param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+            device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     if generator is None:
         generator = torch.Generator(device=device)
