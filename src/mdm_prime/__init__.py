@@ -6,9 +6,11 @@ logits FloatTensor[B, L, C]``. Train it with :func:`diffusion_loss`; report like
 """
 
 from .likelihood import LikelihoodResult, likelihood
-from .objectives import DiffusionLoss, diffusion_loss, digit_nll, sequence_terms, token_nll
+from .objectives import DiffusionLoss, diffusion_loss, digit_nll, sequence_terms, token_and_digit_nll, token_nll
 from .parameterization import (
+    carry_over,
     carry_over_log_probs,
+    carry_over_nll,
     carry_over_logits,
     consistency_log_mask,
     digit_log_marginals,
@@ -25,6 +27,9 @@ from .schedules import (
 )
 from .subtokenizer import SubTokenizer, default_base
 
+from .checkpoint import load_pretrained, save_pretrained
+from .sampling import SampleResult, sample
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -40,6 +45,9 @@ __all__ = [
     "mask_subtokens",
     "mask_k_subtokens",
     "consistency_log_mask",
+    "carry_over",
+    "carry_over_nll",
+    "token_and_digit_nll",
     "carry_over_logits",
     "carry_over_log_probs",
     "digit_log_marginals",
@@ -51,5 +59,9 @@ __all__ = [
     "DiffusionLoss",
     "likelihood",
     "LikelihoodResult",
+    "sample",
+    "SampleResult",
+    "save_pretrained",
+    "load_pretrained",
     "__version__",
 ]

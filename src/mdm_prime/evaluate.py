@@ -72,6 +72,146 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
+    m = p.add_argument_group("sample metrics and the discrete-time bound (mdm_prime.metrics)")
+    m.add_argument("--gen-ppl", metavar="AR_RUN_DIR",
+                   help="generative perplexity of --num-samples samples under this autoregressive run "
+                        "(mdm-prime train --family ar, same corpus and tokenizer), with the unigram entropy")
+    m.add_argument("--fd", metavar="CLASSIFIER_DIR",
+                   help="images: Fréchet distance on the penultimate features of a classifier from "
+                        "mdm-prime train-classifier")
+    m.add_argument("--inception-weights", metavar="PATH",
+                   help="images: also the Inception FID from a local torchvision-format inception_v3 state dict "
+                        "(needs torchvision)")
+    m.add_argument("--num-samples", type=int, default=64, metavar="N",
+                   help="samples generated for --gen-ppl / --fd (and reference items scored), default 64")
+    m.add_argument("--steps", type=int, default=0, metavar="T", help="sampler steps for those samples (default T = L)")
+    m.add_argument("--discrete-steps", type=int, default=0, metavar="T",
+                   help="also the T-step joint sampler's discrete-time bound on the --num-sequences items")
+    m.add_argument("--discrete-draws", type=int, default=8, metavar="K",
+                   help="reveal trajectories per sequence for --discrete-steps (>= 2), default 8")
+
+
+def _check_metric_args(args: argparse.Namespace) -> None:
+    """Validate the sample-metric options before any data is loaded or model built."""
+    if getattr(args, "num_samples", 64) < 2:
+        raise ValueError(f"--num-samples must be >= 2, got {args.num_samples}")
+    if getattr(args, "steps", 0) < 0:
+        raise ValueError(f"--steps must be >= 1 (or 0 for T = L), got {args.steps}")
+    if getattr(args, "discrete_steps", 0) < 0:
+        raise ValueError(f"--discrete-steps must be >= 1, got {args.discrete_steps}")
+    if getattr(args, "discrete_draws", 8) < 2:
+        raise ValueError(f"--discrete-draws must be >= 2 (for a standard error), got {args.discrete_draws}")
+    if getattr(args, "gen_ppl", None):
+        _run_paths(args.gen_ppl)
+    if getattr(args, "fd", None):
+        from .metrics.classifier import CONFIG_FILE, WEIGHTS_FILE
+
+        if not (Path(args.fd) / CONFIG_FILE).exists() or not (Path(args.fd) / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"--fd {args.fd} is not a classifier folder (expected {CONFIG_FILE} and "
+                                    f"{WEIGHTS_FILE} from mdm-prime train-classifier)")
+    if getattr(args, "inception_weights", None):
+        from .metrics.frechet import InceptionFeatures
+
+        InceptionFeatures.check_available(args.inception_weights)
+
+
+def _generate_many(model, task, num: int, steps: int | None, seed: int, batch_size: int):
+    """``num`` unconditional samples in chunks of ``batch_size`` (chunk ``i`` seeded ``seed + i``) and
+    the mean sampling stats."""
+    from .generate import generate_tokens
+
+    chunks, stats = [], []
+    for i, start in enumerate(range(0, num, batch_size)):
+        tokens, st = generate_tokens(model, task, num=min(batch_size, num - start), steps=steps, seed=seed + i)
+        chunks.append(tokens)
+        stats.append((tokens.shape[0], st))
+    total = sum(n for n, _ in stats)
+    mean = {k: sum(n * st[k] for n, st in stats) / total for k in ("network_calls_mean", "idle_steps_mean")}
+    return torch.cat(chunks), {"sample_steps": stats[0][1]["steps"], "sample_network_calls_mean": mean["network_calls_mean"],
+                               "sample_idle_steps_mean": mean["idle_steps_mean"],
+                               "sample_wall_time_s": sum(st["wall_time_s"] for _, st in stats)}
+
+
+def _sample_metrics(args: argparse.Namespace, task: Task, model) -> dict:
+    """The JSON fields of --gen-ppl, --fd, --inception-weights and --discrete-steps."""
+    out: dict = {}
+    family = getattr(model, "family", "prime")
+    run_meta = json.loads((Path(args.run_dir) / TASK_FILE).read_text())
+    ar_model = classifier = None
+    if args.gen_ppl:
+        from .metrics import check_same_tokenizer
+
+        if task.kind not in ("text", "synthetic"):
+            raise ValueError(f"--gen-ppl scores token sequences (text); {args.run_dir} holds {task.kind} data")
+        ar_meta = json.loads((Path(args.gen_ppl) / TASK_FILE).read_text())
+        check_same_tokenizer(run_meta, ar_meta, args.run_dir, args.gen_ppl)
+        _, _, ar_model = load_run(args.gen_ppl, with_data=False, device=args.device, use_ema=not args.no_ema)
+        if getattr(ar_model, "family", None) != "ar":
+            raise ValueError(f"--gen-ppl {args.gen_ppl} is a {getattr(ar_model, 'family', 'prime')!r} run; it must be an "
+                             "autoregressive run (mdm-prime train --family ar)")
+        if ar_meta.get("spec") != run_meta.get("spec"):
+            print(f"warning: the AR scorer was trained on {ar_meta.get('spec')!r}, the run on {run_meta.get('spec')!r}",
+                  file=sys.stderr)
+        out["gen_ppl_model"] = {"run_dir": str(args.gen_ppl), "data": ar_meta.get("spec"),
+                                "tokenizer": ar_meta.get("tokenizer"), "num_classes": ar_meta.get("num_classes")}
+    if args.fd or args.inception_weights:
+        if task.kind != "image":
+            raise ValueError(f"--fd / --inception-weights need an image run; {args.run_dir} holds {task.kind} data")
+    if args.fd:
+        from .metrics.classifier import describe_classifier, load_classifier
+
+        classifier, clf_cfg = load_classifier(args.fd, device=args.device)
+        if tuple(classifier.image_shape) != tuple(task.image_shape):
+            raise ValueError(f"the classifier in {args.fd} takes images of shape {classifier.image_shape}, the run makes "
+                             f"{tuple(task.image_shape)}; train it on the run's data spec ({run_meta.get('spec')!r})")
+    if args.discrete_steps:
+        if family == "ar":
+            raise ValueError("--discrete-steps is for diffusion runs; the autoregressive likelihood is already exact")
+        from .metrics import discrete_time_bound
+
+        x = task.split(args.split)[: args.num_sequences].to(args.device)
+        res = discrete_time_bound(model, x, model.subtokenizer, steps=args.discrete_steps,
+                                  num_draws=args.discrete_draws, seed=args.seed, schedule=model.schedule,
+                                  batch_size=args.batch_size)
+        out.update(res.summary())
+        out["discrete_time_bound"] = (f"NELBO of the {args.discrete_steps}-step joint sampler (uniform time grid): a valid "
+                                      "upper bound on that sampler's NLL")
+
+    if not (args.gen_ppl or args.fd or args.inception_weights):
+        return out
+    samples, stats = _generate_many(model, task, args.num_samples, args.steps or None, args.seed, args.batch_size)
+    out.update(stats)
+    out["num_generated_samples"] = int(samples.shape[0])
+    reference = task.split(args.split)[: args.num_samples]
+    if ar_model is not None:
+        from .metrics import generative_perplexity
+
+        g = generative_perplexity(samples, ar_model, batch_size=args.batch_size)
+        ref = generative_perplexity(reference, ar_model, batch_size=args.batch_size)
+        out.update({k: g[k] for k in ("generative_perplexity", "generative_nats_per_token",
+                                      "generative_stderr_nats_per_token", "sample_unigram_entropy_nats")})
+        out.update({"reference_generative_perplexity": ref["generative_perplexity"],
+                    "reference_generative_nats_per_token": ref["generative_nats_per_token"],
+                    "reference_unigram_entropy_nats": ref["sample_unigram_entropy_nats"],
+                    "reference_num_sequences": ref["num_samples"]})
+    if task.kind == "image" and (classifier is not None or args.inception_weights):
+        from .metrics import frechet_distance
+
+        shape = (-1, *task.image_shape)
+        images, ref_images = samples.view(shape), reference.view(shape)
+        if classifier is not None:
+            fd = frechet_distance(images, ref_images, classifier, levels=task.num_classes,
+                                  batch_size=args.batch_size, name=describe_classifier(clf_cfg))
+            out.update(fd)
+        if args.inception_weights:
+            from .metrics import InceptionFeatures
+
+            inc = InceptionFeatures(args.inception_weights).to(args.device)
+            fid = frechet_distance(images, ref_images, inc, levels=task.num_classes, batch_size=args.batch_size,
+                                   name=f"Inception-v3 pool3 (2048-d), torchvision-format weights {args.inception_weights}")
+            out["inception_fid"] = fid["frechet_distance"]
+            out["inception_fid_features"] = fid["fd_classifier"]
+    return out
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -80,11 +220,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.num_sequences < 1:
         raise ValueError(f"--num-sequences must be >= 1, got {args.num_sequences}")
     _run_paths(args.run_dir)
+    _check_metric_args(args)
     _, task, model = load_run(args.run_dir, use_ema=not args.no_ema, device=args.device)
     r = evaluate_model(model, task, split=args.split, num_sequences=args.num_sequences,
                        num_times=args.num_times, seed=args.seed, batch_size=args.batch_size)
     r["weights"] = "raw" if args.no_ema else "ema"
     r["run_dir"] = str(args.run_dir)
+    r.update(_sample_metrics(args, task, model))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -101,6 +243,23 @@ def run_eval(args: argparse.Namespace) -> int:
     if "prime_objective_nats_per_token" in r:
         print(f"  training objective L_prime: {r['prime_objective_nats_per_token']:.4f} nats/token "
               f"(NOT a likelihood bound for ℓ > 1)")
+    if "discrete_time_nelbo_nats_per_token" in r:
+        print(f"  discrete-time bound, T = {r['discrete_time_steps']}: {r['discrete_time_nelbo_nats_per_token']:.4f} ± "
+              f"{r['discrete_time_stderr_nats_per_token']:.4f} nats/token ({r['discrete_time_num_draws']} draws; a valid "
+              f"bound for the {r['discrete_time_steps']}-step sampler)")
+    if "sample_steps" in r:
+        print(f"  {r['num_generated_samples']} samples at T = {r['sample_steps']}: "
+              f"{r['sample_network_calls_mean']:.1f} network calls, {r['sample_idle_steps_mean']:.1f} idle steps each")
+    if "generative_perplexity" in r:
+        print(f"  generative perplexity {r['generative_perplexity']:.3f} ({r['generative_nats_per_token']:.4f} nats/token), "
+              f"sample unigram entropy {r['sample_unigram_entropy_nats']:.4f} nats  [AR scorer {r['gen_ppl_model']['run_dir']}]")
+        print(f"  reference {r['split']} text: gen. perplexity {r['reference_generative_perplexity']:.3f}, "
+              f"unigram entropy {r['reference_unigram_entropy_nats']:.4f} nats")
+    if "frechet_distance" in r:
+        print(f"  Fréchet distance {r['frechet_distance']:.4f} ({r['fd_num_samples']} samples vs {r['fd_num_reference']} "
+              f"{r['split']} images) on features of: {r['fd_classifier']}")
+    if "inception_fid" in r:
+        print(f"  Inception FID {r['inception_fid']:.3f} [{r['inception_fid_features']}]")
     return 0
 
 
