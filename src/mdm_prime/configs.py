@@ -62,6 +62,8 @@ class TrainConfig:
     sample_every: int = 0  # 0: only at the end
     num_preview_samples: int = 4
     sample_steps: int = 0  # 0: one step per token (T = L)
+    sample_temperature: float = 1.0  # preview samples only
+    sample_top_p: float = 1.0  # preview samples only (nucleus mass)
     log_every: int = 10
     checkpoint_every: int = 500
     # runtime
@@ -96,6 +98,11 @@ class TrainConfig:
             raise ValueError("eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.sample_temperature > 0 or not 0 < self.sample_top_p <= 1:
+            raise ValueError(
+                f"sample_temperature must be > 0 and sample_top_p in (0, 1], got "
+                f"{self.sample_temperature} and {self.sample_top_p}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -138,7 +145,8 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # the main job: a small Prime model on the offline text mixture, ~10 minutes on 2 CPU cores
     "text-tiny": dict(data="mix", tokenizer="byte", seq_len=128, model_size="mini", batch_size=32,
-                      max_steps=1200, lr=2e-3, warmup_steps=100, eval_every=400, checkpoint_every=200),
+                      model_overrides={"dim": 192}, max_steps=1700, lr=3e-3, warmup_steps=100, eval_every=500,
+                      checkpoint_every=250, sample_top_p=0.9),
     "text8-small": dict(data="text8", tokenizer="text8", seq_len=256, model_size="small", batch_size=256,
                         max_steps=100000, lr=3e-4, warmup_steps=2000, eval_every=5000,
                         checkpoint_every=5000, subtokens=2),

@@ -422,6 +422,10 @@ def _dense(
 def _dense_lse(z: torch.Tensor, rows: torch.Tensor, cdt: torch.dtype) -> torch.Tensor:
     """``logsumexp`` over whole rows ``z[rows]`` (differentiable when ``z`` requires grad)."""
     grad = z.requires_grad and torch.is_grad_enabled()
+    if grad:
+        # one gather: every index_select's backward zero-fills a gradient as large as ``z``,
+        # so chunking here would cost one full-size fill per chunk
+        return torch.logsumexp(z.index_select(0, rows).to(cdt), -1)
     n_all = rows.numel()
     step = _chunk_rows(rows) if z.device.type == "cpu" else n_all
     out = []

@@ -38,11 +38,15 @@ def plot_metrics(metrics_path: str | os.PathLike, out_png: str | os.PathLike) ->
     if train:
         steps = np.array([r["step"] for r in train])
         loss = np.array([r["loss"] for r in train])
-        ax.plot(steps, loss, color="0.75", lw=0.8, label="training loss (per token)")
+        objective = train[-1].get("objective", "prime")
+        label = {"prime": "training loss: L_prime (paper's objective, not a bound)",
+                 "valid": "training loss: L_valid (the bound, one draw)",
+                 "ar-nll": "training loss: autoregressive NLL"}.get(objective, "training loss")
+        ax.plot(steps, loss, color="0.75", lw=0.8, label=label)
         if len(loss) >= 5:
             k = max(1, len(loss) // 25)
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-            ax.plot(steps[k - 1 :], smooth, color="C0", lw=1.5, label=f"training loss, {k}-point mean")
+            ax.plot(steps[k - 1 :], smooth, color="C0", lw=1.5, label=f"{k}-point mean")
     if valid:
         vs = np.array([r["step"] for r in valid])
         vb = np.array([r["nelbo_nats_per_token"] for r in valid])

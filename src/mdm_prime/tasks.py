@@ -215,5 +215,7 @@ def preview_samples(model, task: Task, out: Path, step: int, cfg: TrainConfig, n
     num = num or cfg.num_preview_samples
     if num <= 0:
         return []
-    tokens, stats = generate_tokens(model, task, num=num, steps=cfg.sample_steps or task.seq_len, seed=cfg.seed)
+    tokens, stats = generate_tokens(model, task, num=num, steps=cfg.sample_steps or task.seq_len, seed=cfg.seed,
+                                    temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
+    stats.update(temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
     return write_samples(tokens, task, Path(out) / "samples", f"step_{step}", stats=stats, echo=True)

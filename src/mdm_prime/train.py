@@ -293,7 +293,8 @@ class Trainer:
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_start, 1e-9)
                 window_tokens, window_start = 0, now
-                self.log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
+                self.log({"step": self.step, "loss": loss, "objective": cfg.objective if cfg.family != "ar" else "ar-nll",
+                          "lr": lr_at(self.step - 1, cfg),
                           "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
             bar.update(1)
