@@ -127,3 +127,12 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, argv, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "x").exists()  # nothing was written
+
+
+def test_demo_shows_the_bound_at_the_entropy_and_the_prime_objective_below():
+    proc = subprocess.run([sys.executable, "-m", "mdm_prime.cli", "demo"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
+    entropy = float(lines["data"][-1])
+    assert float(lines["L_valid"][2]) == pytest.approx(entropy, abs=1e-6)
+    assert float(lines["L_prime"][2]) < entropy - 0.01
