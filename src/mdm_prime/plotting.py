@@ -96,11 +96,20 @@ def save_toy_density(points: np.ndarray, density, size: int, out_png: str | os.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hist = np.zeros((size, size))
-    np.add.at(hist, (points[:, 0], points[:, 1]), 1.0)
-    panels = [("samples (%d points)" % len(points), hist)]
+    # bin coarsely enough for ~10 samples per cell on average, so the picture is not shot noise
+    factor = 1
+    while factor < size and len(points) / (size / factor) ** 2 < 10:
+        factor *= 2
+    cells = -(-size // factor)
+    hist = np.zeros((cells, cells))
+    np.add.at(hist, (points[:, 0] // factor, points[:, 1] // factor), 1.0)
+    note = f", {factor}×{factor} bins" if factor > 1 else ""
+    panels = [(f"samples ({len(points)} points{note})", hist)]
     if density is not None:
-        panels.insert(0, ("target density", np.asarray(density.pmf)))
+        pmf = np.asarray(density.pmf, dtype=np.float64)
+        pad = cells * factor - size
+        pmf = np.pad(pmf, ((0, pad), (0, pad))).reshape(cells, factor, cells, factor).sum((1, 3))
+        panels.insert(0, (f"target density{note}", pmf))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2), dpi=110)
     for ax, (title, img) in zip(np.atleast_1d(axes), panels):
         ax.imshow(img, cmap="magma", interpolation="nearest")
