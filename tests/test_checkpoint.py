@@ -15,12 +15,6 @@ from mdm_prime.models import build_model, causal_transformer_config, mlp_config,
 from .models.util import randomize, random_subtokens
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 CONFIGS = {

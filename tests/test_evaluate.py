@@ -26,10 +26,7 @@ TINY_TRANSFORMER = {"model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
 def _env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MDM_PRIME_DATA", str(tmp_path_factory.mktemp("data_root")))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(previous)
     mp.undo()
 
 

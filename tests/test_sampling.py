@@ -30,14 +30,6 @@ from .helpers import RandomDigitModel, random_joint
 P_MIN = 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are small: one intra-op thread is faster and immune to oversubscription on a
-    shared machine. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def mixed_joint(num_classes, num_tokens, seed):

@@ -121,7 +121,6 @@ def test_ddp_two_processes_match_one(tmp_path):
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, argv, message):
     out = ["--out", str(tmp_path / "x")] if argv[0] == "train" else []
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mdm_prime.cli", *argv, *out], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2

@@ -465,7 +465,7 @@ def carry_over_nll(
             f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}"
         )
     cdt = _compute_dtype(logits.dtype)
-    b, ell, c = sub.base, sub.length, sub.num_classes
+    ell, c = sub.length, sub.num_classes
     dev = logits.device
     z = logits.reshape(-1, c)
     y = y.reshape(-1, ell)

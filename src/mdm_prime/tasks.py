@@ -18,7 +18,7 @@ import torch
 from .configs import TrainConfig
 from .likelihood import likelihood
 
-__all__ = ["Task", "build_task", "load_task", "build_model_for", "evaluate_model", "preview_samples"]
+__all__ = ["Task", "build_task", "build_model_for", "evaluate_model", "preview_samples"]
 
 TASK_FILE = "task.json"
 
