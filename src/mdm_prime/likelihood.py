@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .objectives import ModelFn, digit_nll, token_nll
+from .objectives import ModelFn, token_and_digit_nll
 from .process import mask_subtokens
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
@@ -170,8 +170,9 @@ def likelihood(
         sl = slice(start, start + batch_size)
         y_b, t_b, x_b = y[sl].to(device), t[sl].to(device), rows_x0[sl]
         logits = model(y_b, t_b)
-        valid_rows.append(digit_nll(logits, y_b, x_b, subtokenizer).sum((-1, -2)).double().cpu())
-        prime_rows.append(token_nll(logits, y_b, x_b, subtokenizer).sum(-1).double().cpu())
+        tok, dig = token_and_digit_nll(logits, y_b, x_b, subtokenizer)  # one carry-over pass for both
+        valid_rows.append(dig.sum((-1, -2)).double().cpu())
+        prime_rows.append(tok.sum(-1).double().cpu())
     valid = (torch.cat(valid_rows) * weight).view(num_seqs, num_times)
     prime = (torch.cat(prime_rows) * weight).view(num_seqs, num_times)
     root_k = math.sqrt(num_times)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .objectives import ModelFn, digit_nll, token_nll
+from .objectives import ModelFn, digit_nll, token_and_digit_nll
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
 
@@ -108,8 +108,9 @@ def exact_objectives(
         t = schedule.time_from_mask_probability(u.expand(y.shape[0]).clone())
         logits = model(y, t.float())
         dens = u ** (k - 1) * (1 - u) ** (n - k)  # (P,)
-        valid = digit_nll(logits.double(), y, x_rows, sub).sum((-1, -2)).double()
-        prime = token_nll(logits.double(), y, x_rows, sub).sum(-1).double()
+        tok, dig = token_and_digit_nll(logits.double(), y, x_rows, sub)
+        valid = dig.sum((-1, -2))
+        prime = tok.sum(-1)
         total_valid += wq * (dens * valid).sum()
         total_prime += wq * (dens * prime).sum()
     return {"valid": float(total_valid), "prime": float(total_prime)}
