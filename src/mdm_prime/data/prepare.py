@@ -37,9 +37,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from .shards import (
 )
 from .sources import DocumentSource, open_source
 
-__all__ = ["prepare_shards", "PrepareReport", "worker_tokenizer_config", "add_arguments", "run", "main"]
+__all__ = ["PrepareReport", "add_arguments", "main", "prepare_shards", "run", "worker_tokenizer_config"]
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "_workers" / "shard_worker.py"
 _DEPTH = 2  # batches in flight per worker
@@ -80,6 +80,7 @@ def peak_rss_bytes() -> int:
 
 # ------------------------------------------------------------------------------------ tokenizer
 
+
 def _load_tokenizer(spec: str | os.PathLike, root=None):
     """``byte`` | ``text8`` | ``gpt2`` | a folder written by ``Tokenizer.save`` (e.g. a trained ``bpe:N``)."""
     from .tokenizers import check_tokenizer_spec, get_tokenizer, load_tokenizer
@@ -88,9 +89,11 @@ def _load_tokenizer(spec: str | os.PathLike, root=None):
         return load_tokenizer(Path(spec).expanduser()), str(Path(spec).expanduser().resolve())
     check_tokenizer_spec(spec)
     if spec in ("char", "bpe") or spec.startswith("bpe:"):
-        raise ValueError(f"tokenizer {spec!r} is built from a corpus; streaming preparation needs a fixed one: "
-                         "byte, text8, gpt2, or the folder of a saved tokenizer (Tokenizer.save / a run folder's "
-                         "tokenizer/)")
+        raise ValueError(
+            f"tokenizer {spec!r} is built from a corpus; streaming preparation needs a fixed one: "
+            "byte, text8, gpt2, or the folder of a saved tokenizer (Tokenizer.save / a run folder's "
+            "tokenizer/)"
+        )
     return get_tokenizer(spec, root=root), spec
 
 
@@ -103,12 +106,18 @@ def worker_tokenizer_config(tok) -> dict:
     if isinstance(tok, ByteTokenizer):
         return {"kind": "byte"}
     if isinstance(tok, (Text8Tokenizer, CharTokenizer)):
-        return {"kind": "table", "chars": tok.chars, "offset": tok.offset,
-                "text8": isinstance(tok, Text8Tokenizer), "name": tok.name}
+        return {
+            "kind": "table",
+            "chars": tok.chars,
+            "offset": tok.offset,
+            "text8": isinstance(tok, Text8Tokenizer),
+            "name": tok.name,
+        }
     raise TypeError(f"cannot run tokenizer {tok!r} in a worker")
 
 
 # ------------------------------------------------------------------------------------ workers
+
 
 def _write_frame(f, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -130,8 +139,12 @@ class _WorkerPool:
 
     def __init__(self, n: int, config: dict) -> None:
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"}
-        self.procs = [subprocess.Popen([sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, env=env) for _ in range(n)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+            for _ in range(n)
+        ]
         for p in self.procs:
             _write_frame(p.stdin, config)
         self.next_submit = 0
@@ -160,7 +173,7 @@ class _WorkerPool:
         for p in self.procs:
             _write_frame(p.stdin, None)
         for p in self.procs:
-            status, rss = _read_frame(p.stdout)[:2]
+            _, rss = _read_frame(p.stdout)[:2]
             self.peak_rss.append(int(rss))
             p.stdin.close()
             p.stdout.close()
@@ -180,7 +193,7 @@ class _InProcess:
     def __init__(self, config: dict) -> None:
         sys.path.insert(0, str(WORKER_SCRIPT.parent))
         try:
-            import shard_worker  # noqa: PLC0415
+            import shard_worker
         finally:
             sys.path.pop(0)
         self.mod, self.cfg = shard_worker, config
@@ -190,8 +203,9 @@ class _InProcess:
 
     def submit(self, batch_id, docs, tag) -> None:
         c = self.cfg
-        self.pending.append((self.mod.process(self.enc, docs, c["seed"], c["edges"], c["eos_id"],
-                                              np.dtype(c["dtype"])), tag))
+        self.pending.append(
+            (self.mod.process(self.enc, docs, c["seed"], c["edges"], c["eos_id"], np.dtype(c["dtype"])), tag)
+        )
 
     def full(self) -> bool:
         return bool(self.pending)
@@ -206,6 +220,7 @@ class _InProcess:
 
 
 # ------------------------------------------------------------------------------------ writing
+
 
 class _Group:
     """The shards of one group being written: per split a temp file and the documents' lengths."""
@@ -247,8 +262,10 @@ class _Group:
             os.replace(final.with_name(f".{final.name}.tmp"), final)
             ends = np.cumsum(np.concatenate(self.lengths[split])).astype("<i8")
             if int(ends[-1]) != self.counts[split]["tokens"]:
-                raise RuntimeError(f"{final}: document lengths sum to {int(ends[-1])}, "
-                                   f"but {self.counts[split]['tokens']} tokens were written")
+                raise RuntimeError(
+                    f"{final}: document lengths sum to {int(ends[-1])}, "
+                    f"but {self.counts[split]['tokens']} tokens were written"
+                )
             atomic_write_bytes(self.out / self.name(split, "idx"), ends.tobytes())
             fsync_dir(final.parent)
             entries[split] = {"name": self.name(split, "bin"), **self.counts[split]}
@@ -262,8 +279,9 @@ class _Group:
 
 def _batches(docs: Iterator[str], batch_bytes: int, group_bytes: int) -> Iterator[tuple[list[str], bool]]:
     """``(batch, closes_group)``: batches of about ``batch_bytes`` characters of text; a group closes
-    after ``group_bytes`` characters (characters, not bytes: cheap to count, and as deterministic). The state resets at each group start, so skipping a group's documents and
-    starting again gives the same later batches (what resuming relies on)."""
+    after ``group_bytes`` characters (characters, not bytes: cheap to count, and as deterministic).
+    The state resets at each group start, so skipping a group's documents and starting again gives
+    the same later batches (what resuming relies on)."""
     batch: list[str] = []
     b = g = 0
     for d in docs:
@@ -282,6 +300,7 @@ def _batches(docs: Iterator[str], batch_bytes: int, group_bytes: int) -> Iterato
 
 
 # ------------------------------------------------------------------------------------ report
+
 
 @dataclass
 class PrepareReport:
@@ -321,30 +340,50 @@ class PrepareReport:
         return self.peak_rss_main + sum(self.peak_rss_workers)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "mb_per_s": self.mb_per_s, "mb_per_s_per_worker": self.mb_per_s_per_worker,
-                "peak_rss_sum": self.peak_rss_sum}
+        return {
+            **asdict(self),
+            "mb_per_s": self.mb_per_s,
+            "mb_per_s_per_worker": self.mb_per_s_per_worker,
+            "peak_rss_sum": self.peak_rss_sum,
+        }
 
     def summary(self) -> str:
         w = max(self.peak_rss_workers, default=0)
         state = "complete" if self.complete else "INCOMPLETE (run again to resume)"
-        return (f"{self.out_dir}: {state}; this run {self.groups_written} groups (resumed after "
-                f"{self.resumed_groups}), {self.documents:,} documents, {self.text_bytes / 1e6:,.1f} MB text → "
-                f"{self.tokens:,} tokens in {self.seconds:.1f} s = {self.mb_per_s:.2f} MB/s "
-                f"({self.mb_per_s_per_worker:.2f} MB/s per worker, {self.workers} workers); peak RSS main "
-                f"{self.peak_rss_main / 2**20:.0f} MiB, worker max {w / 2**20:.0f} MiB, sum "
-                f"{self.peak_rss_sum / 2**20:.0f} MiB")
+        return (
+            f"{self.out_dir}: {state}; this run {self.groups_written} groups (resumed after "
+            f"{self.resumed_groups}), {self.documents:,} documents, {self.text_bytes / 1e6:,.1f} MB text → "
+            f"{self.tokens:,} tokens in {self.seconds:.1f} s = {self.mb_per_s:.2f} MB/s "
+            f"({self.mb_per_s_per_worker:.2f} MB/s per worker, {self.workers} workers); peak RSS main "
+            f"{self.peak_rss_main / 2**20:.0f} MiB, worker max {w / 2**20:.0f} MiB, sum "
+            f"{self.peak_rss_sum / 2**20:.0f} MiB"
+        )
 
 
 # ------------------------------------------------------------------------------------ main entry
 
+
 def _new_index(tok, tok_spec: str, dtype: np.dtype, source: dict, settings: dict) -> dict:
     return {
-        "format": FORMAT, "version": FORMAT_VERSION, "complete": False, "dtype": dtype.name,
-        "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
-        "tokenizer": {"spec": tok_spec, "name": tok.name, "fingerprint": tok.fingerprint(),
-                      "config": {k: v for k, v in tok.config().items() if k != "chars"}},
-        "source": source, "settings": settings, "groups_done": 0, "documents_consumed": 0,
-        "splits": {s: {"tokens": 0, "documents": 0, "bytes": 0, "characters": 0, "shards": []} for s in SPLITS},
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "complete": False,
+        "dtype": dtype.name,
+        "vocab_size": tok.vocab_size,
+        "eos_id": tok.eos_id,
+        "tokenizer": {
+            "spec": tok_spec,
+            "name": tok.name,
+            "fingerprint": tok.fingerprint(),
+            "config": {k: v for k, v in tok.config().items() if k != "chars"},
+        },
+        "source": source,
+        "settings": settings,
+        "groups_done": 0,
+        "documents_consumed": 0,
+        "splits": {
+            s: {"tokens": 0, "documents": 0, "bytes": 0, "characters": 0, "shards": []} for s in SPLITS
+        },
     }
 
 
@@ -389,7 +428,8 @@ def prepare_shards(
         fractions: target fractions of documents for (train, valid, test); ``seed`` the split hash seed.
         workers: tokenizer processes (default: ``os.cpu_count()``); ``0`` tokenizes in this process.
         shard_mb: million characters of text per group (one shard file per split and group).
-        batch_mb: million characters of text per batch sent to a worker (memory in flight ≈ ``2·workers·batch_mb``).
+        batch_mb: million characters of text per batch sent to a worker
+            (memory in flight ≈ ``2·workers·batch_mb``).
         overwrite: delete a previous preparation in ``out_dir`` that does not match instead of failing.
         stop_after_groups: stop after committing this many groups in this run (for tests and for
             preparing in several sittings); the folder then reads as unfinished until a run completes it.
@@ -403,8 +443,11 @@ def prepare_shards(
         ``overwrite``) — before any tokenization. MissingDataError: the source does not exist.
     """
     t_start = time.perf_counter()
-    src = spec_or_path if isinstance(spec_or_path, DocumentSource) else open_source(
-        spec_or_path, text_field=text_field, hf_split=hf_split, root=root)
+    src = (
+        spec_or_path
+        if isinstance(spec_or_path, DocumentSource)
+        else open_source(spec_or_path, text_field=text_field, hf_split=hf_split, root=root)
+    )
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6:
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
@@ -423,18 +466,28 @@ def prepare_shards(
     tok, tok_spec = _load_tokenizer(tokenizer_spec, root)
     dtype = token_dtype(tok.vocab_size)
     out = Path(out_dir).expanduser()
-    settings = {"seed": seed, "fractions": [round(f, 9) for f in fr], "shard_mb": float(shard_mb),
-                "batch_mb": float(batch_mb), "text_field": text_field, "hf_split": hf_split}
+    settings = {
+        "seed": seed,
+        "fractions": [round(f, 9) for f in fr],
+        "shard_mb": float(shard_mb),
+        "batch_mb": float(batch_mb),
+        "text_field": text_field,
+        "hf_split": hf_split,
+    }
     source = src.fingerprint()
     fresh = _new_index(tok, tok_spec, dtype, source, settings)
 
     index = fresh
     if (out / INDEX_FILE).exists():
         old = json.loads((out / INDEX_FILE).read_text(encoding="utf-8"))
-        same = (old.get("format") == FORMAT and old.get("version") == FORMAT_VERSION
-                and old.get("source", {}).get("sha256") == source["sha256"]
-                and old.get("tokenizer", {}).get("fingerprint") == fresh["tokenizer"]["fingerprint"]
-                and old.get("settings") == settings and old.get("dtype") == dtype.name)
+        same = (
+            old.get("format") == FORMAT
+            and old.get("version") == FORMAT_VERSION
+            and old.get("source", {}).get("sha256") == source["sha256"]
+            and old.get("tokenizer", {}).get("fingerprint") == fresh["tokenizer"]["fingerprint"]
+            and old.get("settings") == settings
+            and old.get("dtype") == dtype.name
+        )
         if same:
             index = old
         elif overwrite:
@@ -443,16 +496,32 @@ def prepare_shards(
                 shutil.rmtree(out / s, ignore_errors=True)
             (out / INDEX_FILE).unlink()
         else:
-            raise ValueError(f"{out} holds a different preparation (source, tokenizer or settings differ); "
-                             "choose another --out or pass overwrite=True / --overwrite")
+            raise ValueError(
+                f"{out} holds a different preparation (source, tokenizer or settings differ); "
+                "choose another --out or pass overwrite=True / --overwrite"
+            )
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty (and holds no {INDEX_FILE}); choose an empty or new folder")
+        raise ValueError(
+            f"{out} exists and is not empty (and holds no {INDEX_FILE}); choose an empty or new folder"
+        )
 
     done0 = int(index["groups_done"])
     if index.get("complete"):
         say(f"{out}: already complete ({done0} groups); nothing to do")
-        return PrepareReport(str(out), True, done0, 0, 0, 0, 0, time.perf_counter() - t_start, workers,
-                             peak_rss_bytes(), [], _totals(index))
+        return PrepareReport(
+            str(out),
+            True,
+            done0,
+            0,
+            0,
+            0,
+            0,
+            time.perf_counter() - t_start,
+            workers,
+            peak_rss_bytes(),
+            [],
+            _totals(index),
+        )
     out.mkdir(parents=True, exist_ok=True)
     _clean_unfinished(out, done0)
     if not (out / "tokenizer").exists():
@@ -461,8 +530,13 @@ def prepare_shards(
     if done0:
         say(f"{out}: resuming after {done0} finished groups ({index['documents_consumed']:,} documents)")
 
-    config = {"tokenizer": worker_tokenizer_config(tok), "seed": seed, "edges": [fr[0], fr[0] + fr[1]],
-              "eos_id": tok.eos_id, "dtype": dtype.str}
+    config = {
+        "tokenizer": worker_tokenizer_config(tok),
+        "seed": seed,
+        "edges": [fr[0], fr[0] + fr[1]],
+        "eos_id": tok.eos_id,
+        "dtype": dtype.str,
+    }
     docs = iter(src)
     for _ in range(int(index["documents_consumed"])):  # skip what finished groups hold (read, not tokenized)
         next(docs)
@@ -498,8 +572,11 @@ def prepare_shards(
         now = time.perf_counter()
         if now - last_log >= log_every_s:
             last_log = now
-            say(f"  group {index['groups_done']}: {run['text_bytes'] / 1e6:,.0f} MB text, {run['tokens']:,} tokens, "
-                f"{run['text_bytes'] / 1e6 / (now - t0):.2f} MB/s, main RSS {peak_rss_bytes() / 2**20:.0f} MiB")
+            say(
+                f"  group {index['groups_done']}: {run['text_bytes'] / 1e6:,.0f} MB text, "
+                f"{run['tokens']:,} tokens, {run['text_bytes'] / 1e6 / (now - t0):.2f} MB/s, "
+                f"main RSS {peak_rss_bytes() / 2**20:.0f} MiB"
+            )
         return stop_after_groups is not None and run["groups"] >= stop_after_groups
 
     try:
@@ -525,9 +602,20 @@ def prepare_shards(
         pool.close()
         index["complete"] = True
     seconds = time.perf_counter() - t0
-    report = PrepareReport(str(out), bool(index["complete"]), done0, run["groups"], run["documents"],
-                           run["text_bytes"], run["tokens"], seconds, workers, peak_rss_bytes(),
-                           list(pool.peak_rss), _totals(index))
+    report = PrepareReport(
+        str(out),
+        bool(index["complete"]),
+        done0,
+        run["groups"],
+        run["documents"],
+        run["text_bytes"],
+        run["tokens"],
+        seconds,
+        workers,
+        peak_rss_bytes(),
+        list(pool.peak_rss),
+        _totals(index),
+    )
     index["last_run"] = {k: v for k, v in report.to_dict().items() if k != "totals"}
     atomic_write_json(out / INDEX_FILE, index)
     say(report.summary())
@@ -535,11 +623,15 @@ def prepare_shards(
 
 
 def _totals(index: dict) -> dict:
-    return {s: {k: v for k, v in index["splits"][s].items() if k != "shards"} | {"shards": len(index["splits"][s]["shards"])}
-            for s in SPLITS}
+    return {
+        s: {k: v for k, v in index["splits"][s].items() if k != "shards"}
+        | {"shards": len(index["splits"][s]["shards"])}
+        for s in SPLITS
+    }
 
 
 # ------------------------------------------------------------------------------------ CLI
+
 
 def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
     """Arguments of ``data prepare … --out DIR`` (streaming shards).
@@ -548,21 +640,43 @@ def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
     ``--tokenizer``, ``--seed``, ``--valid-fraction``, ``--test-fraction`` and ``--root``.
     """
     if common:
-        parser.add_argument("spec", help="source: txt:DIR, owt:DIR, jsonl:PATH (.jsonl/.jsonl.gz), parquet:PATH, "
-                            "hf:DIR (datasets save_to_disk / .arrow folder), brown|austen|kjv|mix|text:PATH, "
-                            "or a bare path")
-        parser.add_argument("--tokenizer", default="gpt2",
-                            help="byte | text8 | gpt2 | folder of a saved tokenizer (default: gpt2)")
+        parser.add_argument(
+            "spec",
+            help="source: txt:DIR, owt:DIR, jsonl:PATH (.jsonl/.jsonl.gz), parquet:PATH, "
+            "hf:DIR (datasets save_to_disk / .arrow folder), brown|austen|kjv|mix|text:PATH, "
+            "or a bare path",
+        )
+        parser.add_argument(
+            "--tokenizer",
+            default="gpt2",
+            help="byte | text8 | gpt2 | folder of a saved tokenizer (default: gpt2)",
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed of the by-document split (default: 0)")
-        parser.add_argument("--valid-fraction", type=float, default=0.05, help="fraction of documents for valid")
-        parser.add_argument("--test-fraction", type=float, default=0.05, help="fraction of documents for test")
-        parser.add_argument("--root", default=None, help="data root (default: $MDM_PRIME_DATA or ~/.cache/mdm-prime)")
-    parser.add_argument("--out", default=None, help="write memory-mappable token shards to this folder "
-                        "(streaming, all cores, resumable: run the same command again to continue)")
+        parser.add_argument(
+            "--valid-fraction", type=float, default=0.05, help="fraction of documents for valid"
+        )
+        parser.add_argument(
+            "--test-fraction", type=float, default=0.05, help="fraction of documents for test"
+        )
+        parser.add_argument(
+            "--root", default=None, help="data root (default: $MDM_PRIME_DATA or ~/.cache/mdm-prime)"
+        )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write memory-mappable token shards to this folder "
+        "(streaming, all cores, resumable: run the same command again to continue)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
-    parser.add_argument("--shard-mb", type=float, default=64.0, help="MB of text per shard group (default: 64)")
-    parser.add_argument("--batch-mb", type=float, default=1.0, help="MB of text per worker batch (default: 1)")
-    parser.add_argument("--text-field", default="text", help="JSON field / column with the text (default: text)")
+    parser.add_argument(
+        "--shard-mb", type=float, default=64.0, help="MB of text per shard group (default: 64)"
+    )
+    parser.add_argument(
+        "--batch-mb", type=float, default=1.0, help="MB of text per worker batch (default: 1)"
+    )
+    parser.add_argument(
+        "--text-field", default="text", help="JSON field / column with the text (default: text)"
+    )
     parser.add_argument("--hf-split", default="train", help="split of a DatasetDict folder (default: train)")
     parser.add_argument("--overwrite", action="store_true", help="replace a different preparation in --out")
     parser.add_argument("--report-json", default=None, help="also write the run's report as JSON here")
@@ -573,10 +687,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out DIR is required to write shards")
     fr = (1.0 - args.valid_fraction - args.test_fraction, args.valid_fraction, args.test_fraction)
-    report = prepare_shards(args.spec, args.out, args.tokenizer, text_field=args.text_field,
-                            hf_split=args.hf_split, fractions=fr, seed=args.seed, workers=args.workers,
-                            shard_mb=args.shard_mb, batch_mb=args.batch_mb, overwrite=args.overwrite,
-                            root=args.root)
+    report = prepare_shards(
+        args.spec,
+        args.out,
+        args.tokenizer,
+        text_field=args.text_field,
+        hf_split=args.hf_split,
+        fractions=fr,
+        seed=args.seed,
+        workers=args.workers,
+        shard_mb=args.shard_mb,
+        batch_mb=args.batch_mb,
+        overwrite=args.overwrite,
+        root=args.root,
+    )
     from .shards import ShardedTokens
 
     if report.complete:
@@ -587,8 +711,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mdm_prime.data.prepare",
-                                     description="tokenize a corpus into memory-mappable token shards")
+    parser = argparse.ArgumentParser(
+        prog="python -m mdm_prime.data.prepare",
+        description="tokenize a corpus into memory-mappable token shards",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.out:

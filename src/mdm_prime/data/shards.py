@@ -50,12 +50,12 @@ __all__ = [
     "SPLITS",
     "WINDOW_MODES",
     "ShardedTokens",
-    "token_dtype",
     "atomic_write_bytes",
     "atomic_write_json",
     "read_index",
-    "to_device",
     "shards_task_kwargs",
+    "to_device",
+    "token_dtype",
 ]
 
 FORMAT = "mdm-prime-shards"
@@ -109,12 +109,16 @@ def read_index(directory: str | os.PathLike) -> dict:
     """The parsed ``index.json`` of a shard folder (FileNotFoundError / ValueError if absent or foreign)."""
     path = Path(directory).expanduser() / INDEX_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {directory!s} is not a prepared shard folder "
-                                "(create one with `mdm-prime data prepare SPEC --tokenizer T --out DIR`)")
+        raise FileNotFoundError(
+            f"{path} does not exist: {directory!s} is not a prepared shard folder "
+            "(create one with `mdm-prime data prepare SPEC --tokenizer T --out DIR`)"
+        )
     index = json.loads(path.read_text(encoding="utf-8"))
     if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format {index.get('format')!r} version {index.get('version')!r}, "
-                         f"expected {FORMAT!r} version {FORMAT_VERSION}")
+        raise ValueError(
+            f"{path}: format {index.get('format')!r} version {index.get('version')!r}, "
+            f"expected {FORMAT!r} version {FORMAT_VERSION}"
+        )
     return index
 
 
@@ -132,13 +136,17 @@ class ShardedTokens:
         unfinished preparation without ``allow_incomplete``.
     """
 
-    def __init__(self, directory: str | os.PathLike, mode: str = "random", allow_incomplete: bool = False) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, mode: str = "random", allow_incomplete: bool = False
+    ) -> None:
         self.directory = Path(directory).expanduser()
         self.index = read_index(self.directory)
         if not self.index.get("complete") and not allow_incomplete:
-            raise ValueError(f"{self.directory}: the preparation has not finished "
-                             f"({self.index.get('groups_done')} groups done); re-run the same prepare command "
-                             "to resume it, or pass allow_incomplete=True")
+            raise ValueError(
+                f"{self.directory}: the preparation has not finished "
+                f"({self.index.get('groups_done')} groups done); re-run the same prepare command "
+                "to resume it, or pass allow_incomplete=True"
+            )
         self._check_mode(mode)
         self.mode = mode
         self.dtype = np.dtype(self.index["dtype"])
@@ -187,13 +195,18 @@ class ShardedTokens:
 
     def report(self) -> str:
         tok = self.index["tokenizer"]
-        lines = [f"shards {self.directory}  tokenizer {tok['name']} (C = {self.vocab_size}, separator {self.eos_id})"
-                 f"  dtype {self.dtype.name}",
-                 f"{'split':<6} {'shards':>7} {'documents':>11} {'MB text':>9} {'tokens':>14}"]
+        lines = [
+            f"shards {self.directory}  tokenizer {tok['name']} "
+            f"(C = {self.vocab_size}, separator {self.eos_id})"
+            f"  dtype {self.dtype.name}",
+            f"{'split':<6} {'shards':>7} {'documents':>11} {'MB text':>9} {'tokens':>14}",
+        ]
         for s in SPLITS:
             sp = self._split(s)
-            lines.append(f"{s:<6} {len(sp['shards']):>7} {sp['documents']:>11,} {sp['bytes'] / 1e6:>9.1f} "
-                         f"{sp['tokens']:>14,}")
+            lines.append(
+                f"{s:<6} {len(sp['shards']):>7} {sp['documents']:>11,} {sp['bytes'] / 1e6:>9.1f} "
+                f"{sp['tokens']:>14,}"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ raw access
@@ -205,7 +218,9 @@ class ShardedTokens:
             path = self.directory / entry["name"]
             n = int(entry["tokens"])
             if path.stat().st_size != n * self.dtype.itemsize:
-                raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {n} tokens of {self.dtype.name}")
+                raise ValueError(
+                    f"{path}: {path.stat().st_size} bytes, expected {n} tokens of {self.dtype.name}"
+                )
             self._tokens[key] = np.memmap(path, dtype=self.dtype, mode="r", shape=(n,))
         return self._tokens[key]
 
@@ -231,7 +246,9 @@ class ShardedTokens:
         sizes = self.shard_sizes(split)
         cum = np.concatenate([[0], np.cumsum(sizes)])
         if start < 0 or start + length > cum[-1]:
-            raise ValueError(f"range [{start}, {start + length}) outside the {split} stream of {cum[-1]} tokens")
+            raise ValueError(
+                f"range [{start}, {start + length}) outside the {split} stream of {cum[-1]} tokens"
+            )
         out = np.empty(length, dtype=np.int64)
         pos, i = 0, int(np.searchsorted(cum, start, side="right") - 1)
         while pos < length:
@@ -243,7 +260,8 @@ class ShardedTokens:
 
     # ------------------------------------------------------------------ windows
     def _doc_pieces(self, split: str, shard: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per shard: document starts and the cumulative count of ``seq_len`` pieces (``ceil(len/L)`` each)."""
+        """Per shard: document starts and the cumulative count of ``seq_len`` pieces (``ceil(len/L)``
+        per document)."""
         key = (split, shard, seq_len)
         if key not in self._pieces:
             ends = np.asarray(self.doc_ends(split, shard), dtype=np.int64)
@@ -260,11 +278,17 @@ class ShardedTokens:
         sizes = self.shard_sizes(split)
         if mode == "random":
             return np.maximum(sizes - seq_len + 1, 0)
-        return np.array([self._doc_pieces(split, i, seq_len)[1][-1] if sizes[i] >= seq_len and sizes[i] else 0
-                         for i in range(len(sizes))], dtype=np.int64)
+        return np.array(
+            [
+                self._doc_pieces(split, i, seq_len)[1][-1] if sizes[i] >= seq_len and sizes[i] else 0
+                for i in range(len(sizes))
+            ],
+            dtype=np.int64,
+        )
 
-    def sample_windows(self, n: int, seq_len: int, generator: torch.Generator, split: str = "train",
-                       mode: str | None = None) -> torch.Tensor:
+    def sample_windows(
+        self, n: int, seq_len: int, generator: torch.Generator, split: str = "train", mode: str | None = None
+    ) -> torch.Tensor:
         """Draw ``n`` windows of ``seq_len`` consecutive ids: ``LongTensor[n, seq_len]``.
 
         All randomness is one ``torch.randint(0, W, (n,), generator=generator)`` call, so the same
@@ -288,14 +312,18 @@ class ShardedTokens:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         for name, v in (("n", n), ("seq_len", seq_len)):
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "n" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'n' else 'positive'} int, got {v!r}")
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if name == 'n' else 'positive'} int, got {v!r}"
+                )
         mode = mode or self.mode
         self._check_mode(mode)
         counts = self._window_counts(seq_len, split, mode)
         total = int(counts.sum())
         if total == 0:
-            raise ValueError(f"{self.directory}: no {split} shard holds seq_len = {seq_len} tokens "
-                             f"(largest {int(self.shard_sizes(split).max(initial=0))})")
+            raise ValueError(
+                f"{self.directory}: no {split} shard holds seq_len = {seq_len} tokens "
+                f"(largest {int(self.shard_sizes(split).max(initial=0))})"
+            )
         r = torch.randint(0, total, (n,), generator=generator).numpy()
         cum = np.cumsum(counts)
         shard = np.searchsorted(cum, r, side="right")
@@ -325,8 +353,10 @@ class ShardedTokens:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         chunks = self.num_tokens(split) // seq_len
         if chunks == 0:
-            raise ValueError(f"{self.directory}: the {split} split has {self.num_tokens(split)} tokens, "
-                             f"fewer than seq_len = {seq_len}")
+            raise ValueError(
+                f"{self.directory}: the {split} split has {self.num_tokens(split)} tokens, "
+                f"fewer than seq_len = {seq_len}"
+            )
         k = min(n, chunks)
         rows = [self.read(split, (i * chunks // k) * seq_len, seq_len) for i in range(k)]
         return torch.from_numpy(np.stack(rows))
@@ -350,9 +380,16 @@ def to_device(batch, device: torch.device | str, non_blocking: bool = True):
     return batch.to(device)
 
 
-def shards_task_kwargs(shards: ShardedTokens | str | os.PathLike, seq_len: int, *, spec: str | None = None,
-                       mode: str | None = None, n_valid: int = 512, n_test: int = 512,
-                       tokenizer_spec: str | None = None) -> dict:
+def shards_task_kwargs(
+    shards: ShardedTokens | str | os.PathLike,
+    seq_len: int,
+    *,
+    spec: str | None = None,
+    mode: str | None = None,
+    n_valid: int = 512,
+    n_test: int = 512,
+    tokenizer_spec: str | None = None,
+) -> dict:
     """Keyword arguments of an *infinite* text ``Task`` (:mod:`mdm_prime.tasks`) drawn from shards::
 
         Task(**shards_task_kwargs(source.load(), cfg.seq_len, spec=cfg.data, tokenizer_spec=cfg.tokenizer))
@@ -373,16 +410,28 @@ def shards_task_kwargs(shards: ShardedTokens | str | os.PathLike, seq_len: int, 
     mode = mode or sh.mode
     tok_spec = sh.index["tokenizer"]["spec"]
     if tokenizer_spec not in (None, "", "none", tok_spec):
-        raise ValueError(f"tokenizer {tokenizer_spec!r} requested, but {sh.directory} was prepared with "
-                         f"{tok_spec!r}; pass tokenizer {tok_spec!r} or prepare the data again")
+        raise ValueError(
+            f"tokenizer {tokenizer_spec!r} requested, but {sh.directory} was prepared with "
+            f"{tok_spec!r}; pass tokenizer {tok_spec!r} or prepare the data again"
+        )
     valid = sh.valid_windows(n_valid, seq_len, "valid")
     test = sh.valid_windows(n_test, seq_len, "test") if sh.num_tokens("test") >= seq_len else None
     return dict(
-        kind="text", spec=spec or f"shards:{sh.directory}", num_classes=sh.vocab_size, seq_len=seq_len,
-        valid_tokens=valid, test_tokens=test,
+        kind="text",
+        spec=spec or f"shards:{sh.directory}",
+        num_classes=sh.vocab_size,
+        seq_len=seq_len,
+        valid_tokens=valid,
+        test_tokens=test,
         sampler=lambda n, g: sh.sample_windows(n, seq_len, g, mode=mode),
-        tokenizer=sh.tokenizer, characters_per_token=sh.characters_per_token("valid"),
-        info={"tokenizer": sh.index["tokenizer"]["name"], "split_mode": "hash", "shards": str(sh.directory),
-              "window_mode": mode, "train_tokens": sh.num_tokens("train"),
-              "train_documents": sh.num_documents("train")},
+        tokenizer=sh.tokenizer,
+        characters_per_token=sh.characters_per_token("valid"),
+        info={
+            "tokenizer": sh.index["tokenizer"]["name"],
+            "split_mode": "hash",
+            "shards": str(sh.directory),
+            "window_mode": mode,
+            "train_tokens": sh.num_tokens("train"),
+            "train_documents": sh.num_documents("train"),
+        },
     )

@@ -39,12 +39,12 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .paths import MissingDataError
 
-__all__ = ["DocumentSource", "open_source", "SOURCE_KINDS", "JSONL_SUFFIXES"]
+__all__ = ["JSONL_SUFFIXES", "SOURCE_KINDS", "DocumentSource", "open_source"]
 
 SOURCE_KINDS = ("txt", "owt", "jsonl", "parquet", "hf", "corpus")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
@@ -82,8 +82,15 @@ class DocumentSource:
         text_field: the JSON / column field holding the text (jsonl, parquet, hf).
     """
 
-    def __init__(self, spec: str, kind: str, files: list[Path], text_field: str = "text",
-                 corpus: tuple[str, str | None] | None = None, root=None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        kind: str,
+        files: list[Path],
+        text_field: str = "text",
+        corpus: tuple[str, str | None] | None = None,
+        root=None,
+    ) -> None:
         self.spec, self.kind, self.files, self.text_field = spec, kind, files, text_field
         self._corpus, self._root = corpus, root
 
@@ -142,11 +149,15 @@ class DocumentSource:
     def _field(self, record, where: str) -> str:
         if not isinstance(record, dict) or self.text_field not in record:
             keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"{where}: no text field {self.text_field!r} (found {keys}); "
-                             "choose the field with text_field= / --text-field")
+            raise ValueError(
+                f"{where}: no text field {self.text_field!r} (found {keys}); "
+                "choose the field with text_field= / --text-field"
+            )
         text = record[self.text_field]
         if not isinstance(text, str):
-            raise ValueError(f"{where}: field {self.text_field!r} is {type(text).__name__}, expected a string")
+            raise ValueError(
+                f"{where}: field {self.text_field!r} is {type(text).__name__}, expected a string"
+            )
         return text
 
     def _read_jsonl(self, path: Path) -> Iterator[str]:
@@ -164,8 +175,10 @@ class DocumentSource:
 
     def _check_column(self, schema, path: Path) -> None:
         if self.text_field not in schema.names:
-            raise ValueError(f"{path}: no column {self.text_field!r} (columns {schema.names}); "
-                             "choose it with text_field= / --text-field")
+            raise ValueError(
+                f"{path}: no column {self.text_field!r} (columns {schema.names}); "
+                "choose it with text_field= / --text-field"
+            )
 
     def _read_parquet(self, path: Path) -> Iterator[str]:
         import pyarrow.parquet as pq
@@ -199,8 +212,10 @@ def _hf_files(path: Path, split: str) -> list[Path]:
     if (path / "dataset_dict.json").exists():
         splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
         if split not in splits:
-            raise ValueError(f"hf:{path}: no split {split!r} in this DatasetDict (splits {splits}); "
-                             "choose one with hf_split= / --hf-split")
+            raise ValueError(
+                f"hf:{path}: no split {split!r} in this DatasetDict (splits {splits}); "
+                "choose one with hf_split= / --hf-split"
+            )
         path = path / split
     state = path / "state.json"
     if state.exists():
@@ -213,8 +228,12 @@ def _hf_files(path: Path, split: str) -> list[Path]:
     return _files_under(path, "hf")
 
 
-def open_source(spec: str | os.PathLike, text_field: str = "text", hf_split: str = "train",
-                root: str | os.PathLike | None = None) -> DocumentSource:
+def open_source(
+    spec: str | os.PathLike,
+    text_field: str = "text",
+    hf_split: str = "train",
+    root: str | os.PathLike | None = None,
+) -> DocumentSource:
     """Open a document source (see the module table). Checks paths and fields' presence, reads no text.
 
     Args:
@@ -247,17 +266,21 @@ def open_source(spec: str | os.PathLike, text_field: str = "text", hf_split: str
     kind = prefix if sep and prefix in ("txt", "owt", "jsonl", "parquet", "hf") else None
     path = Path(rest if kind else spec).expanduser()
     if kind is None and sep and len(prefix) > 1 and not path.exists():
-        raise ValueError(f"unknown source spec {spec!r}; expected txt:DIR, owt:DIR, jsonl:PATH, parquet:PATH, "
-                         f"hf:DIR, an installed corpus ({', '.join(CORPORA)}, mix), text:PATH, text8:PATH "
-                         "or a path")
+        raise ValueError(
+            f"unknown source spec {spec!r}; expected txt:DIR, owt:DIR, jsonl:PATH, parquet:PATH, "
+            f"hf:DIR, an installed corpus ({', '.join(CORPORA)}, mix), text:PATH, text8:PATH "
+            "or a path"
+        )
     if not path.exists():
         raise MissingDataError(f"source {spec!r}: {str(path)!r} does not exist")
     if kind is None:  # recognise a bare path
         if path.is_file():
             kind = _suffix_kind(path)
             if kind is None:
-                raise ValueError(f"source {spec!r}: cannot tell the format of {path.name!r}; expected .txt, "
-                                 f"{', '.join(JSONL_SUFFIXES)}, .parquet or .arrow (or use a prefix like jsonl:)")
+                raise ValueError(
+                    f"source {spec!r}: cannot tell the format of {path.name!r}; expected .txt, "
+                    f"{', '.join(JSONL_SUFFIXES)}, .parquet or .arrow (or use a prefix like jsonl:)"
+                )
             if kind == "txt":  # a single text file: documents separated by blank lines
                 return open_source(f"text:{path}", text_field, hf_split, root)
         elif any((path / m).exists() for m in ("dataset_dict.json", "state.json", "dataset_info.json")):
@@ -265,8 +288,10 @@ def open_source(spec: str | os.PathLike, text_field: str = "text", hf_split: str
         else:
             found = {k for p in path.rglob("*") if p.is_file() and (k := _suffix_kind(p))}
             if len(found) != 1:
-                raise ValueError(f"source {spec!r}: the folder holds {sorted(found) or 'no'} kinds of files; "
-                                 "name the kind with a prefix (txt:, jsonl:, parquet:, hf:)")
+                raise ValueError(
+                    f"source {spec!r}: the folder holds {sorted(found) or 'no'} kinds of files; "
+                    "name the kind with a prefix (txt:, jsonl:, parquet:, hf:)"
+                )
             kind = found.pop()
     if kind in ("txt", "owt") and not path.is_dir():
         raise ValueError(f"source {spec!r}: {kind}:DIR expects a folder of .txt files, got a file")

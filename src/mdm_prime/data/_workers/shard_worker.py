@@ -108,7 +108,9 @@ class Encoder:
             for d in docs:
                 b = d.encode("utf-8")
                 if b"\x00" in b:
-                    raise ValueError("byte tokenizer: text contains NUL (byte 0), which is reserved as the separator")
+                    raise ValueError(
+                        "byte tokenizer: text contains NUL (byte 0), which is reserved as the separator"
+                    )
                 out.append(np.frombuffer(b, dtype=np.uint8).astype(np.int64))
             return out
         return [self._table(d) for d in docs]
