@@ -441,6 +441,8 @@ def test_registry_spec_task_adapter_and_to_device(byte_corpus):
     assert src.kind == "shards"
     sh = src.load(mode="doc")
     assert isinstance(sh, ShardedTokens) and sh.mode == "doc"
+    assert load_data(f"shards:{out},mode=doc").load().mode == "doc"
+    assert load_data(f"shards:{out},mode=doc").load(mode="random").mode == "random"
     with pytest.raises(MissingDataError, match="index.json"):
         load_data(f"shards:{out.parent / 'missing'}")
     task = Task(**shards_task_kwargs(sh, 32, spec=f"shards:{out}", n_valid=5, tokenizer_spec="byte"))
