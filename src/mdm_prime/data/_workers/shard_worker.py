@@ -81,6 +81,8 @@ class Encoder:
             from tokenizers import Tokenizer
 
             self.hf = Tokenizer.from_str(cfg["json"])
+            # the same ids without computing character offsets (tokenizers >= 0.20): ~15% faster
+            self.hf_batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
         elif self.kind == "table":
             codes = np.array([ord(c) for c in cfg["chars"]], dtype=np.int64)
             order = np.argsort(codes)
@@ -102,7 +104,7 @@ class Encoder:
 
     def encode_batch(self, docs):
         if self.kind == "hf":
-            return [np.asarray(e.ids, dtype=np.int64) for e in self.hf.encode_batch(docs)]
+            return [np.asarray(e.ids, dtype=np.int64) for e in self.hf_batch(docs)]
         if self.kind == "byte":
             out = []
             for d in docs:
