@@ -35,6 +35,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+NOTE = (
+    "Caveat: the synthetic corpus repeats 139,915 distinct sentences, so the BPE word cache of HF "
+    "`tokenizers` hits more often than on OpenWebText; expect lower MB/s on real web text. Run from the "
+    "repository root with `PYTHONPATH=src` (or the package installed), under `flock /tmp/mdm-heavy.lock` "
+    "on shared machines."
+)
 
 
 def _tree_rss(pid: int) -> int:
@@ -202,6 +208,8 @@ def write_results(path: Path, command: str, info: dict) -> None:
         f"Command: `{command}`",
         "",
         f"Machine: {info['machine']}. {info['load_note']}",
+        "",
+        NOTE,
         "",
         "## Corpus",
         "",
