@@ -375,6 +375,17 @@ def test_sample_windows_brute_force_and_exact_resume(byte_corpus, mode):
     g2.set_state(saved)
     b = [ShardedTokens(out, mode=mode).sample_windows(n, L, g2) for _ in range(3)]
     assert all(torch.equal(u, v) for u, v in zip(a, b))
+    # one rank's slice of the global batch, read alone, consuming the generator the same way
+    g3 = torch.Generator()
+    g3.set_state(saved)
+    assert torch.equal(sh.sample_windows(n, L, g3, rows=slice(4, 8)), a[0][4:8])
+    assert torch.equal(sh.sample_windows(n, L, g3), a[1])
+    # a pickled reader (DataLoader workers) carries no mapped data and reads the same windows
+    import pickle
+
+    g3.set_state(saved)
+    clone = pickle.loads(pickle.dumps(sh))
+    assert not clone._tokens and torch.equal(clone.sample_windows(n, L, g3), a[0])
     assert not torch.equal(a[0], a[1])
 
 

@@ -157,6 +157,10 @@ class ShardedTokens:
         self._pieces: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._tokenizer = None
 
+    def __getstate__(self) -> dict:
+        # pickling (DataLoader workers, spawn) must not copy the mapped arrays: reopen them lazily
+        return {**self.__dict__, "_tokens": {}, "_ends": {}, "_pieces": {}}
+
     # ------------------------------------------------------------------ metadata
     @staticmethod
     def _check_mode(mode: str) -> None:
@@ -287,7 +291,13 @@ class ShardedTokens:
         )
 
     def sample_windows(
-        self, n: int, seq_len: int, generator: torch.Generator, split: str = "train", mode: str | None = None
+        self,
+        n: int,
+        seq_len: int,
+        generator: torch.Generator,
+        split: str = "train",
+        mode: str | None = None,
+        rows: slice | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` windows of ``seq_len`` consecutive ids: ``LongTensor[n, seq_len]``.
 
@@ -303,6 +313,10 @@ class ShardedTokens:
                 the ``W = Σ_d ceil((len_d + 1) / L)`` pieces uniformly; a short last piece continues into the
                 next document (start moved back when the shard ends). Windows start at document starts or
                 ``k·L`` after them.
+
+        ``rows`` (e.g. one DDP rank's slice of the global batch) reads only those rows of the ``n`` drawn,
+        consuming the generator exactly as the full draw: ``sample_windows(n, L, g, rows=sl)`` equals
+        ``sample_windows(n, L, g)[sl]``.
 
         Raises:
             TypeError: ``generator`` is not a torch.Generator. ValueError: bad ``n`` / ``seq_len`` /
@@ -325,6 +339,11 @@ class ShardedTokens:
                 f"(largest {int(self.shard_sizes(split).max(initial=0))})"
             )
         r = torch.randint(0, total, (n,), generator=generator).numpy()
+        if rows is not None:
+            if not isinstance(rows, slice):
+                raise TypeError(f"rows must be a slice, got {type(rows).__name__}")
+            r = r[rows]
+            n = len(r)
         cum = np.cumsum(counts)
         shard = np.searchsorted(cum, r, side="right")
         local = r - (cum[shard] - counts[shard])
