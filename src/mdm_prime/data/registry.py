@@ -13,6 +13,10 @@ spec                                         kind       ``source.load(...)`` ret
 ``toy`` ``toy:camera`` ``toy:camera,size=512``  toy     :class:`~.toy.ImageDensity`
 ``markov:states=8,concentration=0.5,seed=0``  synthetic  :class:`~.synthetic.MarkovChain`
 ``hmm:states=4,vocab=8,concentration=0.5,seed=0``        :class:`~.synthetic.HiddenMarkovModel`
+``shards:DIR`` ``shards:DIR,mode=doc``       shards     :class:`~.shards.ShardedTokens` (folder from
+                                                        ``data prepare … --out DIR``; windows ``random``
+                                                        or document-aligned ``doc``); a task via
+                                                        :func:`~.shards.shards_task_kwargs`
 ===========================================  =========  ===============================================
 
 Image options go after a colon (``mnist:pad=32,levels=16``); for ``cifar10`` after the path, separated by
@@ -34,12 +38,12 @@ from .text import CORPORA
 
 __all__ = ["DataSource", "load_data", "parse_data_spec", "VALID_SPECS", "KINDS"]
 
-KINDS = ("text", "image", "toy", "synthetic")
+KINDS = ("text", "image", "toy", "synthetic", "shards")
 VALID_SPECS = (
     *CORPORA, "mix", "mix:A+B", "text:PATH", "text8:PATH", "owt:DIR",
     "mnist", "fashion-mnist", "digits", "cifar10:PATH",
     "toy:IMAGE[,size=C][,invert=1]", "markov:states=K[,concentration=a][,seed=s]",
-    "hmm:states=S,vocab=V[,concentration=a][,seed=s]",
+    "hmm:states=S,vocab=V[,concentration=a][,seed=s]", "shards:DIR[,mode=random|doc]",
 )
 
 _OPTIONS = {
@@ -93,6 +97,10 @@ class DataSource:
 
             opts = {"pad_to": self.options.get("pad"), "levels": self.options.get("levels"), **kwargs}
             return load_images(self.name, self.path, **opts)
+        if self.kind == "shards":
+            from .shards import ShardedTokens
+
+            return ShardedTokens(self.path, **{**self.options, **kwargs})
         if self.kind == "toy":
             from .toy import ImageDensity
 
@@ -136,6 +144,19 @@ def parse_data_spec(spec: str) -> DataSource:
         if not rest:
             raise _bad(spec, "cifar10 needs the path of a cifar-10-batches-py folder: cifar10:PATH")
         return DataSource("image", spec, name, rest)
+    if name == "shards":
+        opts = {}
+        for m in ("random", "doc"):
+            if rest.endswith(f",mode={m}"):
+                rest, opts = rest[: -len(f",mode={m}")], {"mode": m}
+        if not rest:
+            raise _bad(spec, "shards needs the folder written by `data prepare ... --out DIR`: shards:DIR")
+        if not os.path.exists(os.path.join(os.path.expanduser(rest), "index.json")):
+            from .paths import MissingDataError
+
+            raise MissingDataError(f"data spec {spec!r}: {rest!r} holds no index.json (prepare it with "
+                                   f"`mdm-prime data prepare SPEC --tokenizer T --out {rest}`)")
+        return DataSource("shards", spec, "shards", os.path.expanduser(rest), opts)
     if name == "toy":
         opts = _parse_options(spec, rest, _OPTIONS["toy"], positional="image")
         from .toy import TOY_IMAGES
