@@ -40,7 +40,7 @@ def test_matches_the_exact_objectives_and_gap(oracle):
 
 def test_budgets_and_chunk_iterables(oracle):
     model, sub, x, _ = oracle
-    kw = dict(num_times=4, progress=False, subtokenizer=sub)
+    kw = {"num_times": 4, "progress": False, "subtokenizer": sub}
     assert score_corpus(model, x, max_sequences=7, batch_size=3, **kw)["num_sequences"] == 7
     assert score_corpus(model, x, max_tokens=11, batch_size=4, **kw)["num_sequences"] == 5  # 11 // L=2
     chunks = (x[i: i + 5] for i in range(0, 24, 5))
