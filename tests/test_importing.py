@@ -391,3 +391,28 @@ def test_run_folder_with_gpt2_likelihood_and_infill(tmp_path):
     assert stats["network_calls_mean"] <= 6
     with pytest.raises(ValueError, match="tokenizer 'byte' has 256 tokens"):
         write_run_folder(raw, tmp_path / "run2", tokenizer="byte")
+
+
+def test_protocol_zero_records_and_state(tmp_path):
+    """Objects pickled through ``copyreg._reconstructor`` (protocol 0/1) become records with their state."""
+    import pickle
+    import zipfile
+
+    mod = types.ModuleType("fake_cfg_mod")
+
+    class Node:
+        def __init__(self):
+            self._val = 7
+
+    Node.__module__, Node.__qualname__ = "fake_cfg_mod", "Node"
+    mod.Node = Node
+    sys.modules["fake_cfg_mod"] = mod
+    try:
+        payload = pickle.dumps({"hyper_parameters": {"n": Node()}, "state_dict": {}}, protocol=0)
+    finally:
+        del sys.modules["fake_cfg_mod"]
+    path = tmp_path / "p0.ckpt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+    tree = SafeCheckpointReader(path).load()
+    assert to_plain(tree["hyper_parameters"]) == {"n": 7}

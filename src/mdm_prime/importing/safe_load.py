@@ -138,7 +138,20 @@ def _rebuild_from_type_v2(func, _new_type, args, _state):
     return func(*args)
 
 
+def _reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` (protocol 0/1 objects), for stand-in records and plain containers only."""
+    if isinstance(cls, type) and issubclass(cls, Record):
+        obj = cls.__new__(cls)
+        if state is not None:
+            obj.__setstate__(state)
+        return obj
+    if cls in (dict, list, set, tuple, collections.OrderedDict) and base is cls:
+        return cls() if state is None else cls(state)
+    raise CheckpointImportError(f"unsupported object reconstruction of {cls!r:.80}")
+
+
 _ALLOWED = {
+    ("copyreg", "_reconstructor"): _reconstructor,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
