@@ -416,3 +416,33 @@ def test_protocol_zero_records_and_state(tmp_path):
         z.writestr("archive/data.pkl", payload)
     tree = SafeCheckpointReader(path).load()
     assert to_plain(tree["hyper_parameters"]) == {"n": 7}
+
+
+def test_fine_tuning_resumes_from_the_imported_run(tmp_path, data_env, monkeypatch):
+    """``train --resume`` on an imported run, with the one-branch hook the trainer needs for the
+    ``mdlm_dit`` architecture (``tasks.build_model_for``), emulated here."""
+    import mdm_prime.train as T
+    from mdm_prime.configs import TrainConfig
+
+    original = T.build_model_for
+
+    def build_model_for(cfg, task):
+        if cfg.architecture != "mdlm_dit":
+            return original(cfg, task)
+        extra = {"precision": cfg.precision, **cfg.model_overrides}
+        return build_model(mdlm_dit_config(cfg.model_size, num_classes=task.num_classes, length=cfg.subtokens,
+                                           base=cfg.base, schedule=cfg.schedule, seq_len=task.seq_len, **extra))
+
+    monkeypatch.setattr(T, "build_model_for", build_model_for)
+    raw = _random_model(num_classes=256, length=2, seq_len=16)
+    run = write_run_folder(raw, tmp_path / "run", data=f"text:{data_env}", tokenizer="byte",
+                           train_overrides={"batch_size": 4, "lr": 1e-3, "eval_every": 0, "checkpoint_every": 0,
+                                            "num_preview_samples": 0, "final_eval_sequences": 2,
+                                            "final_eval_num_times": 2, "log_every": 1, "precision": "fp32"})
+    cfg = TrainConfig.from_dict({**json.loads((run / "train_config.json").read_text()), "max_steps": 2})
+    T.train(cfg, run, resume=True, show_progress=False)
+    tuned = load_pretrained(run / "checkpoint", use_ema=False)
+    state = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)  # written by our trainer
+    assert state["step"] == 2
+    assert any(not torch.equal(tuned.state_dict()[k], v) for k, v in raw.state_dict().items())
+    assert tuned.config["architecture"] == "mdlm_dit" and tuned.config["dim"] == 64
