@@ -446,3 +446,16 @@ def test_fine_tuning_resumes_from_the_imported_run(tmp_path, data_env, monkeypat
     assert state["step"] == 2
     assert any(not torch.equal(tuned.state_dict()[k], v) for k, v in raw.state_dict().items())
     assert tuned.config["architecture"] == "mdlm_dit" and tuned.config["dim"] == 64
+
+
+def test_bound_methods_stay_records(tmp_path):
+    """``(getattr, (obj, name))`` reduces (pickled bound methods) are kept inert, not looked up."""
+    import pickle
+    import zipfile
+
+    payload = pickle.dumps({"state_dict": {}, "hook": [1, 2].append}, protocol=2)
+    path = tmp_path / "m.ckpt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+    hook = SafeCheckpointReader(path).load()["hook"]
+    assert hook.rec_name == "getattr" and hook.rec_args[1] == "append"

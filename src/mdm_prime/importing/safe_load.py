@@ -51,7 +51,7 @@ _DENIED_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "importli
                    "_pickle", "marshal", "ctypes", "code", "codeop", "pty", "commands", "platform", "webbrowser",
                    "multiprocessing", "asyncio", "signal", "threading", "pdb", "timeit", "cProfile", "profile",
                    "tempfile", "glob", "io", "_io")
-_SAFE_BUILTINS = {"set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
+_SAFE_BUILTINS = {"getattr", "set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
                   "bytearray", "slice", "range", "object", "NoneType"}
 _STORAGE_DTYPES = {
     "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
@@ -180,6 +180,8 @@ class _SafeUnpickler(pickle.Unpickler):
         if module in ("builtins", "__builtin__"):
             import builtins
 
+            if name == "getattr":  # (getattr, (obj, "attr")) for bound methods: kept as a record, never looked up
+                return self._record_class(module, name)
             return getattr(builtins, name) if name != "NoneType" else type(None)
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
@@ -191,6 +193,9 @@ class _SafeUnpickler(pickle.Unpickler):
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
+        return self._record_class(module, name)
+
+    def _record_class(self, module: str, name: str) -> type:
         key = (module, name)
         if key not in self.records:
             self.records[key] = type(name.replace(".", "_"), (Record,), {"rec_module": module, "rec_name": name})
