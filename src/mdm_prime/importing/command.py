@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                  "default mix)")
     p.add_argument("--tokenizer", default="gpt2", help="tokenizer spec (gpt2 for the published models)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA (as the authors), fp32 on CPU")
+                   help="auto: bf16 autocast on CUDA (as the authors) and on CPUs with native bf16, else fp32")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     s = p.add_argument_group("sizes (inferred from the checkpoint; a flag must agree with the tensor shapes)")
     s.add_argument("--subtokens", type=int, metavar="ℓ")
