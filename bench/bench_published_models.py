@@ -29,19 +29,28 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=2, help="time draws K timed (>= 2)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--gpu-tflops", type=float, default=400.0, help="assumed bf16 peak (H100 dense ~400 sustained "
-                                                                   "matmul, spec sheet 989)")
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=400.0,
+        help="assumed bf16 peak (H100 dense ~400 sustained matmul, spec sheet 989)",
+    )
     p.add_argument("--gpu-util", type=float, default=0.4, help="assumed fraction of that peak reached")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"CPU: {platform.processor() or platform.machine()}, {a.threads} threads, torch {torch.__version__}")
-    print("| ℓ | forward GFLOP / sequence | CPU s / draw (fp32) | CPU h / 1,000 seq × K=32 | "
-          "GPU est. s / 1,000 seq × K=32 |")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {a.threads} threads, torch {torch.__version__}"
+    )
+    print(
+        "| ℓ | forward GFLOP / sequence | CPU s / draw (fp32) | CPU h / 1,000 seq × K=32 | "
+        "GPU est. s / 1,000 seq × K=32 |"
+    )
     print("|---|---|---|---|---|")
     for ell in (int(x) for x in a.lengths.split(",")):
         torch.manual_seed(0)
-        model = build_model(mdlm_dit_config("small", num_classes=50257, length=ell, seq_len=a.seq_len,
-                                            precision="fp32")).eval()
+        model = build_model(
+            mdlm_dit_config("small", num_classes=50257, length=ell, seq_len=a.seq_len, precision="fp32")
+        ).eval()
         with torch.no_grad():
             for prm in model.parameters():
                 prm.normal_(0, 0.02)

@@ -43,9 +43,18 @@ MARKER_ENV = "MDM_PRIME_TEST_MARKER"
 # ----------------------------------------------------------------------------- authors' format
 def _fake_modules(monkeypatch, marker: Path):
     """omegaconf-like config classes and a tokenizer whose unpickling would call a fake function."""
-    mods = {n: types.ModuleType(n) for n in ("omegaconf", "omegaconf.dictconfig", "omegaconf.nodes",
-                                             "omegaconf.base", "tokenizers", "transformers",
-                                             "transformers.models.gpt2.tokenization_gpt2_fast")}
+    mods = {
+        n: types.ModuleType(n)
+        for n in (
+            "omegaconf",
+            "omegaconf.dictconfig",
+            "omegaconf.nodes",
+            "omegaconf.base",
+            "tokenizers",
+            "transformers",
+            "transformers.models.gpt2.tokenization_gpt2_fast",
+        )
+    }
 
     class ContainerMetadata:
         def __init__(self):
@@ -57,8 +66,9 @@ def _fake_modules(monkeypatch, marker: Path):
 
     class DictConfig:
         def __init__(self, content):
-            self.__dict__["_content"] = {k: DictConfig(v) if isinstance(v, dict) else AnyNode(v)
-                                         for k, v in content.items()}
+            self.__dict__["_content"] = {
+                k: DictConfig(v) if isinstance(v, dict) else AnyNode(v) for k, v in content.items()
+            }
             self.__dict__["_metadata"] = ContainerMetadata()
             self.__dict__["_parent"] = None
             self.__dict__["_flags_cache"] = None
@@ -79,9 +89,13 @@ def _fake_modules(monkeypatch, marker: Path):
         def __init__(self):
             self._tokenizer, self.vocab_size, self.name_or_path = Tokenizer(), 50257, "gpt2"
 
-    for cls, mod in ((ContainerMetadata, "omegaconf.base"), (AnyNode, "omegaconf.nodes"),
-                     (DictConfig, "omegaconf.dictconfig"), (Tokenizer, "tokenizers"),
-                     (GPT2TokenizerFast, "transformers.models.gpt2.tokenization_gpt2_fast")):
+    for cls, mod in (
+        (ContainerMetadata, "omegaconf.base"),
+        (AnyNode, "omegaconf.nodes"),
+        (DictConfig, "omegaconf.dictconfig"),
+        (Tokenizer, "tokenizers"),
+        (GPT2TokenizerFast, "transformers.models.gpt2.tokenization_gpt2_fast"),
+    ):
         cls.__module__, cls.__qualname__ = mod, cls.__name__
         setattr(mods[mod], cls.__name__, cls)
     from_str.__module__, from_str.__qualname__ = "tokenizers", "from_str"
@@ -94,13 +108,32 @@ def _fake_modules(monkeypatch, marker: Path):
 
 def _hparams(model, **changes) -> dict:
     c, sub = model.config, model.subtokenizer
-    hp = {"backbone": "dit", "parameterization": "subs", "time_conditioning": model.time_conditioned, "T": 0,
-          "model": {"name": "tiny", "type": "ddit", "hidden_size": c["dim"], "cond_dim": c["cond_dim"],
-                    "length": model.seq_len, "n_blocks": c["depth"], "n_heads": c["heads"], "scale_by_sigma": True,
-                    "dropout": 0.1},
-          "prime": {"target_length": sub.length, "base": sub.base, "vocab_size": sub.num_classes,
-                    "seq_length": model.seq_len, "carry_over": True},
-          "noise": {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20}, "loader": {"batch_size": "${div_up:512, 8}"}}
+    hp = {
+        "backbone": "dit",
+        "parameterization": "subs",
+        "time_conditioning": model.time_conditioned,
+        "T": 0,
+        "model": {
+            "name": "tiny",
+            "type": "ddit",
+            "hidden_size": c["dim"],
+            "cond_dim": c["cond_dim"],
+            "length": model.seq_len,
+            "n_blocks": c["depth"],
+            "n_heads": c["heads"],
+            "scale_by_sigma": True,
+            "dropout": 0.1,
+        },
+        "prime": {
+            "target_length": sub.length,
+            "base": sub.base,
+            "vocab_size": sub.num_classes,
+            "seq_length": model.seq_len,
+            "carry_over": True,
+        },
+        "noise": {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20},
+        "loader": {"batch_size": "${div_up:512, 8}"},
+    }
     for key, value in changes.items():
         section, _, name = key.partition(".")
         if name:
@@ -110,8 +143,15 @@ def _hparams(model, **changes) -> dict:
     return hp
 
 
-def authors_checkpoint(path: Path, raw: torch.nn.Module, ema: torch.nn.Module | None, *, hparams=None,
-                       with_inv_freq: bool = True, fakes=None) -> Path:
+def authors_checkpoint(
+    path: Path,
+    raw: torch.nn.Module,
+    ema: torch.nn.Module | None,
+    *,
+    hparams=None,
+    with_inv_freq: bool = True,
+    fakes=None,
+) -> Path:
     """``torch.save`` a Lightning-style checkpoint of the replica's weights (authors' keys)."""
     state = collections.OrderedDict()
     for k, v in raw.state_dict().items():
@@ -121,20 +161,46 @@ def authors_checkpoint(path: Path, raw: torch.nn.Module, ema: torch.nn.Module | 
             state["backbone.rotary_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, dh, 2).float() / dh))
     params = list(raw.parameters())
     ckpt = {
-        "epoch": 3, "global_step": 1000, "pytorch-lightning_version": "2.2.1", "state_dict": state,
-        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}},
-                               "epoch_loop.batch_progress": {"current": {"completed": 1000}}}},
-        "callbacks": {"ModelCheckpoint{'monitor': 'val/nll'}": {"best_model_score": torch.tensor(3.25),
-                                                                "dirpath": "/app/results/checkpoints"}},
-        "optimizer_states": [{"state": {i: {"step": torch.tensor(1000.0), "exp_avg": torch.randn_like(p),
-                                            "exp_avg_sq": torch.rand_like(p)} for i, p in enumerate(params)},
-                              "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": list(range(len(params)))}]}],
+        "epoch": 3,
+        "global_step": 1000,
+        "pytorch-lightning_version": "2.2.1",
+        "state_dict": state,
+        "loops": {
+            "fit_loop": {
+                "epoch_progress": {"current": {"completed": 3}},
+                "epoch_loop.batch_progress": {"current": {"completed": 1000}},
+            }
+        },
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val/nll'}": {
+                "best_model_score": torch.tensor(3.25),
+                "dirpath": "/app/results/checkpoints",
+            }
+        },
+        "optimizer_states": [
+            {
+                "state": {
+                    i: {
+                        "step": torch.tensor(1000.0),
+                        "exp_avg": torch.randn_like(p),
+                        "exp_avg_sq": torch.rand_like(p),
+                    }
+                    for i, p in enumerate(params)
+                },
+                "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": list(range(len(params)))}],
+            }
+        ],
         "lr_schedulers": [{"base_lrs": [3e-4], "last_epoch": 1000, "_last_lr": [3e-4], "lr_lambdas": [None]}],
-        "hparams_name": "kwargs", "sampler": {"random_state": None},
+        "hparams_name": "kwargs",
+        "sampler": {"random_state": None},
     }
     if ema is not None:
-        ckpt["ema"] = {"decay": 0.9999, "num_updates": 1000, "shadow_params": [p.detach().clone() for p in ema.parameters()],
-                       "collected_params": []}
+        ckpt["ema"] = {
+            "decay": 0.9999,
+            "num_updates": 1000,
+            "shadow_params": [p.detach().clone() for p in ema.parameters()],
+            "collected_params": [],
+        }
     if hparams is not None:
         if fakes is not None:
             DictConfig, Tok = fakes
@@ -147,8 +213,11 @@ def authors_checkpoint(path: Path, raw: torch.nn.Module, ema: torch.nn.Module | 
 
 def _random_model(num_classes=300, length=2, seq_len=8, seed=0, **kw):
     torch.manual_seed(seed)
-    model = build_model(mdlm_dit_config("tiny", num_classes=num_classes, length=length, seq_len=seq_len,
-                                        precision="fp32", **kw)).eval()
+    model = build_model(
+        mdlm_dit_config(
+            "tiny", num_classes=num_classes, length=length, seq_len=seq_len, precision="fp32", **kw
+        )
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.3)
@@ -184,8 +253,17 @@ def test_weights_round_trip_exactly_with_ema_and_raw(tmp_path, fakes, length):
         assert list(got) == list(exp)
         assert all(torch.equal(got[k], exp[k]) for k in exp), weights
         assert meta["weights"] == weights and meta["global_step"] == 1000
-        assert meta["sizes"] == {"subtokens": length, "base": raw.subtokenizer.base, "num_classes": 250, "dim": 64,
-                                 "depth": 2, "heads": 2, "cond_dim": 32, "seq_len": 8, "time_conditioned": False}
+        assert meta["sizes"] == {
+            "subtokens": length,
+            "base": raw.subtokenizer.base,
+            "num_classes": 250,
+            "dim": 64,
+            "depth": 2,
+            "heads": 2,
+            "cond_dim": 32,
+            "seq_len": 8,
+            "time_conditioned": False,
+        }
         assert model.config == raw.config | {"dropout": 0.1}
     assert not (tmp_path / "marker").exists()
 
@@ -210,8 +288,17 @@ def test_plain_dict_hparams_and_shape_inference_without_hparams(tmp_path):
     with pytest.raises(CheckpointImportError, match="does not record heads"):
         import_checkpoint(bare)
     _, meta = import_checkpoint(bare, heads=4, seq_len=6)
-    assert meta["sizes"] == {"subtokens": 3, "base": 5, "num_classes": 100, "dim": 48, "depth": 2, "heads": 4,
-                             "cond_dim": 16, "seq_len": 6, "time_conditioned": False}
+    assert meta["sizes"] == {
+        "subtokens": 3,
+        "base": 5,
+        "num_classes": 100,
+        "dim": 48,
+        "depth": 2,
+        "heads": 4,
+        "cond_dim": 16,
+        "seq_len": 6,
+        "time_conditioned": False,
+    }
     with pytest.raises(CheckpointImportError, match="heads"):  # the rotary buffer exposes wrong heads
         import_checkpoint(bare, heads=2, seq_len=6)
 
@@ -223,10 +310,23 @@ def test_imported_logits_equal_the_authors_forward(tmp_path):
     for name in ("mdlm", "prime3", "prime2_time"):
         ell, C, _, dim, heads, cond, blocks, L, timed = data[f"{name}/meta"].tolist()
         prefix = f"{name}/backbone."
-        state = collections.OrderedDict((k[len(f"{name}/"):], v) for k, v in data.items() if k.startswith(prefix))
-        hp = {"backbone": "dit", "parameterization": "subs", "time_conditioning": bool(timed),
-              "model": {"hidden_size": dim, "n_heads": heads, "n_blocks": blocks, "cond_dim": cond, "length": L},
-              "prime": {"target_length": ell}, "noise": {"type": "loglinear", "eps": 1e-3}}
+        state = collections.OrderedDict(
+            (k[len(f"{name}/") :], v) for k, v in data.items() if k.startswith(prefix)
+        )
+        hp = {
+            "backbone": "dit",
+            "parameterization": "subs",
+            "time_conditioning": bool(timed),
+            "model": {
+                "hidden_size": dim,
+                "n_heads": heads,
+                "n_blocks": blocks,
+                "cond_dim": cond,
+                "length": L,
+            },
+            "prime": {"target_length": ell},
+            "noise": {"type": "loglinear", "eps": 1e-3},
+        }
         path = tmp_path / f"{name}.ckpt"
         torch.save({"state_dict": state, "hyper_parameters": {"config": hp}}, path)
         model, _ = import_checkpoint(path, weights="raw", precision="fp32")
@@ -247,9 +347,11 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, capsys):
             return (self.fn, (self.arg,))
 
     raw = _random_model()
-    cases = {"os_system": Evil(os.system, f"touch {marker}"),
-             "exec": Evil(exec, f"open({str(marker)!r}, 'w').write('x')"),
-             "eval": Evil(eval, f"open({str(marker)!r}, 'w')")}
+    cases = {
+        "os_system": Evil(os.system, f"touch {marker}"),
+        "exec": Evil(exec, f"open({str(marker)!r}, 'w').write('x')"),
+        "eval": Evil(eval, f"open({str(marker)!r}, 'w')"),
+    }
     for name, evil in cases.items():
         path = authors_checkpoint(tmp_path / f"{name}.ckpt", raw, raw, hparams={"config": {}, "x": evil})
         with pytest.raises(UnsafeCheckpointError, match="refusing to load .* Nothing from it was executed"):
@@ -278,15 +380,19 @@ def test_clear_errors(tmp_path, fakes):
     with pytest.raises(TypeError, match="unknown overrides"):
         import_checkpoint(path, width=3)
     # stored hyper-parameters inconsistent with the tensors
-    bad = authors_checkpoint(tmp_path / "bad.ckpt", raw, raw, hparams=_hparams(raw, **{"prime.target_length": 4}))
+    bad = authors_checkpoint(
+        tmp_path / "bad.ckpt", raw, raw, hparams=_hparams(raw, **{"prime.target_length": 4})
+    )
     with pytest.raises(CheckpointImportError, match="subtokens=4 contradicts the tensor shapes"):
         import_checkpoint(bad)
     # another architecture: the autoregressive baseline and a non-DiT state dict
     ar = authors_checkpoint(tmp_path / "ar.ckpt", raw, raw, hparams=_hparams(raw, backbone="ar"))
     with pytest.raises(CheckpointImportError, match="backbone 'ar'"):
         import_checkpoint(ar)
-    torch.save({"state_dict": {"backbone.transformer.h.0.attn.c_attn.weight": torch.zeros(3, 3)}},
-               tmp_path / "gpt.ckpt")
+    torch.save(
+        {"state_dict": {"backbone.transformer.h.0.attn.c_attn.weight": torch.zeros(3, 3)}},
+        tmp_path / "gpt.ckpt",
+    )
     with pytest.raises(CheckpointImportError, match="another architecture"):
         import_checkpoint(tmp_path / "gpt.ckpt", heads=2, seq_len=4)
     torch.save({"model": {}}, tmp_path / "plain.pt")
@@ -313,8 +419,18 @@ def test_hugging_face_format(tmp_path):
     tensors = {"backbone." + k: v.contiguous() for k, v in raw.state_dict().items()}
     tensors["backbone.rotary_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, 32, 2).float() / 32))
     save_file(tensors, folder / "model.safetensors")
-    config = {"architectures": ["MDLM"], "model_type": "mdlm", "cond_dim": 32, "dropout": 0.1, "hidden_dim": 64,
-              "model_length": 8, "n_blocks": 2, "n_heads": 2, "time_conditioning": False, "vocab_size": 121}
+    config = {
+        "architectures": ["MDLM"],
+        "model_type": "mdlm",
+        "cond_dim": 32,
+        "dropout": 0.1,
+        "hidden_dim": 64,
+        "model_length": 8,
+        "n_blocks": 2,
+        "n_heads": 2,
+        "time_conditioning": False,
+        "vocab_size": 121,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     model, meta = import_checkpoint(folder)
     assert meta["format"] == "huggingface" and meta["sizes"]["num_classes"] == 120
@@ -333,7 +449,10 @@ def data_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MDM_PRIME_DATA", str(tmp_path / "data_root"))
     words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
     g = torch.Generator().manual_seed(0)
-    docs = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (30,), generator=g)) + "." for _ in range(40)]
+    docs = [
+        " ".join(words[int(i)] for i in torch.randint(0, len(words), (30,), generator=g)) + "."
+        for _ in range(40)
+    ]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(docs))
     return corpus
@@ -344,10 +463,33 @@ def test_cli_import_then_eval_and_sample(tmp_path, data_env, fakes, capsys):
     ema = _perturbed(raw)
     ckpt = authors_checkpoint(tmp_path / "checkpoint.ckpt", raw, ema, hparams=_hparams(raw), fakes=fakes)
     run = tmp_path / "run"
-    assert main(["import", str(ckpt), "--out", str(run), "--tokenizer", "byte", "--data", f"text:{data_env}",
-                 "--precision", "fp32"]) == 0
-    for f in ("train_config.json", "task.json", "tokenizer", "import_info.json", "checkpoint/config.json",
-              "checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/trainer_state.pt"):
+    assert (
+        main(
+            [
+                "import",
+                str(ckpt),
+                "--out",
+                str(run),
+                "--tokenizer",
+                "byte",
+                "--data",
+                f"text:{data_env}",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
+    for f in (
+        "train_config.json",
+        "task.json",
+        "tokenizer",
+        "import_info.json",
+        "checkpoint/config.json",
+        "checkpoint/model.safetensors",
+        "checkpoint/ema.safetensors",
+        "checkpoint/trainer_state.pt",
+    ):
         assert (run / f).exists(), f
     loaded = load_pretrained(run / "checkpoint")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in ema.state_dict().items())
@@ -359,7 +501,9 @@ def test_cli_import_then_eval_and_sample(tmp_path, data_env, fakes, capsys):
     assert "prime_objective_nats_per_token" in r
     assert main(["sample", str(run), "--num", "2", "--steps", "8", "--out", str(tmp_path / "s")]) == 0
     assert main(["sample", str(run), "--num", "2", "--prefix", "the cat", "--out", str(tmp_path / "p")]) == 0
-    assert main(["sample", str(run), "--num", "2", "--infill", "the ___ sat", "--out", str(tmp_path / "i")]) == 0
+    assert (
+        main(["sample", str(run), "--num", "2", "--infill", "the ___ sat", "--out", str(tmp_path / "i")]) == 0
+    )
     samples = (tmp_path / "i.txt").read_text()
     assert samples.count("the ") >= 2 and samples.count(" sat") >= 2  # the kept text survives infilling
 
@@ -430,15 +574,37 @@ def test_fine_tuning_resumes_from_the_imported_run(tmp_path, data_env, monkeypat
         if cfg.architecture != "mdlm_dit":
             return original(cfg, task)
         extra = {"precision": cfg.precision, **cfg.model_overrides}
-        return build_model(mdlm_dit_config(cfg.model_size, num_classes=task.num_classes, length=cfg.subtokens,
-                                           base=cfg.base, schedule=cfg.schedule, seq_len=task.seq_len, **extra))
+        return build_model(
+            mdlm_dit_config(
+                cfg.model_size,
+                num_classes=task.num_classes,
+                length=cfg.subtokens,
+                base=cfg.base,
+                schedule=cfg.schedule,
+                seq_len=task.seq_len,
+                **extra,
+            )
+        )
 
     monkeypatch.setattr(T, "build_model_for", build_model_for)
     raw = _random_model(num_classes=256, length=2, seq_len=16)
-    run = write_run_folder(raw, tmp_path / "run", data=f"text:{data_env}", tokenizer="byte",
-                           train_overrides={"batch_size": 4, "lr": 1e-3, "eval_every": 0, "checkpoint_every": 0,
-                                            "num_preview_samples": 0, "final_eval_sequences": 2,
-                                            "final_eval_num_times": 2, "log_every": 1, "precision": "fp32"})
+    run = write_run_folder(
+        raw,
+        tmp_path / "run",
+        data=f"text:{data_env}",
+        tokenizer="byte",
+        train_overrides={
+            "batch_size": 4,
+            "lr": 1e-3,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "num_preview_samples": 0,
+            "final_eval_sequences": 2,
+            "final_eval_num_times": 2,
+            "log_every": 1,
+            "precision": "fp32",
+        },
+    )
     cfg = TrainConfig.from_dict({**json.loads((run / "train_config.json").read_text()), "max_steps": 2})
     T.train(cfg, run, resume=True, show_progress=False)
     tuned = load_pretrained(run / "checkpoint", use_ema=False)

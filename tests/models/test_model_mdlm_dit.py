@@ -38,10 +38,19 @@ def _fixture_model(name: str):
     data = load_file(FIXTURE)
     ell, C, b, dim, heads, cond, blocks, L, timed = data[f"{name}/meta"].tolist()
     sub = SubTokenizer(C, ell, None if ell == 1 else b)
-    model = MDLMDiT(sub, seq_len=L, dim=dim, depth=blocks, heads=heads, cond_dim=cond, time_conditioned=bool(timed),
-                    precision="fp32", schedule={"name": "loglinear", "eps": 1e-3}).eval()
+    model = MDLMDiT(
+        sub,
+        seq_len=L,
+        dim=dim,
+        depth=blocks,
+        heads=heads,
+        cond_dim=cond,
+        time_conditioned=bool(timed),
+        precision="fp32",
+        schedule={"name": "loglinear", "eps": 1e-3},
+    ).eval()
     prefix = f"{name}/backbone."
-    state = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
     inv_freq = state.pop("rotary_emb.inv_freq")
     head_dim = dim // heads
     assert torch.allclose(inv_freq, 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
@@ -89,8 +98,12 @@ def _plain_forward(sd: dict, yt: torch.Tensor, ell: int, C: int, dim: int, heads
     freqs = torch.tensor([math.exp(-math.log(10000) * k / half) for k in range(half)], dtype=torch.float64)
     outs = []
     for bi in range(B):
-        x = torch.stack([torch.cat([sd["vocab_embed.embedding"][yt[bi, i * ell + j]] for j in range(ell)])
-                         for i in range(L)])  # (L, d)
+        x = torch.stack(
+            [
+                torch.cat([sd["vocab_embed.embedding"][yt[bi, i * ell + j]] for j in range(ell)])
+                for i in range(L)
+            ]
+        )  # (L, d)
         arg = float(sigma[bi]) * freqs
         e = torch.cat([torch.cos(arg), torch.sin(arg)])
         h = e @ sd["sigma_map.mlp.0.weight"].T + sd["sigma_map.mlp.0.bias"]
@@ -98,18 +111,19 @@ def _plain_forward(sd: dict, yt: torch.Tensor, ell: int, C: int, dim: int, heads
         c = h @ sd["sigma_map.mlp.2.weight"].T + sd["sigma_map.mlp.2.bias"]
         c = c * torch.sigmoid(c)
         for blk in range(depth):
+
             def p(name, blk=blk):
                 return sd[f"blocks.{blk}.{name}"]
 
             mod = c @ p("adaLN_modulation.weight").T + p("adaLN_modulation.bias")
-            s1, sc1, g1, s2, sc2, g2 = [mod[k * dim:(k + 1) * dim] for k in range(6)]
+            s1, sc1, g1, s2, sc2, g2 = [mod[k * dim : (k + 1) * dim] for k in range(6)]
             a = ln(x, p("norm1.weight")) * (1 + sc1) + s1
             qkv = a @ p("attn_qkv.weight").T  # (L, 3d)
             att_out = torch.zeros(L, dim, dtype=torch.float64)
             for hd in range(heads):
-                q = qkv[:, hd * dh:(hd + 1) * dh].clone()
-                k = qkv[:, dim + hd * dh: dim + (hd + 1) * dh].clone()
-                v = qkv[:, 2 * dim + hd * dh: 2 * dim + (hd + 1) * dh]
+                q = qkv[:, hd * dh : (hd + 1) * dh].clone()
+                k = qkv[:, dim + hd * dh : dim + (hd + 1) * dh].clone()
+                v = qkv[:, 2 * dim + hd * dh : 2 * dim + (hd + 1) * dh]
                 for pos in range(L):
                     for m in range(dh // 2):
                         ang = pos / 10000 ** (2 * m / dh)
@@ -118,7 +132,7 @@ def _plain_forward(sd: dict, yt: torch.Tensor, ell: int, C: int, dim: int, heads
                             u, w = z[pos, m].item(), z[pos, m + dh // 2].item()
                             z[pos, m], z[pos, m + dh // 2] = u * co - w * si, u * si + w * co
                 scores = q @ k.T / math.sqrt(dh)
-                att_out[:, hd * dh:(hd + 1) * dh] = torch.softmax(scores, dim=-1) @ v
+                att_out[:, hd * dh : (hd + 1) * dh] = torch.softmax(scores, dim=-1) @ v
             x = x + g1 * (att_out @ p("attn_out.weight").T)
             m_in = ln(x, p("norm2.weight")) * (1 + sc2) + s2
             hid = gelu_tanh(m_in @ p("mlp.0.weight").T + p("mlp.0.bias"))
@@ -133,8 +147,11 @@ def _plain_forward(sd: dict, yt: torch.Tensor, ell: int, C: int, dim: int, heads
 @pytest.mark.parametrize("ell,C,dim,heads", [(1, 20, 16, 2), (2, 30, 16, 2), (4, 30, 24, 2)])
 def test_logits_equal_a_plain_float64_forward(ell, C, dim, heads):
     torch.manual_seed(ell)
-    model = build_model(mdlm_dit_config("tiny", num_classes=C, length=ell, seq_len=5, dim=dim, heads=heads,
-                                        cond_dim=8, precision="fp32")).eval()
+    model = build_model(
+        mdlm_dit_config(
+            "tiny", num_classes=C, length=ell, seq_len=5, dim=dim, heads=heads, cond_dim=8, precision="fp32"
+        )
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():  # every parameter random (adaLN and head start at zero)
             p.copy_(torch.randn_like(p) * 0.4)

@@ -12,18 +12,18 @@ from __future__ import annotations
 from .authors import WEIGHT_CHOICES, import_checkpoint
 from .run_folder import write_run_folder
 from .safe_load import (
-           CheckpointImportError,
-           SafeCheckpointReader,
-           UnsafeCheckpointError,
-           to_plain,
+    CheckpointImportError,
+    SafeCheckpointReader,
+    UnsafeCheckpointError,
+    to_plain,
 )
 
 __all__ = [
-           "WEIGHT_CHOICES",
-           "CheckpointImportError",
-           "SafeCheckpointReader",
-           "UnsafeCheckpointError",
-           "import_checkpoint",
-           "to_plain",
-           "write_run_folder",
+    "WEIGHT_CHOICES",
+    "CheckpointImportError",
+    "SafeCheckpointReader",
+    "UnsafeCheckpointError",
+    "import_checkpoint",
+    "to_plain",
+    "write_run_folder",
 ]

@@ -32,9 +32,23 @@ from .safe_load import CheckpointImportError, SafeCheckpointReader, TensorRef, t
 __all__ = ["WEIGHT_CHOICES", "import_checkpoint"]
 
 WEIGHT_CHOICES = ("ema", "raw")
-_REQUIRED = ("vocab_embed.embedding", "sigma_map.mlp.0.weight", "blocks.0.attn_qkv.weight",
-             "output_layer.linear.weight")
-_OVERRIDES = ("subtokens", "base", "num_classes", "dim", "depth", "heads", "cond_dim", "seq_len", "time_conditioned")
+_REQUIRED = (
+    "vocab_embed.embedding",
+    "sigma_map.mlp.0.weight",
+    "blocks.0.attn_qkv.weight",
+    "output_layer.linear.weight",
+)
+_OVERRIDES = (
+    "subtokens",
+    "base",
+    "num_classes",
+    "dim",
+    "depth",
+    "heads",
+    "cond_dim",
+    "seq_len",
+    "time_conditioned",
+)
 
 
 def _get(tree: dict, *path, default=None):
@@ -56,7 +70,9 @@ def _infer_shapes(shapes: dict, source: str) -> dict:
     if missing:
         raise CheckpointImportError(
             f"{source} is not an MDLM / MDLM-Prime DiT checkpoint: backbone keys {missing} are missing "
-            f"(found e.g. {sorted(shapes)[:6]}); another architecture (autoregressive, DiMamba?) cannot be imported")
+            f"(found e.g. {sorted(shapes)[:6]}); another architecture (autoregressive, DiMamba?) "
+            f"cannot be imported"
+        )
     dim = shapes["blocks.0.attn_qkv.weight"][1]
     depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
     cond_dim = shapes["sigma_map.mlp.0.weight"][0]
@@ -65,17 +81,29 @@ def _infer_shapes(shapes: dict, source: str) -> dict:
     if width == dim:
         ell, num_classes, base = 1, rows - 1, rows - 1
         if out != rows:
-            raise CheckpointImportError(f"{source}: ℓ = 1 vocabulary table has {rows} rows but the head has {out} "
-                                        f"outputs (expected equal: C tokens + the mask)")
+            raise CheckpointImportError(
+                f"{source}: ℓ = 1 vocabulary table has {rows} rows but the head has {out} "
+                f"outputs (expected equal: C tokens + the mask)"
+            )
     else:
         if dim % width:
-            raise CheckpointImportError(f"{source}: embedding width {width} does not divide the model width {dim}")
+            raise CheckpointImportError(
+                f"{source}: embedding width {width} does not divide the model width {dim}"
+            )
         ell, base, num_classes = dim // width, rows - 1, out
         if base**ell < num_classes:
-            raise CheckpointImportError(f"{source}: digit table of {rows} rows (b = {base}) with ℓ = {ell} gives "
-                                        f"{base**ell} codes < C = {num_classes} head outputs")
-    return {"subtokens": ell, "base": base, "num_classes": num_classes, "dim": dim, "depth": depth,
-            "cond_dim": cond_dim}
+            raise CheckpointImportError(
+                f"{source}: digit table of {rows} rows (b = {base}) with ℓ = {ell} gives "
+                f"{base**ell} codes < C = {num_classes} head outputs"
+            )
+    return {
+        "subtokens": ell,
+        "base": base,
+        "num_classes": num_classes,
+        "dim": dim,
+        "depth": depth,
+        "cond_dim": cond_dim,
+    }
 
 
 def _lightning_hparams(tree) -> dict:
@@ -90,16 +118,25 @@ def _stored_values(hp: dict, source: str) -> dict:
     """The hyper-parameters that decide the network, from a Lightning config (omegaconf layout)."""
     backbone = hp.get("backbone")
     if backbone not in (None, "dit"):
-        raise CheckpointImportError(f"{source} has backbone {backbone!r}; only the DiT diffusion models "
-                                    f"(backbone 'dit') can be imported")
+        raise CheckpointImportError(
+            f"{source} has backbone {backbone!r}; only the DiT diffusion models "
+            f"(backbone 'dit') can be imported"
+        )
     param = hp.get("parameterization")
     if param not in (None, "subs"):
-        raise CheckpointImportError(f"{source} uses parameterization {param!r}; only 'subs' (MDLM / MDLM-Prime) "
-                                    f"matches this package's models")
-    vals = {"dim": _get(hp, "model", "hidden_size"), "depth": _get(hp, "model", "n_blocks"),
-            "heads": _get(hp, "model", "n_heads"), "cond_dim": _get(hp, "model", "cond_dim"),
-            "seq_len": _get(hp, "model", "length"), "subtokens": _get(hp, "prime", "target_length"),
-            "time_conditioned": hp.get("time_conditioning")}
+        raise CheckpointImportError(
+            f"{source} uses parameterization {param!r}; only 'subs' (MDLM / MDLM-Prime) "
+            f"matches this package's models"
+        )
+    vals = {
+        "dim": _get(hp, "model", "hidden_size"),
+        "depth": _get(hp, "model", "n_blocks"),
+        "heads": _get(hp, "model", "n_heads"),
+        "cond_dim": _get(hp, "model", "cond_dim"),
+        "seq_len": _get(hp, "model", "length"),
+        "subtokens": _get(hp, "prime", "target_length"),
+        "time_conditioned": hp.get("time_conditioning"),
+    }
     return {k: v for k, v in vals.items() if v is not None}
 
 
@@ -109,7 +146,9 @@ def _reconcile(inferred: dict, stored: dict, overrides: dict, source: str) -> tu
     for key, value in overrides.items():
         if key in inferred and value != inferred[key]:
             raise CheckpointImportError(
-                f"{key}={value!r} (given) contradicts {source}: its tensor shapes mean {key}={inferred[key]!r}")
+                f"{key}={value!r} (given) contradicts {source}: its tensor shapes mean "
+                f"{key}={inferred[key]!r}"
+            )
     for key, value in stored.items():
         if key in overrides:
             if overrides[key] != value:
@@ -118,7 +157,8 @@ def _reconcile(inferred: dict, stored: dict, overrides: dict, source: str) -> tu
         if key in inferred and value != inferred[key]:
             raise CheckpointImportError(
                 f"{source}: stored hyper-parameter {key}={value!r} contradicts the tensor shapes ({key}="
-                f"{inferred[key]!r}); pass {key}= explicitly if the weights are right")
+                f"{inferred[key]!r}); pass {key}= explicitly if the weights are right"
+            )
         final[key] = value
     final.update(overrides)
     for key in ("heads", "seq_len"):
@@ -136,18 +176,28 @@ def _canonical_names(model: MDLMDiT) -> list[str]:
 def _check_inv_freq(value: torch.Tensor, head_dim: int, source: str) -> None:
     want = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
     if value.shape != want.shape or not torch.allclose(value.float(), want, rtol=1e-5, atol=1e-7):
-        raise CheckpointImportError(f"{source}: rotary frequencies do not match heads of width {head_dim}: "
-                                    f"the number of heads is wrong (pass heads=)")
+        raise CheckpointImportError(
+            f"{source}: rotary frequencies do not match heads of width {head_dim}: "
+            f"the number of heads is wrong (pass heads=)"
+        )
 
 
 def _build(final: dict, *, dropout: float, eps: float, precision: str, permutation) -> MDLMDiT:
     ell = final["subtokens"]
     sub = SubTokenizer(final["num_classes"], ell, None if ell == 1 else final["base"], permutation)
     try:
-        return MDLMDiT(sub, seq_len=int(final["seq_len"]), dim=final["dim"], depth=final["depth"],
-                       heads=int(final["heads"]), cond_dim=final["cond_dim"], dropout=dropout,
-                       time_conditioned=bool(final["time_conditioned"]), precision=precision,
-                       schedule={"name": "loglinear", "eps": eps})
+        return MDLMDiT(
+            sub,
+            seq_len=int(final["seq_len"]),
+            dim=final["dim"],
+            depth=final["depth"],
+            heads=int(final["heads"]),
+            cond_dim=final["cond_dim"],
+            dropout=dropout,
+            time_conditioned=bool(final["time_conditioned"]),
+            precision=precision,
+            schedule={"name": "loglinear", "eps": eps},
+        )
     except (TypeError, ValueError) as err:
         raise CheckpointImportError(f"cannot build the network: {err}") from None
 
@@ -157,17 +207,21 @@ def _load_state(model: MDLMDiT, state: dict, source: str, what: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointImportError(f"{source}: {what} do not match the network: missing {missing[:4]}, "
-                                    f"unexpected {unexpected[:4]}")
+        raise CheckpointImportError(
+            f"{source}: {what} do not match the network: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointImportError(f"{source}: {what}: {key} has shape {tuple(state[key].shape)}, the network "
-                                        f"expects {tuple(tensor.shape)}")
+            raise CheckpointImportError(
+                f"{source}: {what}: {key} has shape {tuple(state[key].shape)}, the network "
+                f"expects {tuple(tensor.shape)}"
+            )
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
 
 
-def import_checkpoint(path: str | Path, *, weights: str = "ema", precision: str = "auto", permutation=None,
-                      **overrides) -> tuple[MDLMDiT, dict]:
+def import_checkpoint(
+    path: str | Path, *, weights: str = "ema", precision: str = "auto", permutation=None, **overrides
+) -> tuple[MDLMDiT, dict]:
     """Load a published MDLM / MDLM-Prime checkpoint into an :class:`MDLMDiT` (eval mode, CPU).
 
     Args:
@@ -206,13 +260,20 @@ def _import_lightning(path: Path, weights: str, precision: str, permutation, ove
     reader = SafeCheckpointReader(path)
     tree = reader.load()
     if not isinstance(tree, dict) or not isinstance(tree.get("state_dict"), dict):
-        raise CheckpointImportError(f"{source} is not a Lightning checkpoint (no 'state_dict'; top-level "
-                                    f"{type(tree).__name__} with keys {sorted(tree)[:6] if isinstance(tree, dict) else ''})")
-    refs = {k[len("backbone."):]: v for k, v in tree["state_dict"].items()
-            if isinstance(k, str) and k.startswith("backbone.")}
+        raise CheckpointImportError(
+            f"{source} is not a Lightning checkpoint (no 'state_dict'; top-level "
+            f"{type(tree).__name__} with keys {sorted(tree)[:6] if isinstance(tree, dict) else ''})"
+        )
+    refs = {
+        k[len("backbone.") :]: v
+        for k, v in tree["state_dict"].items()
+        if isinstance(k, str) and k.startswith("backbone.")
+    }
     if not refs:
-        raise CheckpointImportError(f"{source} has no 'backbone.*' weights: not an MDLM / MDLM-Prime checkpoint "
-                                    f"(state_dict keys e.g. {sorted(tree['state_dict'])[:6]})")
+        raise CheckpointImportError(
+            f"{source} has no 'backbone.*' weights: not an MDLM / MDLM-Prime checkpoint "
+            f"(state_dict keys e.g. {sorted(tree['state_dict'])[:6]})"
+        )
     hp = _lightning_hparams(tree)
     stored = _stored_values(hp, source)
     inferred = _infer_shapes({k: _shape(v) for k, v in refs.items() if isinstance(v, TensorRef)}, source)
@@ -229,11 +290,15 @@ def _import_lightning(path: Path, weights: str, precision: str, permutation, ove
         ema = tree.get("ema")
         shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
         if not isinstance(shadow, (list, tuple)):
-            raise CheckpointImportError(f"{source} has no EMA weights (ckpt['ema']['shadow_params']); "
-                                        f"import the raw weights with weights='raw' (--weights raw)")
+            raise CheckpointImportError(
+                f"{source} has no EMA weights (ckpt['ema']['shadow_params']); "
+                f"import the raw weights with weights='raw' (--weights raw)"
+            )
         if len(shadow) != len(names):
-            raise CheckpointImportError(f"{source}: the EMA holds {len(shadow)} tensors, the network has "
-                                        f"{len(names)} parameters (truncated or another architecture)")
+            raise CheckpointImportError(
+                f"{source}: the EMA holds {len(shadow)} tensors, the network has "
+                f"{len(names)} parameters (truncated or another architecture)"
+            )
         state = {name: reader.tensor(ref) for name, ref in zip(names, shadow)}
         meta_ema = {"decay": ema.get("decay"), "num_updates": ema.get("num_updates")}
         what = "EMA shadow_params (in backbone.parameters() order)"
@@ -241,13 +306,31 @@ def _import_lightning(path: Path, weights: str, precision: str, permutation, ove
         state = {k: reader.tensor(v) for k, v in refs.items() if k != "rotary_emb.inv_freq"}
         what = "state_dict backbone.* weights"
     _load_state(model, state, source, what)
-    meta = {"source": source, "format": "lightning", "weights": weights, "ema": meta_ema,
-            "global_step": tree.get("global_step"), "epoch": tree.get("epoch"),
-            "lightning_version": tree.get("pytorch-lightning_version"),
-            "carry_over_in_training": _get(hp, "prime", "carry_over"),
-            "sizes": {k: final[k] for k in ("subtokens", "base", "num_classes", "dim", "depth", "heads",
-                                            "cond_dim", "seq_len", "time_conditioned")},
-            "notes": notes}
+    meta = {
+        "source": source,
+        "format": "lightning",
+        "weights": weights,
+        "ema": meta_ema,
+        "global_step": tree.get("global_step"),
+        "epoch": tree.get("epoch"),
+        "lightning_version": tree.get("pytorch-lightning_version"),
+        "carry_over_in_training": _get(hp, "prime", "carry_over"),
+        "sizes": {
+            k: final[k]
+            for k in (
+                "subtokens",
+                "base",
+                "num_classes",
+                "dim",
+                "depth",
+                "heads",
+                "cond_dim",
+                "seq_len",
+                "time_conditioned",
+            )
+        },
+        "notes": notes,
+    }
     return model.eval(), json.loads(json.dumps(meta, default=str))
 
 
@@ -267,31 +350,60 @@ def _import_hf(path: Path, weights: str, precision: str, permutation, overrides:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointImportError(f"{config_file} is not valid JSON: {err}") from None
     if cfg.get("model_type") != "mdlm":
-        raise CheckpointImportError(f"{config_file} has model_type {cfg.get('model_type')!r}; expected 'mdlm' "
-                                    f"(kuleshov-group MDLM release)")
+        raise CheckpointImportError(
+            f"{config_file} has model_type {cfg.get('model_type')!r}; expected 'mdlm' "
+            f"(kuleshov-group MDLM release)"
+        )
     try:
         tensors = load_file(str(weights_file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointImportError(f"{weights_file} is not a readable safetensors file (truncated?): {err}") from None
-    refs = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-    stored = {"dim": cfg.get("hidden_dim"), "depth": cfg.get("n_blocks"), "heads": cfg.get("n_heads"),
-              "cond_dim": cfg.get("cond_dim"), "seq_len": cfg.get("model_length"),
-              "time_conditioned": cfg.get("time_conditioning")}
+        raise CheckpointImportError(
+            f"{weights_file} is not a readable safetensors file (truncated?): {err}"
+        ) from None
+    refs = {k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    stored = {
+        "dim": cfg.get("hidden_dim"),
+        "depth": cfg.get("n_blocks"),
+        "heads": cfg.get("n_heads"),
+        "cond_dim": cfg.get("cond_dim"),
+        "seq_len": cfg.get("model_length"),
+        "time_conditioned": cfg.get("time_conditioning"),
+    }
     if cfg.get("vocab_size") is not None:
         stored["num_classes"] = int(cfg["vocab_size"]) - 1  # ℓ = 1: the table holds the mask row
     stored = {k: v for k, v in stored.items() if v is not None}
     inferred = _infer_shapes({k: tuple(v.shape) for k, v in refs.items()}, source)
     final, notes = _reconcile(inferred, stored, overrides, source)
-    model = _build(final, dropout=float(cfg.get("dropout", 0.0) or 0.0), eps=1e-3, precision=precision,
-                   permutation=permutation)
+    model = _build(
+        final,
+        dropout=float(cfg.get("dropout", 0.0) or 0.0),
+        eps=1e-3,
+        precision=precision,
+        permutation=permutation,
+    )
     if "rotary_emb.inv_freq" in refs:
         _check_inv_freq(refs.pop("rotary_emb.inv_freq"), final["dim"] // int(final["heads"]), source)
     _load_state(model, refs, source, "model.safetensors backbone.* weights")
     if weights == "raw":
         notes.append("the Hugging Face release holds one set of weights; weights='raw' has no effect")
-    meta = {"source": source, "format": "huggingface", "weights": "as published",
-            "sizes": {k: final[k] for k in ("subtokens", "base", "num_classes", "dim", "depth", "heads",
-                                            "cond_dim", "seq_len", "time_conditioned")},
-            "notes": notes}
+    meta = {
+        "source": source,
+        "format": "huggingface",
+        "weights": "as published",
+        "sizes": {
+            k: final[k]
+            for k in (
+                "subtokens",
+                "base",
+                "num_classes",
+                "dim",
+                "depth",
+                "heads",
+                "cond_dim",
+                "seq_len",
+                "time_conditioned",
+            )
+        },
+        "notes": notes,
+    }
     return model.eval(), meta
-

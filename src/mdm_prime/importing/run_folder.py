@@ -23,9 +23,20 @@ from ..configs import TrainConfig
 
 __all__ = ["FINETUNE_DEFAULTS", "write_run_folder"]
 
-FINETUNE_DEFAULTS = {"lr": 3e-5, "warmup_steps": 0, "lr_schedule": "constant", "batch_size": 16, "max_steps": 1,
-                     "ema_decay": 0.9999, "eval_every": 500, "checkpoint_every": 500, "eval_sequences": 16,
-                     "final_eval_sequences": 64, "eval_num_times": 8, "num_preview_samples": 2}
+FINETUNE_DEFAULTS = {
+    "lr": 3e-5,
+    "warmup_steps": 0,
+    "lr_schedule": "constant",
+    "batch_size": 16,
+    "max_steps": 1,
+    "ema_decay": 0.9999,
+    "eval_every": 500,
+    "checkpoint_every": 500,
+    "eval_sequences": 16,
+    "final_eval_sequences": 64,
+    "eval_num_times": 8,
+    "num_preview_samples": 2,
+}
 """Training settings written for fine-tuning (override with ``train_overrides``; ``max_steps`` may
 be raised when resuming)."""
 
@@ -36,12 +47,20 @@ def _train_config(model, data: str, tokenizer: str, train_overrides: dict) -> Tr
     settings = dict(FINETUNE_DEFAULTS)
     settings.update(train_overrides)
     cfg = {
-        "data": data, "tokenizer": tokenizer, "seq_len": model.seq_len,
-        "family": model.family, "subtokens": ell, "base": model.subtokenizer.base if ell > 1 else None,
-        "schedule": model.schedule.name, "architecture": "mdlm_dit", "model_size": "small",
-        "model_overrides": {k: c[k] for k in ("dim", "depth", "heads", "cond_dim", "mlp_ratio", "dropout",
-                                              "time_conditioned")},
-        "precision": model.precision, **settings,
+        "data": data,
+        "tokenizer": tokenizer,
+        "seq_len": model.seq_len,
+        "family": model.family,
+        "subtokens": ell,
+        "base": model.subtokenizer.base if ell > 1 else None,
+        "schedule": model.schedule.name,
+        "architecture": "mdlm_dit",
+        "model_size": "small",
+        "model_overrides": {
+            k: c[k] for k in ("dim", "depth", "heads", "cond_dim", "mlp_ratio", "dropout", "time_conditioned")
+        },
+        "precision": model.precision,
+        **settings,
     }
     try:
         return TrainConfig.from_dict(cfg)
@@ -53,15 +72,34 @@ def _trainer_state(model, cfg: TrainConfig) -> dict:
     """What ``Trainer._load_checkpoint`` reads: step 0 and a fresh AdamW with the trainer's groups."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
-    return {"step": 0, "epoch": 0, "position": 0, "tokens_seen": 0, "elapsed": 0.0,
-            "optimizer": opt.state_dict(), "generator": torch.Generator().manual_seed(cfg.seed + 1).get_state(),
-            "torch_rng": torch.get_rng_state(), "config": cfg.to_dict()}
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+    )
+    return {
+        "step": 0,
+        "epoch": 0,
+        "position": 0,
+        "tokens_seen": 0,
+        "elapsed": 0.0,
+        "optimizer": opt.state_dict(),
+        "generator": torch.Generator().manual_seed(cfg.seed + 1).get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "config": cfg.to_dict(),
+    }
 
 
-def write_run_folder(model, out: str | Path, *, metadata: dict | None = None, data: str = "mix",
-                     tokenizer: str = "gpt2", train_overrides: dict | None = None, overwrite: bool = False) -> Path:
+def write_run_folder(
+    model,
+    out: str | Path,
+    *,
+    metadata: dict | None = None,
+    data: str = "mix",
+    tokenizer: str = "gpt2",
+    train_overrides: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``model`` (an imported :class:`~mdm_prime.models.MDLMDiT`) as a run folder ``out``.
 
     Args:
@@ -80,19 +118,29 @@ def write_run_folder(model, out: str | Path, *, metadata: dict | None = None, da
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --force")
+            raise FileExistsError(
+                f"{out} already exists and is not empty; choose another --out or pass --force"
+            )
         shutil.rmtree(out)
     cfg = _train_config(model, data, tokenizer, dict(train_overrides or {}))
     tok = get_tokenizer(tokenizer)
     if tok.vocab_size != model.num_classes:
-        raise ValueError(f"tokenizer {tokenizer!r} has {tok.vocab_size} tokens, the model {model.num_classes} classes; "
-                         f"the published models use gpt2")
+        raise ValueError(
+            f"tokenizer {tokenizer!r} has {tok.vocab_size} tokens, the model {model.num_classes} classes; "
+            f"the published models use gpt2"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(cfg.to_json())
     meta = json.loads(json.dumps(metadata or {}, default=str))
-    task = Task(kind="text", spec=data, num_classes=model.num_classes, seq_len=model.seq_len,
-                valid_tokens=torch.zeros(0, model.seq_len, dtype=torch.long), tokenizer=tok,
-                info={"tokenizer": tok.name, "imported_from": str(meta.get("source", ""))})
+    task = Task(
+        kind="text",
+        spec=data,
+        num_classes=model.num_classes,
+        seq_len=model.seq_len,
+        valid_tokens=torch.zeros(0, model.seq_len, dtype=torch.long),
+        tokenizer=tok,
+        info={"tokenizer": tok.name, "imported_from": str(meta.get("source", ""))},
+    )
     task.save_assets(out)
     ckpt = out / "checkpoint"
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

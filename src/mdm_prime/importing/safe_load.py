@@ -47,17 +47,72 @@ class UnsafeCheckpointError(CheckpointImportError):
     """A checkpoint whose pickle references code-executing or system globals; nothing was run."""
 
 
-_DENIED_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "runpy", "socket", "pickle",
-                   "_pickle", "marshal", "ctypes", "code", "codeop", "pty", "commands", "platform", "webbrowser",
-                   "multiprocessing", "asyncio", "signal", "threading", "pdb", "timeit", "cProfile", "profile",
-                   "tempfile", "glob", "io", "_io")
-_SAFE_BUILTINS = {"getattr", "set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "bool", "str", "bytes",
-                  "bytearray", "slice", "range", "object", "NoneType"}
+_DENIED_MODULES = (
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "sys",
+    "shutil",
+    "importlib",
+    "runpy",
+    "socket",
+    "pickle",
+    "_pickle",
+    "marshal",
+    "ctypes",
+    "code",
+    "codeop",
+    "pty",
+    "commands",
+    "platform",
+    "webbrowser",
+    "multiprocessing",
+    "asyncio",
+    "signal",
+    "threading",
+    "pdb",
+    "timeit",
+    "cProfile",
+    "profile",
+    "tempfile",
+    "glob",
+    "io",
+    "_io",
+)
+_SAFE_BUILTINS = {
+    "getattr",
+    "set",
+    "frozenset",
+    "list",
+    "dict",
+    "tuple",
+    "int",
+    "float",
+    "complex",
+    "bool",
+    "str",
+    "bytes",
+    "bytearray",
+    "slice",
+    "range",
+    "object",
+    "NoneType",
+}
 _STORAGE_DTYPES = {
-    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
-    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128,
+    "UntypedStorage": torch.uint8,
 }
 
 
@@ -124,8 +179,13 @@ class _StorageRef:
 def _rebuild_tensor(storage, storage_offset, size, stride, *_unused):
     if not isinstance(storage, _StorageRef):
         raise CheckpointImportError(f"malformed tensor record (storage {type(storage).__name__})")
-    return TensorRef(storage.key, storage.dtype, int(storage_offset), tuple(int(s) for s in size),
-                     tuple(int(s) for s in stride))
+    return TensorRef(
+        storage.key,
+        storage.dtype,
+        int(storage_offset),
+        tuple(int(s) for s in size),
+        tuple(int(s) for s in stride),
+    )
 
 
 def _rebuild_parameter(data, *_unused):
@@ -171,16 +231,22 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         top = module.split(".")[0]
-        if (module in ("builtins", "__builtin__") and name not in _SAFE_BUILTINS) or top in _DENIED_MODULES \
-                or module in _DENIED_MODULES:
+        if (
+            (module in ("builtins", "__builtin__") and name not in _SAFE_BUILTINS)
+            or top in _DENIED_MODULES
+            or module in _DENIED_MODULES
+        ):
             raise UnsafeCheckpointError(
-                f"refusing to load {self.source}: its pickle references {module}.{name}, which can run code or "
-                f"touch the system; a model checkpoint never needs it (the file is malicious or not a checkpoint). "
-                f"Nothing from it was executed.")
+                f"refusing to load {self.source}: its pickle references {module}.{name}, which can run "
+                f"code or touch the system; a model checkpoint never needs it (the file is malicious or "
+                f"not a checkpoint). Nothing from it was executed."
+            )
         if module in ("builtins", "__builtin__"):
             import builtins
 
-            if name == "getattr":  # (getattr, (obj, "attr")) for bound methods: kept as a record, never looked up
+            if (
+                name == "getattr"
+            ):  # (getattr, (obj, "attr")) for bound methods: kept as a record, never looked up
                 return self._record_class(module, name)
             return getattr(builtins, name) if name != "NoneType" else type(None)
         if (module, name) in _ALLOWED:
@@ -198,7 +264,9 @@ class _SafeUnpickler(pickle.Unpickler):
     def _record_class(self, module: str, name: str) -> type:
         key = (module, name)
         if key not in self.records:
-            self.records[key] = type(name.replace(".", "_"), (Record,), {"rec_module": module, "rec_name": name})
+            self.records[key] = type(
+                name.replace(".", "_"), (Record,), {"rec_module": module, "rec_name": name}
+            )
         return self.records[key]
 
     def persistent_load(self, pid):
@@ -233,11 +301,14 @@ class SafeCheckpointReader:
             self.zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as err:
             raise CheckpointImportError(
-                f"{self.path} is not a complete PyTorch checkpoint archive ({err}): a truncated download, or a "
-                f"pre-1.6 torch.save file (re-save it with a current torch)") from None
+                f"{self.path} is not a complete PyTorch checkpoint archive ({err}): a truncated download, "
+                f"or a pre-1.6 torch.save file (re-save it with a current torch)"
+            ) from None
         names = [n for n in self.zip.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if not names:
-            raise CheckpointImportError(f"{self.path} is a zip file but not a torch.save archive (no data.pkl)")
+            raise CheckpointImportError(
+                f"{self.path} is a zip file but not a torch.save archive (no data.pkl)"
+            )
         self.prefix = names[0][: -len("data.pkl")]
         order = self.prefix + "byteorder"
         if order in self.zip.namelist() and self.zip.read(order).decode().strip() != "little":
@@ -250,10 +321,21 @@ class SafeCheckpointReader:
             return _SafeUnpickler(io.BytesIO(data), str(self.path)).load()
         except CheckpointImportError:
             raise
-        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, OSError, ValueError, TypeError,
-                AttributeError, IndexError, KeyError) as err:
-            raise CheckpointImportError(f"{self.path}: cannot read its object tree ({type(err).__name__}: {err}); "
-                                        f"the file is truncated or corrupted") from None
+        except (
+            zipfile.BadZipFile,
+            EOFError,
+            pickle.UnpicklingError,
+            OSError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+        ) as err:
+            raise CheckpointImportError(
+                f"{self.path}: cannot read its object tree ({type(err).__name__}: {err}); "
+                f"the file is truncated or corrupted"
+            ) from None
 
     def tensor(self, ref: TensorRef) -> torch.Tensor:
         """Read one tensor (a copy, float/int dtype as stored)."""
@@ -262,13 +344,19 @@ class SafeCheckpointReader:
         try:
             raw = self.zip.read(f"{self.prefix}data/{ref.key}")
         except (KeyError, zipfile.BadZipFile, OSError, EOFError) as err:
-            raise CheckpointImportError(f"{self.path}: tensor storage {ref.key} is missing or damaged ({err}); "
-                                        f"the file is truncated or corrupted") from None
+            raise CheckpointImportError(
+                f"{self.path}: tensor storage {ref.key} is missing or damaged ({err}); "
+                f"the file is truncated or corrupted"
+            ) from None
         itemsize = torch.empty((), dtype=ref.dtype).element_size()
         flat = torch.frombuffer(bytearray(raw), dtype=ref.dtype) if raw else torch.empty(0, dtype=ref.dtype)
-        need = ref.offset + sum((s - 1) * st for s, st in zip(ref.size, ref.stride)) + 1 if all(ref.size) else 0
+        need = (
+            ref.offset + sum((s - 1) * st for s, st in zip(ref.size, ref.stride)) + 1 if all(ref.size) else 0
+        )
         if flat.numel() < need or len(raw) % itemsize:
-            raise CheckpointImportError(f"{self.path}: tensor storage {ref.key} is too short for shape {ref.size}")
+            raise CheckpointImportError(
+                f"{self.path}: tensor storage {ref.key} is too short for shape {ref.size}"
+            )
         return flat.as_strided(ref.size, ref.stride, ref.offset).clone()
 
 
@@ -294,8 +382,10 @@ def to_plain(obj, _depth: int = 0):
             return [to_plain(v, _depth + 1) for v in obj.rec_items]
         return obj
     if isinstance(obj, dict):
-        return {to_plain(k, _depth + 1) if not isinstance(k, Record) else repr(k): to_plain(v, _depth + 1)
-                for k, v in obj.items()}
+        return {
+            to_plain(k, _depth + 1) if not isinstance(k, Record) else repr(k): to_plain(v, _depth + 1)
+            for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return [to_plain(v, _depth + 1) for v in obj]
     return obj

@@ -24,19 +24,30 @@ def _chunks(tokens, batch_size: int) -> Iterable[torch.Tensor]:
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be a LongTensor[N, L], got shape {tuple(tokens.shape)}")
         for i in range(0, tokens.shape[0], batch_size):
-            yield tokens[i: i + batch_size]
+            yield tokens[i : i + batch_size]
     else:
         for chunk in tokens:  # any iterable of LongTensor[b, L]
             if not isinstance(chunk, torch.Tensor) or chunk.dim() != 2:
                 raise ValueError("each chunk must be a LongTensor[b, L]")
             for i in range(0, chunk.shape[0], batch_size):
-                yield chunk[i: i + batch_size]
+                yield chunk[i : i + batch_size]
 
 
 @torch.no_grad()
-def score_corpus(model, tokens, *, num_times: int = 32, seed: int = 0, batch_size: int = 8, rows_per_call: int = 8,
-                 max_sequences: int | None = None, max_tokens: int | None = None, progress: bool = True,
-                 estimator: str = "integrated", subtokenizer=None) -> dict:
+def score_corpus(
+    model,
+    tokens,
+    *,
+    num_times: int = 32,
+    seed: int = 0,
+    batch_size: int = 8,
+    rows_per_call: int = 8,
+    max_sequences: int | None = None,
+    max_tokens: int | None = None,
+    progress: bool = True,
+    estimator: str = "integrated",
+    subtokenizer=None,
+) -> dict:
     """Valid bound of ``model`` on ``tokens`` (``LongTensor[N, L]`` or an iterable of ``[b, L]`` chunks).
 
     Args:
@@ -92,8 +103,16 @@ def score_corpus(model, tokens, *, num_times: int = 32, seed: int = 0, batch_siz
         if room <= 0:
             break
         chunk = chunk[:room]
-        res = likelihood(model, chunk.to(device), sub, schedule=schedule, num_times=num_times,
-                         seed=seed + i, batch_size=rows_per_call, estimator=estimator)
+        res = likelihood(
+            model,
+            chunk.to(device),
+            sub,
+            schedule=schedule,
+            num_times=num_times,
+            seed=seed + i,
+            batch_size=rows_per_call,
+            estimator=estimator,
+        )
         nelbo.append(res.nelbo.double().cpu())
         se.append(res.nelbo_stderr.double().cpu())
         prime.append(res.prime_objective.double().cpu())
@@ -120,6 +139,9 @@ def score_corpus(model, tokens, *, num_times: int = 32, seed: int = 0, batch_siz
         "prime_objective_nats_per_token": prime_nats,
         "prime_perplexity": math.exp(prime_nats),
         "gap_nats_per_token": nats - prime_nats,
-        "num_sequences": n, "num_tokens": n * L, "tokens_per_sequence": L, "num_times": num_times,
+        "num_sequences": n,
+        "num_tokens": n * L,
+        "tokens_per_sequence": L,
+        "num_times": num_times,
         "estimator": estimator,
     }

@@ -46,7 +46,9 @@ FREQUENCY_DIM = 256
 def sinusoid(sigma: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
     """``FloatTensor[B]`` → ``[cos(σ f_k), sin(σ f_k)]`` with ``f_k = max_period^(−k/(dim/2))``, float32."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half
+    )
     args = sigma.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -54,7 +56,9 @@ def sinusoid(sigma: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 
     return emb
 
 
-def rotary_tables(length: int, head_dim: int, device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    length: int, head_dim: int, device, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos, sin: FloatTensor[length, head_dim/2]`` for rotary positions 0..length-1 (float32)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None]
@@ -62,7 +66,8 @@ def rotary_tables(length: int, head_dim: int, device, base: float = 10000.0) -> 
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x: [B, L, H, dh]`` by position: halves ``(x1, x2)`` → ``(x1 cos − x2 sin, x1 sin + x2 cos)``."""
+    """Rotate ``x: [B, L, H, dh]`` by position: halves ``(x1, x2)`` →
+    ``(x1 cos − x2 sin, x1 sin + x2 cos)``."""
     x1, x2 = x.chunk(2, dim=-1)
     cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -115,8 +120,9 @@ class AdaLNBlock(nn.Module):
         self.attn_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.attn_out = nn.Linear(dim, dim, bias=False)
         self.norm2 = ScaleOnlyLayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim)
+        )
         self.adaLN_modulation = nn.Linear(cond_dim, 6 * dim)
         nn.init.zeros_(self.adaLN_modulation.weight)
         nn.init.zeros_(self.adaLN_modulation.bias)
@@ -129,8 +135,9 @@ class AdaLNBlock(nn.Module):
         qkv = self.attn_qkv(h).view(B, L, 3, self.heads, d // self.heads)
         q, k, v = qkv.unbind(dim=2)  # (B, L, H, dh)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              is_causal=False)  # (B, H, L, dh)
+        attn = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=False
+        )  # (B, H, L, dh)
         attn = attn.transpose(1, 2).reshape(B, L, d)
         p = self.dropout if self.training else 0.0
         x = x + gate_a * F.dropout(self.attn_out(attn), p, self.training)
@@ -173,23 +180,53 @@ class MDLMDiT(DiffusionModel):
     architecture = "mdlm_dit"
     variable_length = True
 
-    def __init__(self, subtokenizer: SubTokenizer, seq_len: int, dim: int = 768, depth: int = 12, heads: int = 12,
-                 cond_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, time_conditioned: bool = False,
-                 precision: str = "auto", schedule: object = "loglinear") -> None:
+    def __init__(
+        self,
+        subtokenizer: SubTokenizer,
+        seq_len: int,
+        dim: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        cond_dim: int = 128,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        time_conditioned: bool = False,
+        precision: str = "auto",
+        schedule: object = "loglinear",
+    ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("cond_dim", cond_dim),
-                            ("mlp_ratio", mlp_ratio)):
+        for name, value in (
+            ("dim", dim),
+            ("depth", depth),
+            ("heads", heads),
+            ("cond_dim", cond_dim),
+            ("mlp_ratio", mlp_ratio),
+        ):
             check_positive_int(name, value)
         if dim % heads or (dim // heads) % 2:
             raise ValueError(f"dim must split into heads of even width: dim={dim}, heads={heads}")
         ell = subtokenizer.length if isinstance(subtokenizer, SubTokenizer) else 1
         if dim % ell:
-            raise ValueError(f"dim must be divisible by ℓ = {ell} (concatenated digit embeddings), got dim={dim}")
+            raise ValueError(
+                f"dim must be divisible by ℓ = {ell} (concatenated digit embeddings), got dim={dim}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self._init_common(subtokenizer, seq_len, time_conditioned, precision, schedule, {
-            "dim": dim, "depth": depth, "heads": heads, "cond_dim": cond_dim, "mlp_ratio": mlp_ratio,
-            "dropout": float(dropout)})
+        self._init_common(
+            subtokenizer,
+            seq_len,
+            time_conditioned,
+            precision,
+            schedule,
+            {
+                "dim": dim,
+                "depth": depth,
+                "heads": heads,
+                "cond_dim": cond_dim,
+                "mlp_ratio": mlp_ratio,
+                "dropout": float(dropout),
+            },
+        )
         self.dim, self.depth, self.heads, self.cond_dim = dim, depth, heads, cond_dim
         C = subtokenizer.num_classes
         if ell == 1:
@@ -199,7 +236,9 @@ class MDLMDiT(DiffusionModel):
             self.vocab_embed = TableEmbedding(subtokenizer.base + 1, dim // ell)  # row b: the mask
             out = C
         self.sigma_map = ConditionMLP(cond_dim)
-        self.blocks = nn.ModuleList(AdaLNBlock(dim, heads, cond_dim, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            AdaLNBlock(dim, heads, cond_dim, mlp_ratio, dropout) for _ in range(depth)
+        )
         self.output_layer = AdaLNFinal(dim, out, cond_dim)
 
     def sigma_of(self, t: torch.Tensor | None, batch: int, device) -> torch.Tensor:
@@ -228,16 +267,33 @@ class MDLMDiT(DiffusionModel):
         return float(self.depth * per_block + 2 * d * self.output_layer.linear.out_features)
 
 
-def mdlm_dit_config(size: str = "small", *, num_classes: int = 50257, length: int = 1, seq_len: int = 1024,
-                    base: int | None = None, permutation=None, schedule: object = "loglinear", **overrides) -> dict:
+def mdlm_dit_config(
+    size: str = "small",
+    *,
+    num_classes: int = 50257,
+    length: int = 1,
+    seq_len: int = 1024,
+    base: int | None = None,
+    permutation=None,
+    schedule: object = "loglinear",
+    **overrides,
+) -> dict:
     """Config of an :class:`MDLMDiT` (``size``: ``"small"`` 768×12, 12 heads, c_dim 128 — the published
     models; ``"tiny"`` 64×2 for tests); ``overrides`` set any constructor argument."""
     from ..schedules import get_schedule
 
-    sizes = {"tiny": {"dim": 64, "depth": 2, "heads": 2, "cond_dim": 32},
-             "small": {"dim": 768, "depth": 12, "heads": 12, "cond_dim": 128}}
+    sizes = {
+        "tiny": {"dim": 64, "depth": 2, "heads": 2, "cond_dim": 32},
+        "small": {"dim": 768, "depth": 12, "heads": 12, "cond_dim": 128},
+    }
     if size not in sizes:
         raise ValueError(f"unknown mdlm_dit size {size!r}; expected one of {sorted(sizes)}")
     sub = SubTokenizer(num_classes, length, base, permutation).config()
-    return {"architecture": "mdlm_dit", "subtokenizer": sub, "schedule": get_schedule(schedule).config(),
-            "seq_len": seq_len, **sizes[size], **overrides}
+    return {
+        "architecture": "mdlm_dit",
+        "subtokenizer": sub,
+        "schedule": get_schedule(schedule).config(),
+        "seq_len": seq_len,
+        **sizes[size],
+        **overrides,
+    }
