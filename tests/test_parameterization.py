@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mdm_prime.parameterization as P
+import mdm_prime.parameterization.fast as P
 from mdm_prime import SubTokenizer
 from mdm_prime.objectives import digit_nll, token_and_digit_nll, token_nll
 from mdm_prime.parameterization import (
