@@ -164,24 +164,24 @@ def _gather_box(z: torch.Tensor, rows: torch.Tensor, cls: torch.Tensor, lay: Lay
     return vals
 
 
-def _safe_max(cdt: torch.dtype, num_classes: int) -> float:
-    """Largest row maximum for which ``Σ_c exp(z_c)`` cannot overflow ``cdt``."""
-    return math.log(torch.finfo(cdt).max) - math.log(num_classes) - 1.0
+def _exp_stats(
+    zc: torch.Tensor, out: torch.Tensor, lay: Layout, grid: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One ``exp`` pass over the rows ``zc (n, C)`` into ``out``: returns ``lse (n, 1)``, the
+    per-digit sums ``(n, ℓ, b)`` if ``grid`` (ℓ ≥ 2), and their total ``(n, 1)`` (same scale).
 
-
-def _exp_rows(zc: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
-    """``out = exp(zc - s)`` row-wise; returns the shift ``s (n, 1)``, or None when ``s = 0``.
-
-    When every row maximum lies in ``[0, safe]`` the shift is skipped (one pass instead of two):
-    nothing overflows, and an entry that underflows is more than ``e^-87`` below its row maximum,
-    exactly as with the shift."""
+    ``exp(z)`` is taken unshifted when every row total lands in ``[1, ∞)``: nothing overflowed, and
+    an entry that underflowed (``z < log tiny``) has ``z − lse < log tiny`` too, so it is lost in the
+    reference formulation as well. Otherwise the chunk is redone with the usual max shift."""
+    torch.exp(zc, out=out)
+    sums, total = _grid_sums(out, lay) if grid else (None, out.sum(-1, keepdim=True))
+    lo, hi = total.aminmax()
+    if float(lo) >= 1.0 and math.isfinite(float(hi)):
+        return total.log(), sums, total
     m = zc.amax(-1, keepdim=True)
-    lo, hi = m.aminmax()
-    if float(lo) >= 0.0 and float(hi) <= _safe_max(zc.dtype, zc.shape[-1]):
-        torch.exp(zc, out=out)
-        return None
     torch.sub(zc, m, out=out).exp_()
-    return m
+    sums, total = _grid_sums(out, lay) if grid else (None, out.sum(-1, keepdim=True))
+    return total.log().add_(m), sums, total
 
 
 def _grid_sums(e: torch.Tensor, lay: Layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,10 +213,10 @@ def _grid_sums(e: torch.Tensor, lay: Layout) -> tuple[torch.Tensor, torch.Tensor
     return torch.stack(out, 1), first.sum(1, keepdim=True)
 
 
-def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, torch.Tensor | None]]:
-    """Blocks ``(start, stop, rows)`` covering the ascending rows ``fm`` of ``0..r-1``: ``rows`` is
-    None when the block is mostly in ``fm`` (computed whole, other rows are scratch), else the
-    ``fm`` rows of the block (gathered)."""
+def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, torch.Tensor, bool]]:
+    """Blocks ``(start, stop, rows, whole)`` covering the ascending rows ``fm`` of ``0..r-1``:
+    ``rows`` are the ``fm`` rows of the block; ``whole`` when the block is mostly in ``fm`` (computed
+    whole by slicing, its other rows are scratch), else its ``fm`` rows are gathered."""
     nblocks = -(-r // step)
     in_fm = torch.zeros(nblocks * step, dtype=torch.long, device=fm.device)
     in_fm[fm] = 1
@@ -226,7 +226,7 @@ def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, tor
         if not cnt:
             continue
         s, e = i * step, min((i + 1) * step, r)
-        out.append((s, e, None if 2 * cnt >= e - s else fm[offset : offset + cnt]))
+        out.append((s, e, fm[offset : offset + cnt], 2 * cnt >= e - s))
         offset += cnt
     return out
 
@@ -383,21 +383,18 @@ def _dense(
     tiny = torch.finfo(cdt).tiny
     step = _chunk_rows(r, z.device)
     ebuf = torch.empty(min(step, r), z.shape[1], dtype=cdt, device=z.device) if marg is not None else None
-    for s, e, idx in _row_blocks(fm, r, step):
-        zc = z[s:e] if idx is None else z.index_select(0, idx)
-        zc = zc.to(cdt)
+    for s, e, idx, whole in _row_blocks(fm, r, step):
+        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
         n = zc.shape[0]
         if marg is None:
-            if idx is None:
+            if whole:
                 torch.log_softmax(zc, -1, out=lp[s:e])
             else:
                 lp.index_copy_(0, idx, torch.log_softmax(zc, -1))
             continue
-        shift = _exp_rows(zc, ebuf[:n])
-        sums, total = _grid_sums(ebuf[:n], lay)
-        lse = total.log() if shift is None else total.log().add_(shift)
+        lse, sums, total = _exp_stats(zc, ebuf[:n], lay, grid=True)
         mg = sums.div_(total.unsqueeze(-1)).clamp_min_(tiny).log_()
-        if idx is None:
+        if whole:
             torch.sub(zc, lse, out=lp[s:e])
             marg[s:e] = mg
         else:
@@ -412,27 +409,30 @@ def _dense(
 def _dense_stats(
     z: torch.Tensor, rows: torch.Tensor, lay: Layout, cdt, digits: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """For the rows ``rows`` of ``z``: ``lse (n,)`` and, if ``digits (n, ℓ)`` is given, the digit
-    marginals ``(n, ℓ)`` of those digit values (probabilities, not clamped), from one ``exp`` pass."""
+    """For the ascending rows ``rows`` of ``z``: ``lse (n,)`` and, if ``digits (n, ℓ)`` is given, the
+    digit marginals ``(n, ℓ)`` of those digit values (probabilities, not clamped), from one ``exp``
+    pass per cache-resident row block."""
     n_all = rows.numel()
-    step = _chunk_rows(n_all, z.device)
+    step = _chunk_rows(z.shape[0], z.device)
     lse = torch.empty(n_all, dtype=cdt, device=z.device)
     pj = torch.empty(n_all, lay.ell, dtype=cdt, device=z.device) if digits is not None else None
-    ebuf = torch.empty(min(step, n_all), z.shape[1], dtype=cdt, device=z.device)
-    for s in range(0, n_all, step):
-        zc = z.index_select(0, rows[s : s + step]).to(cdt)
-        n = zc.shape[0]
-        shift = _exp_rows(zc, ebuf[:n])
-        if digits is None or lay.ell == 1:
-            total = ebuf[:n].sum(-1, keepdim=True)
-            if digits is not None:  # ℓ = 1: the digit is the token
-                cls = lay.coc[digits[s : s + n]]  # (n, 1)
-                pj[s : s + n] = ebuf[:n].gather(1, cls).div_(total)
-        else:
-            sums, total = _grid_sums(ebuf[:n], lay)
-            pj[s : s + n] = sums.gather(2, digits[s : s + n, :, None]).squeeze(2).div_(total)
-        t = total.log()
-        lse[s : s + n] = (t if shift is None else t.add_(shift)).squeeze(1)
+    ebuf = torch.empty(min(step, z.shape[0]), z.shape[1], dtype=cdt, device=z.device)
+    offset = 0
+    for s, e, idx, whole in _row_blocks(rows, z.shape[0], step):
+        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+        n, cnt = zc.shape[0], idx.numel()
+        grid = digits is not None and lay.ell > 1
+        lse_c, sums, total = _exp_stats(zc, ebuf[:n], lay, grid)
+        local = idx - s if whole else slice(None)
+        out = slice(offset, offset + cnt)
+        lse[out] = lse_c[local, 0]
+        if digits is not None:
+            d = digits[out]
+            if grid:
+                pj[out] = sums[local].gather(2, d[:, :, None]).squeeze(2).div_(total[local])
+            else:  # ℓ = 1: the digit is the token
+                pj[out] = (z[idx, lay.coc[d[:, 0]]].to(cdt) - lse[out]).exp()[:, None]
+        offset += cnt
     return lse, pj
 
 
@@ -533,10 +533,10 @@ class _CarryOverNLL(torch.autograd.Function):
         step = _chunk_rows(r, dev)
         # fully masked rows: dense, chunked (a block computed whole also writes other rows: scratch)
         if counts[full_pat]:
-            for s, e, idx in _row_blocks(groups[full_pat], r, step):
-                rows = torch.arange(s, e, device=dev) if idx is None else idx
-                zc = (z[s:e] if idx is None else z.index_select(0, idx)).to(cdt)
-                gc = grad[s:e] if idx is None else torch.empty_like(zc)
+            for s, e, idx, whole in _row_blocks(groups[full_pat], r, step):
+                rows = torch.arange(s, e, device=dev) if whole else idx
+                zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+                gc = grad[s:e] if whole else torch.empty_like(zc)
                 torch.sub(zc, lse[rows, None], out=gc).exp_().mul_(big_g[rows, None])
                 for j in range(ell):
                     gj = gd[rows, j]
@@ -549,7 +549,7 @@ class _CarryOverNLL(torch.autograd.Function):
                         q.masked_fill_(cls < 0, 0.0)
                     gc.scatter_add_(1, cl, q)
                 gc.scatter_add_(1, x[rows, None], -gt[rows, None])
-                if idx is not None:
+                if not whole:
                     grad.index_copy_(0, idx, gc)
         rest = [groups[p] for p in range(full_pat) if counts[p]]
         if rest:
