@@ -1,10 +1,11 @@
-"""Carry-over parameterization (MATH.md §3): log-probs, digit marginals and the NLLs built on them,
+"""Carry-over parameterization (docs/method.md §3): log-probs, digit marginals and the NLLs built on them,
 against brute-force per-token loops over ``sub.digit_table``."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,7 +18,9 @@ from mdm_prime.parameterization import (
     carry_over,
     carry_over_log_probs,
     carry_over_logits,
+    carry_over_nll,
     digit_log_marginals,
+    reference,
 )
 
 
@@ -54,7 +57,9 @@ def _brute_log_probs(logits, y_t, sub):
             ok = [
                 cls
                 for cls in range(c)
-                if all(int(y[i, k, j]) in (sub.mask_id, int(sub.digit_table[cls, j])) for j in range(sub.length))
+                if all(
+                    int(y[i, k, j]) in (sub.mask_id, int(sub.digit_table[cls, j])) for j in range(sub.length)
+                )
             ]
             z = logits[i, k, ok].double()
             out[i, k, ok] = z - torch.logsumexp(z, 0)
@@ -234,10 +239,6 @@ def test_property_random_shapes(c, ell, extra_base, permuted, seed):
 # fast path vs an independent float64 numpy brute force (random shapes, ℓ ∈ {1..4}, invalid codes,
 # permutations, all-masked / all-seen / mixed masks, both exp strategies of the dense path)
 
-import numpy as np  # noqa: E402
-
-from mdm_prime.parameterization import carry_over_nll, reference  # noqa: E402
-
 
 def _np_digits(c, ell, base, perm):
     codes = np.arange(c) if perm is None else np.asarray(perm)
@@ -310,11 +311,19 @@ def test_fast_path_matches_numpy_brute_force(seed, mode, offset):
         assert np.array_equal(torch.isfinite(lp).numpy(), fin)
         np.testing.assert_allclose(lp.double().numpy()[fin], lp_ref[fin], rtol=0, atol=tol)
         np.testing.assert_allclose(marg.double().exp().numpy(), marg_ref, rtol=0, atol=tol)
-        np.testing.assert_allclose(carry_over_log_probs(z, y_t, sub).double().numpy()[fin], lp_ref[fin], atol=tol)
+        np.testing.assert_allclose(
+            carry_over_log_probs(z, y_t, sub).double().numpy()[fin], lp_ref[fin], atol=tol
+        )
         tok, dig = carry_over_nll(z, y_t, x0_t, sub)
         np.testing.assert_allclose(tok.double().numpy(), tok_ref, rtol=0, atol=tol * 10)
-        np.testing.assert_allclose(dig.double().numpy(), dig_ref, rtol=1e-5 if dtype == torch.float32 else 0,
-                                   atol=tol * 10)
+        np.testing.assert_allclose(
+            dig.double().numpy(), dig_ref, rtol=1e-5 if dtype == torch.float32 else 0, atol=tol * 10
+        )
+
+
+def _masked_pick(log_p, index, keep):
+    """``-log_p[..., index]`` where ``keep``, else 0."""
+    return torch.where(keep, -log_p.gather(-1, index[..., None]).squeeze(-1), 0.0)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -332,27 +341,22 @@ def test_nll_gradient_matches_float64_reference_autograd(seed, mode):
     lp = reference.carry_over_log_probs(z_ref, y_t, sub)
     marg = reference.digit_log_marginals(lp, sub)
     y0 = sub.encode(x0_t).view(*x0.shape, sub.length)
-    tok_r = torch.where(hidden.any(-1), -lp.gather(-1, x0_t[..., None]).squeeze(-1), torch.zeros(()))
-    dig_r = torch.where(hidden, -marg.gather(-1, y0[..., None]).squeeze(-1), torch.zeros(()))
+    tok_r, dig_r = _masked_pick(lp, x0_t, hidden.any(-1)), _masked_pick(marg, y0, hidden)
     ((tok_r * w_tok).sum() + (dig_r * w_dig).sum()).backward()
     for tokens, digits in ((True, True), (True, False), (False, True)):
         z = torch.as_tensor(logits).requires_grad_()
         tok, dig = carry_over_nll(z, y_t, x0_t, sub, tokens=tokens, digits=digits)
-        loss = (tok * w_tok).sum() if tokens else 0.0
-        loss = loss + ((dig * w_dig).sum() if digits else 0.0)
+        loss = sum(((tok * w_tok).sum(),) if tokens else ()) + sum(((dig * w_dig).sum(),) if digits else ())
         loss.backward()
-        want = torch.zeros_like(z_ref.grad)
-        zt = torch.as_tensor(logits).requires_grad_()
-        lp2 = reference.carry_over_log_probs(zt, y_t, sub)
-        part = 0.0
+        zr = torch.as_tensor(logits).requires_grad_()
+        lp_r = reference.carry_over_log_probs(zr, y_t, sub)
+        want = 0.0
         if tokens:
-            part = part + (torch.where(hidden.any(-1), -lp2.gather(-1, x0_t[..., None]).squeeze(-1), 0.0) * w_tok).sum()
+            want = want + (_masked_pick(lp_r, x0_t, hidden.any(-1)) * w_tok).sum()
         if digits:
-            m2 = reference.digit_log_marginals(lp2, sub)
-            part = part + (torch.where(hidden, -m2.gather(-1, y0[..., None]).squeeze(-1), 0.0) * w_dig).sum()
-        part.backward()
-        want = zt.grad
-        torch.testing.assert_close(z.grad, want, rtol=0, atol=1e-10)
+            want = want + (_masked_pick(reference.digit_log_marginals(lp_r, sub), y0, hidden) * w_dig).sum()
+        want.backward()
+        torch.testing.assert_close(z.grad, zr.grad, rtol=0, atol=1e-10)
     # float32 logits: gradient in float32, close to the float64 reference
     z32 = torch.as_tensor(logits).float().requires_grad_()
     tok, dig = carry_over_nll(z32, y_t, x0_t, sub)

@@ -16,12 +16,12 @@ from .reference import (
 )
 
 __all__ = [
-    "consistency_log_mask",
-    "carry_over_logits",
+    "carry_over",
     "carry_over_log_probs",
+    "carry_over_logits",
+    "carry_over_nll",
+    "consistency_log_mask",
     "digit_log_marginals",
     "digit_marginals_from_probs",
     "to_code_space",
-    "carry_over",
-    "carry_over_nll",
 ]

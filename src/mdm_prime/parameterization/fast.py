@@ -24,9 +24,9 @@ __all__ = [
     "carry_over",
     "carry_over_log_probs",
     "carry_over_nll",
+    "clear_layout_cache",
     "digit_log_marginals",
     "layout",
-    "clear_layout_cache",
 ]
 
 # Rows per block of the dense (fully masked) path on CPU: 32 rows x 50257 fp32 = 6.4 MB per buffer,
@@ -250,7 +250,9 @@ def carry_over_log_probs(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokeni
     return lp.view(logits.shape)
 
 
-def carry_over(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+def carry_over(
+    logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry-over log-probabilities and digit log-marginals in one pass.
 
     Args:
@@ -293,7 +295,9 @@ def digit_log_marginals(log_probs: torch.Tensor, sub: SubTokenizer) -> torch.Ten
     if sub.length == 1 or (log_probs.requires_grad and torch.is_grad_enabled()) or log_probs.dim() == 0:
         return ref.digit_log_marginals(log_probs, sub)
     if log_probs.shape[-1] != sub.num_classes:
-        raise ValueError(f"log_probs must have shape (..., C={sub.num_classes}), got {tuple(log_probs.shape)}")
+        raise ValueError(
+            f"log_probs must have shape (..., C={sub.num_classes}), got {tuple(log_probs.shape)}"
+        )
     tiny = torch.finfo(log_probs.dtype).tiny
     lead, c = log_probs.shape[:-1], log_probs.shape[-1]
     rows = log_probs.reshape(-1, c)
@@ -444,9 +448,9 @@ class _CarryOverNLL(torch.autograd.Function):
     with ``G = g_tok + Σ_j g_j`` over the digits that are hidden and not capped."""
 
     @staticmethod
-    def forward(ctx, logits, y, x, sub, tokens, digits):  # noqa: D401
+    def forward(ctx, logits, y, x, sub, tokens, digits):
         cdt = compute_dtype(logits.dtype)
-        ell, c = sub.length, sub.num_classes
+        ell = sub.length
         dev = logits.device
         z = logits if logits.is_contiguous() else logits.contiguous()
         r = x.shape[0]
@@ -481,7 +485,9 @@ class _CarryOverNLL(torch.autograd.Function):
             if digits:
                 h = torch.zeros(ell, dtype=torch.bool, device=dev)
                 h[hidden] = True
-                log_pj[rows] = torch.where(h, pj.clamp_min(tiny).log(), torch.zeros((), dtype=cdt, device=dev))
+                log_pj[rows] = torch.where(
+                    h, pj.clamp_min(tiny).log(), torch.zeros((), dtype=cdt, device=dev)
+                )
         seen_all = groups[0]
         if tokens:
             tok = lse - z.gather(1, x[:, None]).squeeze(1).to(cdt)
@@ -520,7 +526,9 @@ class _CarryOverNLL(torch.autograd.Function):
         if g_dig is not None and ctx.digits:
             # a digit contributes where it is hidden and its marginal did not underflow (not capped)
             gd = torch.where(
-                (y == sub.mask_id) & (log_pj > math.log(tiny)), g_dig.to(cdt), torch.zeros((), dtype=cdt, device=dev)
+                (y == sub.mask_id) & (log_pj > math.log(tiny)),
+                g_dig.to(cdt),
+                torch.zeros((), dtype=cdt, device=dev),
             )
         else:
             gd = torch.zeros(r, ell, dtype=cdt, device=dev)
@@ -569,7 +577,9 @@ class _CarryOverNLL(torch.autograd.Function):
                 sel = bd[:, j] == y0[rows, j : j + 1]
                 q = (vals - lse_j[rows, j : j + 1]).exp() * gd[rows, j : j + 1]
                 gb = gb - torch.where(sel, q, torch.zeros((), dtype=cdt, device=dev))
-            gb = gb - torch.where(cls == x[rows, None], gt[rows, None], torch.zeros((), dtype=cdt, device=dev))
+            gb = gb - torch.where(
+                cls == x[rows, None], gt[rows, None], torch.zeros((), dtype=cdt, device=dev)
+            )
             if lay.all_valid:
                 grad[rows[:, None], cls] = gb
             else:

@@ -13,13 +13,13 @@ import torch
 from ..subtokenizer import SubTokenizer
 
 __all__ = [
-    "consistency_log_mask",
-    "carry_over_logits",
     "carry_over_log_probs",
+    "carry_over_logits",
+    "compute_dtype",
+    "consistency_log_mask",
     "digit_log_marginals",
     "digit_marginals_from_probs",
     "to_code_space",
-    "compute_dtype",
 ]
 
 
