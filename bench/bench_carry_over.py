@@ -22,6 +22,7 @@ Writes a markdown table to ``--out`` and the raw timings to the same path with `
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -39,6 +40,21 @@ from mdm_prime.schedules import get_schedule
 B, L, C = 8, 128, 50257
 
 
+HOW = [
+    "How the fast path gets there (docs/method.md §3):",
+    "",
+    "* tokens are grouped by mask pattern; fully seen tokens are one-hot, partially seen tokens touch",
+    "  only their box of consistent codes (b^k codes for k hidden digits);",
+    "* fully masked tokens: rows in cache-resident blocks of 32; one `exp` pass per element feeds the",
+    "  normaliser and the digit marginals (reshape-sums of the padded b^ℓ grid in the same block); the",
+    "  row-max shift is skipped when every row total lands in [1, ∞) (no overflow, and whatever",
+    "  underflows also underflows in the reference formulation), else the block is redone shifted;",
+    "* training: `carry_over_nll` is an autograd.Function: the forward keeps per token the box",
+    "  log-normaliser and the true digits' marginals (no (B, L, C) tensor); the backward writes",
+    "  G·softmax − g_tok·onehot(x) − Σ_j g_j·softmax(box ∩ {d_j = y0^j}) row block by row block.",
+]
+
+
 def _time(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -50,7 +66,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--paths", nargs="+", default=["inference", "training"], choices=["inference", "training"])
+    ap.add_argument(
+        "--paths", nargs="+", default=["inference", "training"], choices=["inference", "training"]
+    )
+    ap.add_argument("--note", default="", help="a line recorded under the command (e.g. machine load)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "carry_over.md"))
     args = ap.parse_args()
     if args.threads:
@@ -99,20 +118,27 @@ def main() -> None:
             _, sub, _, y = cases[i]
             base, cand = fns[path]
             times[(path, i)][0].append(_time(base))
-            times[(path, i)][1].append(_time(lambda: cand(sub, y)))
+            times[(path, i)][1].append(_time(functools.partial(cand, sub, y)))
 
-    cmd = "python bench/bench_carry_over.py " + " ".join(sys.argv[1:])
+    shown = [a for a in sys.argv[1:] if not a.startswith("--note") and a != args.note]
+    cmd = "python bench/bench_carry_over.py " + " ".join(shown)
     lines = [
         "# carry-over benchmark",
         "",
         f"Command: `{cmd.strip()}`",
         "",
-        f"Shapes: logits float32 [{B}, {L}, {C}] (B, L, C); y_t int64 [{B}, {L}·ℓ]; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}). "
-        "Interleaved repetitions, medians; ratio = median of per-repetition candidate / baseline. "
-        "Inference: `carry_over` (log-probs + digit log-marginals, no autograd) / `torch.log_softmax`. "
-        "Training: `carry_over_nll` (token + digit NLL) forward + backward / "
-        "`log_softmax` + NLL gather forward + backward.",
+        *([args.note, ""] if args.note else []),
+        (
+            f"Shapes: logits float32 [{B}, {L}, {C}] (B, L, C); y_t int64 [{B}, {L}·ℓ]; "
+            f"torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {platform.machine()} CPU "
+            f"({torch.backends.cpu.get_cpu_capability()}). "
+            "Interleaved repetitions, medians; ratio = median of per-repetition candidate / baseline. "
+            "Inference: `carry_over` (log-probs + digit log-marginals, no autograd) / `torch.log_softmax`. "
+            "Training: `carry_over_nll` (token + digit NLL) forward + backward / "
+            "`log_softmax` + NLL gather forward + backward. "
+            "Both sides allocate their outputs afresh (page faults of a 206 MB tensor included on both sides)."
+        ),
         "",
         "| path | ℓ | b | y_t | hidden digits | baseline ms | carry-over ms | ratio |",
         "|------|---|---|-----|---------------|-------------|---------------|-------|",
@@ -124,21 +150,35 @@ def main() -> None:
         ratios = [c / b for b, c in zip(bt, ct)]
         frac = (y == sub.mask_id).float().mean().item()
         rec = {
-            "path": path, "ell": ell, "base": sub.base, "masking": name, "hidden_fraction": frac,
-            "baseline_ms": bt, "candidate_ms": ct, "ratio_median": statistics.median(ratios),
+            "path": path,
+            "ell": ell,
+            "base": sub.base,
+            "masking": name,
+            "hidden_fraction": frac,
+            "baseline_ms": bt,
+            "candidate_ms": ct,
+            "ratio_median": statistics.median(ratios),
         }
         records.append(rec)
         lines.append(
             f"| {path} | {ell} | {sub.base} | {name} | {frac:.0%} | {statistics.median(bt):.1f} | "
             f"{statistics.median(ct):.1f} | {rec['ratio_median']:.2f}× |"
         )
+    lines += ["", *HOW]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
-    meta = {"command": cmd.strip(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "shape": [B, L, C], "reps": args.reps, "cases": records}
+    meta = {
+        "command": cmd.strip(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "note": args.note,
+        "shape": [B, L, C],
+        "reps": args.reps,
+        "cases": records,
+    }
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(meta, f, indent=1)
 

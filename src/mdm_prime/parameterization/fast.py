@@ -164,6 +164,17 @@ def _gather_box(z: torch.Tensor, rows: torch.Tensor, cls: torch.Tensor, lay: Lay
     return vals
 
 
+def _valid_targets(cls: torch.Tensor, vals: torch.Tensor, lay: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns and values for writing a box ``vals (n, b^k)`` at classes ``cls`` (``-1`` = invalid
+    code): invalid entries repeat the row's first valid entry (same class, same value), so a plain
+    index write stays exact without a boolean-mask gather."""
+    if lay.all_valid:
+        return cls, vals
+    ok = cls >= 0
+    first = ok.to(torch.uint8).argmax(-1, keepdim=True)
+    return torch.where(ok, cls, cls.gather(1, first)), torch.where(ok, vals, vals.gather(1, first))
+
+
 def _exp_stats(
     zc: torch.Tensor, out: torch.Tensor, lay: Layout, grid: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -361,11 +372,8 @@ def _carry_over_fast(
         cls = _box_classes(lay, y[rows], pattern)
         vals = _gather_box(z, rows, cls, lay, cdt)
         vals = vals - torch.logsumexp(vals, -1, keepdim=True)
-        if lay.all_valid:
-            lp[rows[:, None], cls] = vals
-        else:
-            valid = cls >= 0
-            lp[rows[:, None].expand_as(cls)[valid], cls[valid]] = vals[valid]
+        col, val = _valid_targets(cls, vals, lay)
+        lp[rows[:, None], col] = val
         if marg is not None:
             axes = [j for j in range(ell) if pattern >> j & 1]
             k = len(axes)
@@ -580,11 +588,8 @@ class _CarryOverNLL(torch.autograd.Function):
             gb = gb - torch.where(
                 cls == x[rows, None], gt[rows, None], torch.zeros((), dtype=cdt, device=dev)
             )
-            if lay.all_valid:
-                grad[rows[:, None], cls] = gb
-            else:
-                valid = cls >= 0
-                grad[rows[:, None].expand_as(cls)[valid], cls[valid]] = gb[valid]
+            col, val = _valid_targets(cls, gb, lay)
+            grad[rows[:, None], col] = val
         return grad.to(logits.dtype).view(logits.shape), None, None, None, None, None
 
 
