@@ -1,23 +1,26 @@
-"""Carry-over parameterization (MATH.md §3): log-probs, digit marginals and the NLLs built on them,
+"""Carry-over parameterization (docs/method.md §3): log-probs, digit marginals and the NLLs built on them,
 against brute-force per-token loops over ``sub.digit_table``."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mdm_prime.parameterization as P
+import mdm_prime.parameterization.fast as P
 from mdm_prime import SubTokenizer
 from mdm_prime.objectives import digit_nll, token_and_digit_nll, token_nll
 from mdm_prime.parameterization import (
     carry_over,
     carry_over_log_probs,
     carry_over_logits,
+    carry_over_nll,
     digit_log_marginals,
+    reference,
 )
 
 
@@ -54,7 +57,9 @@ def _brute_log_probs(logits, y_t, sub):
             ok = [
                 cls
                 for cls in range(c)
-                if all(int(y[i, k, j]) in (sub.mask_id, int(sub.digit_table[cls, j])) for j in range(sub.length))
+                if all(
+                    int(y[i, k, j]) in (sub.mask_id, int(sub.digit_table[cls, j])) for j in range(sub.length)
+                )
             ]
             z = logits[i, k, ok].double()
             out[i, k, ok] = z - torch.logsumexp(z, 0)
@@ -228,3 +233,162 @@ def test_property_random_shapes(c, ell, extra_base, permuted, seed):
     tok, dig = token_and_digit_nll(logits, y_t, x0, sub)
     torch.testing.assert_close(tok, tok_ref, rtol=0, atol=1e-10)
     torch.testing.assert_close(dig, dig_ref, rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast path vs an independent float64 numpy brute force (random shapes, ℓ ∈ {1..4}, invalid codes,
+# permutations, all-masked / all-seen / mixed masks, both exp strategies of the dense path)
+
+
+def _np_digits(c, ell, base, perm):
+    codes = np.arange(c) if perm is None else np.asarray(perm)
+    return np.stack([(codes // base ** (ell - 1 - j)) % base for j in range(ell)], 1)  # (C, ℓ)
+
+
+def _np_brute(logits, y, x0, digits, base, mask_id):
+    """float64 numpy: log-probs (B, L, C), marginals (B, L, ℓ, b), token NLL, digit NLL (uncapped)."""
+    bsz, n, c = logits.shape
+    ell = digits.shape[1]
+    lp = np.full((bsz, n, c), -np.inf)
+    marg = np.zeros((bsz, n, ell, base))
+    tok = np.zeros((bsz, n))
+    dig = np.zeros((bsz, n, ell))
+    for i in range(bsz):
+        for k in range(n):
+            ok = np.all((y[i, k] == mask_id) | (digits == y[i, k]), axis=1)
+            zz = logits[i, k, ok]
+            mx = zz.max()
+            lp[i, k, ok] = zz - (mx + np.log(np.exp(zz - mx).sum()))
+            p = np.exp(lp[i, k])
+            for j in range(ell):
+                for v in range(base):
+                    marg[i, k, j, v] = p[digits[:, j] == v].sum()
+            if not np.all(y[i, k] != mask_id):
+                tok[i, k] = -lp[i, k, x0[i, k]]
+            for j in range(ell):
+                if y[i, k, j] == mask_id:
+                    dig[i, k, j] = -np.log(marg[i, k, j, digits[x0[i, k], j]])
+    return lp, marg, tok, dig
+
+
+def _random_case(seed, mode):
+    rng = np.random.default_rng(seed)
+    ell = int(rng.integers(1, 5))
+    c = int(rng.integers(2, 41))
+    from mdm_prime.subtokenizer import default_base
+
+    base = default_base(c, ell) + (int(rng.integers(0, 3)) if ell > 1 else 0)  # b^ℓ > C: invalid codes
+    perm = rng.permutation(c) if rng.random() < 0.5 else None
+    sub = SubTokenizer(c, ell, base=base, permutation=None if perm is None else torch.as_tensor(perm))
+    bsz, n = int(rng.integers(1, 4)), int(rng.integers(1, 7))
+    x0 = rng.integers(0, c, (bsz, n))
+    digits = _np_digits(c, ell, base, perm)
+    y = digits[x0].copy()  # (B, L, ℓ)
+    if mode == "all masked":
+        y[:] = base
+    elif mode == "mixed":
+        y[rng.random(y.shape) < rng.random()] = base
+    logits = rng.normal(size=(bsz, n, c)) * 3
+    return sub, logits, y, x0, digits
+
+
+MODES = ["mixed", "all masked", "all seen"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("offset", [0.0, -300.0, 120.0])  # unshifted exp / shift needed (under-, overflow)
+def test_fast_path_matches_numpy_brute_force(seed, mode, offset):
+    sub, logits, y, x0, digits = _random_case(seed, mode)
+    logits = logits + offset
+    lp_ref, marg_ref, tok_ref, dig_ref = _np_brute(logits, y, x0, digits, sub.base, sub.mask_id)
+    y_t = torch.as_tensor(y).flatten(1)
+    x0_t = torch.as_tensor(x0)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-4)):
+        z = torch.as_tensor(logits).to(dtype)
+        lp, marg = carry_over(z, y_t, sub)
+        fin = np.isfinite(lp_ref)
+        assert np.array_equal(torch.isfinite(lp).numpy(), fin)
+        np.testing.assert_allclose(lp.double().numpy()[fin], lp_ref[fin], rtol=0, atol=tol)
+        np.testing.assert_allclose(marg.double().exp().numpy(), marg_ref, rtol=0, atol=tol)
+        np.testing.assert_allclose(
+            carry_over_log_probs(z, y_t, sub).double().numpy()[fin], lp_ref[fin], atol=tol
+        )
+        tok, dig = carry_over_nll(z, y_t, x0_t, sub)
+        np.testing.assert_allclose(tok.double().numpy(), tok_ref, rtol=0, atol=tol * 10)
+        np.testing.assert_allclose(
+            dig.double().numpy(), dig_ref, rtol=1e-5 if dtype == torch.float32 else 0, atol=tol * 10
+        )
+
+
+def _masked_pick(log_p, index, keep):
+    """``-log_p[..., index]`` where ``keep``, else 0."""
+    return torch.where(keep, -log_p.gather(-1, index[..., None]).squeeze(-1), 0.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", range(10))
+def test_nll_gradient_matches_float64_reference_autograd(seed, mode):
+    sub, logits, y, x0, _ = _random_case(100 + seed, mode)
+    y_t = torch.as_tensor(y).flatten(1)
+    x0_t = torch.as_tensor(x0)
+    g = torch.Generator().manual_seed(seed)
+    w_tok = torch.randn(x0.shape, generator=g, dtype=torch.float64)  # arbitrary upstream gradients
+    w_dig = torch.randn(*x0.shape, sub.length, generator=g, dtype=torch.float64)
+    hidden = torch.as_tensor(y == sub.mask_id)
+    # reference: float64 autograd through the readable formulation
+    z_ref = torch.as_tensor(logits).requires_grad_()
+    lp = reference.carry_over_log_probs(z_ref, y_t, sub)
+    marg = reference.digit_log_marginals(lp, sub)
+    y0 = sub.encode(x0_t).view(*x0.shape, sub.length)
+    tok_r, dig_r = _masked_pick(lp, x0_t, hidden.any(-1)), _masked_pick(marg, y0, hidden)
+    ((tok_r * w_tok).sum() + (dig_r * w_dig).sum()).backward()
+    for tokens, digits in ((True, True), (True, False), (False, True)):
+        z = torch.as_tensor(logits).requires_grad_()
+        tok, dig = carry_over_nll(z, y_t, x0_t, sub, tokens=tokens, digits=digits)
+        loss = sum(((tok * w_tok).sum(),) if tokens else ()) + sum(((dig * w_dig).sum(),) if digits else ())
+        loss.backward()
+        zr = torch.as_tensor(logits).requires_grad_()
+        lp_r = reference.carry_over_log_probs(zr, y_t, sub)
+        want = 0.0
+        if tokens:
+            want = want + (_masked_pick(lp_r, x0_t, hidden.any(-1)) * w_tok).sum()
+        if digits:
+            want = want + (_masked_pick(reference.digit_log_marginals(lp_r, sub), y0, hidden) * w_dig).sum()
+        want.backward()
+        torch.testing.assert_close(z.grad, zr.grad, rtol=0, atol=1e-10)
+    # float32 logits: gradient in float32, close to the float64 reference
+    z32 = torch.as_tensor(logits).float().requires_grad_()
+    tok, dig = carry_over_nll(z32, y_t, x0_t, sub)
+    ((tok * w_tok.float()).sum() + (dig * w_dig.float()).sum()).backward()
+    assert z32.grad.dtype == torch.float32
+    torch.testing.assert_close(z32.grad.double(), z_ref.grad, rtol=0, atol=1e-5)
+
+
+def test_half_precision_logits_are_normalised_in_float32():
+    sub = _sub(30, 2, permuted=True)
+    logits, y_t, x0 = _draw(sub, dtype=torch.float64, scale=8.0)
+    for dt in (torch.bfloat16, torch.float16):
+        z = logits.to(dt)
+        want = reference.carry_over_log_probs(z.double(), y_t, sub)
+        fin = torch.isfinite(want)
+        for grad in (False, True):
+            got = carry_over_log_probs(z.clone().requires_grad_(grad), y_t, sub)
+            assert got.dtype == torch.float32
+            torch.testing.assert_close(got.detach().double()[fin], want[fin], rtol=0, atol=1e-5)
+        tok, _ = carry_over_nll(z.clone().requires_grad_(), y_t, x0, sub)
+        assert tok.dtype == torch.float32
+
+
+def test_layout_cache_is_owned_by_the_module():
+    sub = _sub(27, 3, permuted=True, seed=3)
+    twin = _sub(27, 3, permuted=True, seed=3)
+    other = _sub(27, 3, permuted=True, seed=4)
+    logits, y_t, x0 = _draw(sub)  # (encode caches the sub-tokenizer's own tables)
+    before = set(vars(sub))
+    assert P.layout(sub, "cpu") is P.layout(twin, "cpu")  # same tables, same entry
+    assert P.layout(other, "cpu") is not P.layout(sub, "cpu")
+    carry_over(logits, y_t, sub)
+    carry_over_nll(logits, y_t, x0, sub)
+    assert set(vars(sub)) == before  # nothing cached on the sub-tokenizer
+    assert torch.equal(P.layout(other, "cpu").coc, other.class_of_code)
