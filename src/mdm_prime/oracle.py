@@ -234,7 +234,7 @@ def exact_objectives(
         dens = u ** (k - 1.0) * (1.0 - u) ** (n - k)
         total_valid += wq / 2 * float((dens * valid).sum())
         total_prime += wq / 2 * float((dens * prime).sum())
-    return {"valid": total_valid, "prime": total_prime}
+    return {"valid": float(total_valid), "prime": float(total_prime)}
 
 
 def _time_map(schedule) -> Callable[[float], float]:
