@@ -9,8 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from mdm_prime import SubTokenizer, diffusion_loss, digit_nll, get_schedule, sequence_terms, token_nll
-from mdm_prime.oracle import ExactPosterior, exact_objectives, nll_terms, reveal_order_nll, sequence_entropy
+from mdm_prime import (
+    SubTokenizer,
+    diffusion_loss,
+    digit_nll,
+    get_schedule,
+    sequence_terms,
+    token_nll,
+)
+from mdm_prime.oracle import (
+    ExactPosterior,
+    exact_objectives,
+    nll_terms,
+    reveal_order_nll,
+    sequence_entropy,
+)
 
 from .helpers import RandomDigitModel, random_joint
 

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from mdm_prime import SubTokenizer
@@ -486,8 +488,6 @@ def test_callable_without_attribute_is_treated_as_time_conditioned():
 
 # ----------------------------------------------------------------------------- fuzzing (hypothesis)
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 class WildLogits:

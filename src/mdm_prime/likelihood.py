@@ -32,7 +32,7 @@ from .process import mask_subtokens
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
 
-__all__ = ["likelihood", "LikelihoodResult", "ESTIMATORS"]
+__all__ = ["ESTIMATORS", "LikelihoodResult", "likelihood"]
 
 ESTIMATORS = ("integrated", "stratified")
 

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 __all__ = [
-    "digits_of",
-    "brute_force_carry_over",
-    "nll_terms",
     "ExactPosterior",
+    "brute_force_carry_over",
+    "digits_of",
     "exact_objectives",
+    "nll_terms",
     "reveal_order_nll",
     "sequence_entropy",
 ]

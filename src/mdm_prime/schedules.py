@@ -15,13 +15,13 @@ import math
 import torch
 
 __all__ = [
-    "Schedule",
+    "SCHEDULES",
+    "CosineSchedule",
     "LinearSchedule",
     "LogLinearSchedule",
-    "CosineSchedule",
     "PolynomialSchedule",
+    "Schedule",
     "get_schedule",
-    "SCHEDULES",
 ]
 
 

@@ -47,14 +47,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..parameterization import carry_over_log_probs, consistency_log_mask, digit_marginals_from_probs
+from ..parameterization import (
+    carry_over_log_probs,
+    consistency_log_mask,
+    digit_marginals_from_probs,
+)
 from ..schedules import Schedule, get_schedule
 from ..subtokenizer import SubTokenizer
 from .conditioning import Condition
 from .draws import categorical_from_uniform, process_log_probs
 from .grids import corrector_kappa, time_grid
 
-__all__ = ["SampleResult", "sample", "METHODS"]
+__all__ = ["METHODS", "SampleResult", "sample"]
 
 METHODS = ("joint", "per_digit")
 
