@@ -156,3 +156,42 @@ def test_config_round_trip_and_errors():
         get_schedule("cosine:2")
     with pytest.raises(TypeError):
         get_schedule(3)
+
+
+# ----------------------------------------------------------------------------- kills of mutmut survivors
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtype_contract_of_every_method(name):
+    s = get_schedule(name)
+    t32 = torch.rand(1000, generator=torch.Generator().manual_seed(0)) * 0.999 + 1e-3
+    for method in (s.alpha, s.alpha_derivative, s.mask_probability, s.weight, s.time_from_mask_probability):
+        assert method(t32).dtype == torch.float32
+        assert method(t32.double()).dtype == torch.float64
+        assert method(torch.tensor([1])).dtype == torch.get_default_dtype()  # integers: default float
+        # float32 results are the float64 values rounded once (not float32 arithmetic)
+        assert torch.equal(method(t32), method(t32.double()).float())
+
+
+def test_inverse_clamps_rounding_outside_the_unit_interval():
+    for name in NAMES:
+        s = get_schedule(name)
+        t = s.time_from_mask_probability(torch.tensor([0.0, 1.0, 1.0 + 1e-12], dtype=torch.float64))
+        assert float(t[0]) == 0.0 and float(t[1]) == pytest.approx(1.0, abs=1e-12)
+        assert torch.all(t <= 1.0 + 1e-12), name
+    t = get_schedule("cosine").time_from_mask_probability(torch.tensor([-1e-18], dtype=torch.float64))
+    assert float(t) == 0.0
+
+
+def test_equality_and_argument_types():
+    assert get_schedule("cosine") != get_schedule("linear")
+    assert get_schedule("polynomial:2") != get_schedule("polynomial:3")
+    assert get_schedule("loglinear:0").eps == 0.0  # eps = 0 is allowed (the linear schedule)
+    with pytest.raises(ValueError, match="eps must be a number"):
+        get_schedule({"name": "loglinear", "eps": "0.1"})
+    with pytest.raises(ValueError, match="exponent must be > 0 and finite, got '2'"):
+        get_schedule({"name": "polynomial", "exponent": "2"})
+    with pytest.raises(ValueError, match="unknown schedule None"):
+        get_schedule({})
+    with pytest.raises(TypeError, match="got int"):
+        get_schedule(3)

@@ -85,7 +85,7 @@ class Schedule:
     def time_from_mask_probability(self, u: torch.Tensor) -> torch.Tensor:
         """Inverse: the ``t`` with ``1 − α(t) = u`` (used when a time-conditioned network is scored
         by the integrated-``t`` estimator, docs/method.md §5). Computed in float64, no cancellation
-        at small ``u``."""
+        at small ``u``; ``u`` outside ``[0, 1]`` (rounding) is clamped into it."""
         u64, dt = _f64(u)
         return self._inverse64(u64).to(dt)
 
@@ -115,7 +115,7 @@ class LinearSchedule(Schedule):
         return 1.0 / t
 
     def _inverse64(self, u):
-        return u.clone()
+        return u.clamp(0.0, 1.0)
 
 
 class LogLinearSchedule(Schedule):
@@ -139,7 +139,7 @@ class LogLinearSchedule(Schedule):
         return 1.0 / t
 
     def _inverse64(self, u):
-        return (u / (1.0 - self.eps)).clamp(max=1.0)
+        return (u.clamp(min=0.0) / (1.0 - self.eps)).clamp(max=1.0)
 
     def config(self):
         return {"name": self.name, "eps": self.eps}
@@ -185,7 +185,7 @@ class PolynomialSchedule(Schedule):
         return self.exponent / t
 
     def _inverse64(self, u):
-        return u ** (1.0 / self.exponent)
+        return u.clamp(0.0, 1.0) ** (1.0 / self.exponent)
 
     def config(self):
         return {"name": self.name, "exponent": self.exponent}
