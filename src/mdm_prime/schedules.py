@@ -162,7 +162,8 @@ class CosineSchedule(Schedule):
 
     def _inverse64(self, u):
         # u = 2 sin²(πt/4)  ⇔  t = (4/π) asin(sqrt(u/2))
-        return torch.asin((0.5 * u.clamp(0.0, 1.0)).sqrt()) * (4.0 / math.pi)
+        # (4/π)·asin(√½) rounds to 1 + 2e-16: clamp so that t never passes the end of the time axis
+        return (torch.asin((0.5 * u.clamp(0.0, 1.0)).sqrt()) * (4.0 / math.pi)).clamp(max=1.0)
 
 
 class PolynomialSchedule(Schedule):
