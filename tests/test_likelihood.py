@@ -228,3 +228,92 @@ def test_mismatched_subtokenizer_and_bad_model_outputs():
         likelihood(lambda y, t: torch.full((y.shape[0], 2, 5), float("nan")), x, sub)
     with pytest.raises(ValueError, match="expected \\(32, 2, 5\\)"):
         likelihood(lambda y, t: torch.zeros(y.shape[0], 3, 5), x, sub)
+
+
+# ----------------------------------------------------------------------------- kills of mutmut survivors
+
+
+@pytest.mark.parametrize("estimator", ["integrated", "stratified"])
+def test_both_estimators_leave_global_rng_alone(estimator):
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+    x = torch.tensor([[1, 2], [3, 4]])
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    a = likelihood(model, x, sub, num_times=8, seed=9, estimator=estimator)
+    assert torch.equal(torch.rand(3), expected)
+    b = likelihood(model, x, sub, num_times=8, seed=9, estimator=estimator, batch_size=1)
+    assert torch.equal(a.nelbo, b.nelbo)
+
+
+def test_stratified_times_are_clipped_at_eps():
+    sub = SubTokenizer(5, 2)
+    rec = Recording(RandomDigitModel(sub, num_tokens=2, seed=0, time_scale=1.0))
+    likelihood(rec, torch.tensor([[1, 2]]), sub, num_times=64, seed=0, estimator="stratified", eps=0.25)
+    t = torch.cat([c[1] for c in rec.calls])
+    assert float(t.min()) == 0.25 and float(t.max()) <= 1.0
+
+
+def test_summary_numbers_by_hand():
+    from mdm_prime.likelihood import LikelihoodResult
+
+    r = LikelihoodResult(nelbo=torch.tensor([8.0, 12.0], dtype=torch.float64),
+                         nelbo_stderr=torch.tensor([0.3, 0.4], dtype=torch.float64),
+                         prime_objective=torch.tensor([6.0, 10.0], dtype=torch.float64),
+                         prime_objective_stderr=torch.tensor([0.1, 0.1], dtype=torch.float64),
+                         num_tokens=4, num_times=32, estimator="integrated")
+    s = r.summary()
+    assert s["nelbo_nats_per_token"] == pytest.approx(2.5)  # (8 + 12) / 2 / 4
+    assert s["stderr_nats_per_token"] == pytest.approx(0.0625)  # sqrt(0.09 + 0.16) / 2 / 4
+    assert s["bits_per_token"] == pytest.approx(2.5 / math.log(2))
+    assert s["perplexity"] == pytest.approx(math.exp(2.5))
+    assert s["prime_objective_nats_per_token"] == pytest.approx(2.0)
+    assert (s["num_times"], s["num_sequences"], s["tokens_per_sequence"], s["estimator"]) == (32, 2, 4, "integrated")
+
+
+def test_argument_boundaries_and_messages():
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+    x = torch.tensor([[1, 2]])
+    likelihood(model, x, sub, num_times=2, batch_size=1)  # smallest accepted values
+    likelihood(model, x, sub, num_times=2, estimator="stratified", eps=0.0)
+    for kw, err, text in [
+        (dict(num_times=True), ValueError, "num_times must be an int >= 2 \\(to estimate a standard error\\), got True"),
+        (dict(num_times=2.0), ValueError, "got 2.0"),
+        (dict(batch_size=True), ValueError, "batch_size must be an int >= 1, got True"),
+        (dict(batch_size=1.0), ValueError, "got 1.0"),
+        (dict(eps=1.0), ValueError, "eps must be a number in \\[0, 1\\), got 1.0"),
+        (dict(eps=True), ValueError, "got True"),
+        (dict(seed=None), TypeError, "seed must be an int, got NoneType \\(None\\)"),
+    ]:
+        with pytest.raises(err, match=text):
+            likelihood(model, x, sub, **kw)
+    with pytest.raises(TypeError, match="model must be callable as model\\(y_t, t\\), got str"):
+        likelihood("model", x, sub)
+    with pytest.raises(TypeError, match="subtokenizer must be a SubTokenizer, got int"):
+        likelihood(model, x, 5)
+    with pytest.raises(ValueError, match="shape \\(B, L\\), got list"):
+        likelihood(model, [[1, 2]], sub)
+    with pytest.raises(ValueError, match="shape \\(B, L\\), got \\(2,\\)"):
+        likelihood(model, torch.tensor([1, 2]), sub)
+    with pytest.raises(TypeError, match="integer token ids, got dtype torch.bool"):
+        likelihood(model, torch.tensor([[True, False]]), sub)
+    with pytest.raises(ValueError, match="model returned logits of shape list"):
+        likelihood(lambda y, t: [0], x, sub)
+    with pytest.raises(ValueError, match="expected \\(32, 2, 5\\)$"):  # same class count: no hint
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 2, 2, 5), x, sub)
+    with pytest.raises(TypeError, match="expected a floating-point tensor"):
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 2, 5, dtype=torch.long), x, sub)
+
+
+def test_model_sequence_length_is_checked_unless_variable():
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+    model.seq_len = 3
+    with pytest.raises(ValueError, match="x0 has sequences of L=2 tokens but the model takes seq_len=3"):
+        likelihood(model, torch.tensor([[1, 2]]), sub)
+    model.seq_len = 2
+    likelihood(model, torch.tensor([[1, 2]]), sub, num_times=2)
+    model.seq_len, model.variable_length = 3, True
+    likelihood(model, torch.tensor([[1, 2]]), sub, num_times=2)  # a variable-length model takes any L
