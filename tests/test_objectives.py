@@ -224,3 +224,25 @@ def test_diffusion_loss_runs_and_is_differentiable():
         assert head.weight.grad is not None and torch.isfinite(head.weight.grad).all()
     with pytest.raises(ValueError, match="unknown objective 'elbo'"):
         diffusion_loss(model, x0, sub, objective="elbo")
+
+
+def test_diffusion_loss_defaults_reproducibility_and_outputs():
+    # kills of mutmut survivors: defaults, the private generator, eps, and the returned t / y_t
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+    x = torch.randint(0, 5, (64, 2), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    a = diffusion_loss(model, x, sub, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.rand(2), expected)  # global RNG untouched
+    b = diffusion_loss(model, x, sub, "linear", objective="prime", eps=1e-3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.per_sequence, b.per_sequence) and torch.equal(a.t, b.t) and torch.equal(a.y_t, b.y_t)
+    # outputs are the draw that was scored: y_t masks x's digits, and w(t)·terms(y_t) = per_sequence
+    assert a.t.shape == (64,) and a.y_t.shape == (64, 4)
+    seen = a.y_t != sub.mask_id
+    assert torch.equal(a.y_t[seen], sub.encode(x)[seen])
+    terms = sequence_terms(model(a.y_t, a.t), a.y_t, x, sub, "prime")
+    assert torch.allclose(a.per_sequence, (1.0 / a.t.double()) * terms)
+    c = diffusion_loss(model, x, sub, eps=0.4, generator=torch.Generator().manual_seed(1))
+    assert float(c.t.min()) >= 0.4
