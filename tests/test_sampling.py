@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from mdm_prime import SubTokenizer
@@ -446,3 +448,100 @@ def test_bad_inputs_raise_before_work():
         sample(lambda y, t: torch.zeros(y.shape[0], 2, 4), sub, **ok)
     with pytest.raises(ValueError, match="NaN"):
         sample(lambda y, t: torch.full((y.shape[0], 2, 5), float("nan")), sub, **ok)
+
+
+# ----------------------------------------------------------------------------- time-conditioning default
+
+
+def test_callable_without_attribute_is_treated_as_time_conditioned():
+    # a plain function may use t: unless the caller says otherwise its outputs are never reused
+    sub = SubTokenizer(5, 2)
+    inner = RandomDigitModel(sub, 3, seed=0)
+    seen_inputs = []
+
+    def plain(y, t):
+        seen_inputs.append(y.clone())
+        return inner(y, t)
+
+    steps = 10
+    default = sample(plain, sub, num_samples=16, num_tokens=3, steps=steps, seed=1)
+    # every row is called at every step that starts with a masked digit: no reuse
+    off = Recorder(inner, time_conditioned=True)
+    sample(off, sub, num_samples=16, num_tokens=3, steps=steps, seed=1, cache=False)
+    expected = sum((state == sub.mask_id).any(-1).long() for state in off.inputs)
+    assert torch.equal(default.network_calls, expected)
+    assert int(default.idle_steps.sum()) > 0  # idle steps happened, and still no reuse
+    # the caller may declare it time-independent: then idle steps are reused
+    reused = sample(plain, sub, num_samples=16, num_tokens=3, steps=steps, seed=1, time_conditioned=False)
+    assert torch.equal(reused.tokens, default.tokens)
+    assert torch.equal(reused.network_calls + reused.idle_steps, torch.full((16,), steps))
+    assert int(reused.network_calls.sum()) < int(default.network_calls.sum())
+    # an explicit argument wins over the attribute
+    flagged = Recorder(inner, time_conditioned=False)
+    forced = sample(flagged, sub, num_samples=16, num_tokens=3, steps=steps, seed=1, time_conditioned=True)
+    assert torch.equal(forced.network_calls, expected)
+    with pytest.raises(ValueError, match="NaN probabilities at step 0"):  # no consistent class has mass
+        sample(lambda y, t: torch.full((y.shape[0], 3, 5), float("-inf")), sub, num_samples=2, num_tokens=3, steps=2)
+    with pytest.raises(TypeError, match="time_conditioned must be a bool or None"):
+        sample(plain, sub, num_samples=2, num_tokens=3, steps=2, time_conditioned="no")
+
+
+# ----------------------------------------------------------------------------- fuzzing (hypothesis)
+
+
+
+class WildLogits:
+    """Random logits per call with a random scale, some classes pushed to -1e30 (finite, so that a
+    token whose consistent classes are all pushed down is still a distribution)."""
+
+    time_conditioned = False
+
+    def __init__(self, num_tokens, num_classes, seed, scale):
+        self.shape, self.scale = (num_tokens, num_classes), scale
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __call__(self, y, t):
+        z = self.scale * torch.randn(y.shape[0], *self.shape, generator=self.g, dtype=torch.float64)
+        drop = torch.rand(z.shape, generator=self.g) < 0.3
+        return z.masked_fill(drop, -1e30).float()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    c=st.integers(2, 12),
+    ell=st.integers(1, 3),
+    permute=st.booleans(),
+    length=st.integers(1, 4),
+    batch=st.integers(1, 6),
+    steps=st.integers(1, 6),
+    method=st.sampled_from(["joint", "per_digit"]),
+    corrector=st.sampled_from([0.0, 3.0]),
+    temperature=st.sampled_from([0.3, 1.0, 4.0]),
+    top_p=st.sampled_from([0.5, 1.0]),
+    p_fixed=st.sampled_from([0.0, 0.4]),
+    scale=st.sampled_from([1.0, 1e4]),
+    seed=st.integers(0, 10**6),
+)
+def test_sampler_invariants_fuzz(c, ell, permute, length, batch, steps, method, corrector, temperature, top_p,
+                                 p_fixed, scale, seed):
+    # whatever the model, the configuration and the conditioning: outputs decode to valid classes,
+    # fixed digits never change, and (without corrector) a seen digit never changes
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(c, generator=g) if permute else None
+    sub = SubTokenizer(c, ell, permutation=perm)
+    cond_tokens = torch.randint(0, c, (batch, length), generator=g)
+    fixed = torch.rand(batch, length * ell, generator=g) < p_fixed
+    values = torch.where(fixed, sub.encode(cond_tokens), torch.zeros_like(fixed, dtype=torch.long))
+    rec = Recorder(WildLogits(length, c, seed, scale))
+    out = sample(rec, sub, steps=steps, condition=Condition(fixed, values), method=method, temperature=temperature,
+                 top_p=top_p, corrector_scale=corrector, seed=seed, cache=False, time_conditioned=False)
+    assert out.tokens.shape == (batch, length)
+    assert ((out.tokens >= 0) & (out.tokens < c)).all()
+    assert torch.equal(sub.decode(out.subtokens), out.tokens)
+    assert torch.equal(out.subtokens[fixed], values[fixed])
+    states = [*rec.inputs, out.subtokens]
+    for before, after in zip(states[:-1], states[1:]):
+        assert torch.equal(after[fixed], values[fixed])
+        seen = before != sub.mask_id
+        kept = seen & (after != sub.mask_id) if corrector else seen
+        assert torch.equal(after[kept], before[kept])

@@ -108,6 +108,15 @@ def test_round_trip_property(c, ell, extra, permute, seed):
         (dict(num_classes=10.0, length=2), TypeError, "num_classes must be an int"),
         (dict(num_classes=4, length=2, permutation=[0, 1, 1, 2]), ValueError, "permutation"),
         (dict(num_classes=4, length=2, permutation=[0.0, 1.0, 2.0, 3.0]), TypeError, "integers"),
+        # limits: nothing may try to allocate a b^ℓ grid of terabytes
+        (dict(num_classes=256, length=64), ValueError, "num_classes=256, length=64, base=2 gives base\\*\\*length = "
+         "18446744073709551616 codes, more than the limit of 67108864"),
+        (dict(num_classes=50257, length=40), ValueError, "length=40, base=2 gives base\\*\\*length = 1099511627776"),
+        (dict(num_classes=256, length=100), ValueError, "length \\(sub-tokens per token\\) must be <= 64, got 100"),
+        (dict(num_classes=256, length=10**9), ValueError, "must be <= 64, got 1000000000"),
+        (dict(num_classes=10, length=1, base=10**12), ValueError, "base=1000000000000 gives"),
+        (dict(num_classes=2**27, length=1), ValueError, "num_classes must be <= 67108864"),
+        (dict(num_classes=256, length=27), ValueError, "134217728 codes"),
     ],
 )
 def test_constructor_errors(kwargs, err, text):
@@ -133,3 +142,33 @@ def test_encode_decode_errors():
         sub.decode(torch.tensor([[3, 3]]))
     with pytest.raises(ValueError, match="\\(B, ch, H, W\\)"):
         sub.encode_image(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_limits_are_inclusive():
+    from mdm_prime.subtokenizer import MAX_CODES
+
+    assert SubTokenizer(256, 26).num_codes == MAX_CODES == 2**26  # the largest grid accepted
+    with pytest.raises(ValueError, match="must be <= 64"):
+        default_base(256, 65)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    c=st.integers(1, 200),
+    ell=st.integers(1, 4),
+    extra=st.integers(0, 2),
+    permute=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
+def test_encode_matches_independent_digits(c, ell, extra, permute, seed):
+    # the oracle's digits (Python integer arithmetic) against encode/decode and the digit table
+    from mdm_prime.oracle import digits_of
+
+    g = torch.Generator().manual_seed(seed)
+    base = default_base(c, ell) + extra if ell > 1 else None
+    sub = SubTokenizer(c, ell, base=base, permutation=torch.randperm(c, generator=g) if permute else None)
+    table = torch.from_numpy(digits_of(sub))
+    assert torch.equal(sub.digit_table, table)
+    x = torch.randint(0, c, (3, 5), generator=g)
+    assert torch.equal(sub.encode(x), table[x].flatten(1))
+    assert torch.equal(sub.decode(table[x].flatten(1)), x)

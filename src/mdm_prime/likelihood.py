@@ -32,7 +32,7 @@ from .process import mask_subtokens
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
 
-__all__ = ["likelihood", "LikelihoodResult", "ESTIMATORS"]
+__all__ = ["ESTIMATORS", "LikelihoodResult", "likelihood"]
 
 ESTIMATORS = ("integrated", "stratified")
 
@@ -111,6 +111,56 @@ def _draw_stratified(
     return y, weight, t
 
 
+def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size) -> None:
+    """Argument checks of :func:`likelihood`, all before any work (docs/method.md §5)."""
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(y_t, t), got {type(model).__name__}")
+    if not isinstance(sub, SubTokenizer):
+        raise TypeError(f"subtokenizer must be a SubTokenizer, got {type(sub).__name__}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+    if isinstance(num_times, bool) or not isinstance(num_times, int) or num_times < 2:
+        raise ValueError(f"num_times must be an int >= 2 (to estimate a standard error), got {num_times!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be a number in [0, 1), got {eps!r}")
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
+        raise ValueError(
+            f"x0 must be a LongTensor of shape (B, L), got "
+            f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}"
+        )
+    if x0.dtype.is_floating_point or x0.dtype.is_complex or x0.dtype == torch.bool:
+        raise TypeError(f"x0 must hold integer token ids, got dtype {x0.dtype}")
+    if x0.shape[0] == 0:
+        raise ValueError(f"x0 is an empty batch (shape {tuple(x0.shape)}); give at least one sequence")
+    if x0.shape[1] == 0:
+        raise ValueError(f"x0 holds zero-length sequences (shape {tuple(x0.shape)}); give L >= 1 tokens")
+    own = getattr(model, "subtokenizer", None)
+    if isinstance(own, SubTokenizer) and own != sub:
+        raise ValueError(f"subtokenizer {sub!r} does not match the model's own {own!r}")
+    seq_len = getattr(model, "seq_len", None)
+    fixed_length = not getattr(model, "variable_length", False)
+    if fixed_length and isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len != x0.shape[1]:
+        raise ValueError(f"x0 has sequences of L={x0.shape[1]} tokens but the model takes seq_len={seq_len}")
+
+
+def _check_model_output(logits: object, rows: int, num_tokens: int, sub: SubTokenizer) -> None:
+    expected = (rows, num_tokens, sub.num_classes)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        hint = ""
+        if isinstance(logits, torch.Tensor) and logits.dim() == 3 and logits.shape[-1] != sub.num_classes:
+            hint = f": the model has {logits.shape[-1]} classes but the sub-tokenizer has C={sub.num_classes}"
+        raise ValueError(f"model returned logits of shape {got}, expected {expected}{hint}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"model returned logits of dtype {logits.dtype}; expected a floating-point tensor")
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("model returned NaN logits; the bound would be NaN")
+
+
 @torch.no_grad()
 def likelihood(
     model: ModelFn,
@@ -128,8 +178,9 @@ def likelihood(
 
     Args:
         model: any callable ``model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B]) -> FloatTensor[B, L, C]``.
-        x0: clean token ids ``LongTensor[B, L]``.
-        subtokenizer: the model's :class:`SubTokenizer`.
+        x0: clean token ids ``LongTensor[B, L]``, ``B ≥ 1``, ``L ≥ 1``, ids in ``[0, C)``.
+        subtokenizer: the model's :class:`SubTokenizer` (must equal ``model.subtokenizer`` when the
+            model has one; the logits must have ``C = subtokenizer.num_classes`` classes).
         schedule: a :class:`Schedule` or a name; only used to convert masking probability to the
             ``t`` a time-conditioned model receives (the bound itself is schedule-free in continuous time).
         num_times: K ≥ 2 draws per sequence (MATH.md recommends ≥ 32 for reporting).
@@ -140,18 +191,13 @@ def likelihood(
 
     Returns:
         :class:`LikelihoodResult` (nats per sequence).
+
+    Raises:
+        ValueError / TypeError before any model call for an empty batch, zero-length sequences, ids
+        out of range, a sub-tokenizer different from the model's; and at the first model call for
+        logits whose shape or class count does not match (``(rows, L, C)``) or that hold NaN.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
-    if isinstance(num_times, bool) or not isinstance(num_times, int) or num_times < 2:
-        raise ValueError(f"num_times must be an int >= 2 (to estimate a standard error), got {num_times!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
-        raise ValueError(
-            f"x0 must be a LongTensor of shape (B, L), got "
-            f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}"
-        )
+    _validate(model, x0, subtokenizer, num_times, seed, estimator, eps, batch_size)
     schedule = get_schedule(schedule)
     y0_all = subtokenizer.encode(x0)  # validates ids
     num_seqs, num_tokens = x0.shape
@@ -170,6 +216,7 @@ def likelihood(
         sl = slice(start, start + batch_size)
         y_b, t_b, x_b = y[sl].to(device), t[sl].to(device), rows_x0[sl]
         logits = model(y_b, t_b)
+        _check_model_output(logits, y_b.shape[0], num_tokens, subtokenizer)
         tok, dig = token_and_digit_nll(logits, y_b, x_b, subtokenizer)  # one carry-over pass for both
         valid_rows.append(dig.sum((-1, -2)).double().cpu())
         prime_rows.append(tok.sum(-1).double().cpu())

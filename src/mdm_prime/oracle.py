@@ -1,10 +1,24 @@
-"""Exact oracles for tiny problems (MATH.md §5), used by the tests to prove the estimators.
+"""Exact oracles for tiny problems (docs/method.md §5), used by the tests to prove the estimators.
+
+The oracle is **independent of the code under test**: it imports nothing from the parameterization,
+the objectives or the likelihood estimator. Digits, carry-over and digit marginals are recomputed here
+in numpy ``float64`` by brute force — for every token, enumerate the ``C`` classes, keep those whose
+digits agree with every seen digit (checked digit by digit), normalise ``exp(logit)`` over them, and
+sum class probabilities by digit value. Only the sub-tokenizer's *configuration* (``C``, ``ℓ``, ``b``,
+the permutation) is read, and the schedule is used only to hand a time-conditioned model its ``t``.
 
 Everything here enumerates: ``C^L`` sequences, ``2^n`` mask patterns of the ``n = L·ℓ`` digits, or
-subsets for reveal orders. Keep ``C^L ≤ ~10^4`` and ``n ≤ ~12``.
+``2^n`` revealed sets for reveal orders. Keep ``C^L ≤ ~10^4`` and ``n ≤ ~12``.
 
-* :class:`ExactPosterior` — the true posterior ``p(x^i | y_t)`` of a known joint distribution over
-  sequences, as a model callable (time-independent), returning logits ``[B, L, C]``.
+* :func:`digits_of` — the ``(C, ℓ)`` digit table from first principles (``d_j(c) = ⌊π(c)/b^(ℓ−1−j)⌋ mod b``).
+* :func:`brute_force_carry_over` — carry-over token log-probabilities and digit log-marginals.
+* :func:`nll_terms` — the unweighted per-sequence ``L_prime`` and ``L_valid`` terms from them.
+* :class:`ExactPosterior` — the true posterior of a known joint distribution over sequences, as a
+  model callable (time-independent). By default its raw logits are ``log p(x^i = c, y^{−i})``: they
+  condition on the *other* tokens' seen digits only and put mass on classes inconsistent with token
+  ``i``'s own seen digits, so the exact posterior ``p(x^i = c | y)`` is obtained **only** after
+  carry-over (restricting to consistent classes and renormalising). A carry-over that is skipped or
+  normalised over the wrong classes gives a wrong answer on it.
 * :func:`exact_objectives` — ``L_valid`` and ``L_prime`` of any model for one sequence, summing over
   all mask patterns and integrating over time by Gauss–Legendre quadrature in ``u = 1 − α(t)``
   (exact for time-independent models once the quadrature order exceeds ``n``).
@@ -18,105 +32,232 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .objectives import ModelFn, digit_nll, token_and_digit_nll
-from .schedules import Schedule, get_schedule
-from .subtokenizer import SubTokenizer
+__all__ = [
+    "ExactPosterior",
+    "brute_force_carry_over",
+    "digits_of",
+    "exact_objectives",
+    "nll_terms",
+    "reveal_order_nll",
+    "sequence_entropy",
+]
 
-__all__ = ["ExactPosterior", "exact_objectives", "reveal_order_nll", "sequence_entropy"]
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_NEG = -1e300  # stands for log 0 in float64 logits (finite, so no NaN from -inf - -inf)
+
+
+def digits_of(sub) -> np.ndarray:
+    """``int64[C, ℓ]``: digit ``j`` of class ``c`` is ``⌊π(c) / b^(ℓ−1−j)⌋ mod b`` (most significant
+    first), recomputed with Python integers from the sub-tokenizer's configuration."""
+    c, ell, b = sub.num_classes, sub.length, sub.base
+    perm = list(range(c)) if sub.permutation is None else [int(v) for v in sub.permutation]
+    table = np.zeros((c, ell), dtype=np.int64)
+    for cls in range(c):
+        code = perm[cls]
+        for j in range(ell - 1, -1, -1):
+            table[cls, j] = code % b
+            code //= b
+    return table
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    m = float(np.max(a))
+    if m == -math.inf:
+        return -math.inf
+    return m + math.log(float(np.sum(np.exp(a - m))))
+
+
+def brute_force_carry_over(logits, y_t, sub) -> tuple[np.ndarray, np.ndarray]:
+    """Carry-over by enumeration, one token at a time (docs/method.md §3).
+
+    Args:
+        logits: ``[B, L, C]`` (tensor or array); y_t: ``[B, L·ℓ]`` digits or ``sub.mask_id``.
+
+    Returns:
+        ``log_probs float64[B, L, C]`` (``-inf`` on inconsistent classes) and
+        ``digit_log_marginals float64[B, L, ℓ, b]`` (``-inf`` for impossible values), in nats.
+    """
+    z = np.asarray(torch.as_tensor(logits).detach().double().cpu().numpy(), dtype=np.float64)
+    y = np.asarray(torch.as_tensor(y_t).cpu().numpy(), dtype=np.int64)
+    bsz, L, c = z.shape
+    ell, b, m = sub.length, sub.base, sub.mask_id
+    if y.shape != (bsz, L * ell):
+        raise ValueError(f"y_t must have shape {(bsz, L * ell)}, got {y.shape}")
+    table = digits_of(sub)
+    log_probs = np.full((bsz, L, c), -math.inf)
+    marg = np.full((bsz, L, ell, b), -math.inf)
+    for r in range(bsz):
+        for i in range(L):
+            seen = y[r, i * ell : (i + 1) * ell]
+            consistent = np.ones(c, dtype=bool)
+            for j in range(ell):  # digit by digit
+                if seen[j] != m:
+                    consistent &= table[:, j] == seen[j]
+            if not consistent.any():
+                raise ValueError(f"token {i} of row {r}: seen digits {seen.tolist()} match no class")
+            lse = _logsumexp(z[r, i, consistent])
+            log_probs[r, i, consistent] = z[r, i, consistent] - lse
+            probs = np.where(consistent, np.exp(log_probs[r, i]), 0.0)
+            for j in range(ell):
+                for v in range(b):
+                    mass = float(probs[table[:, j] == v].sum())
+                    marg[r, i, j, v] = math.log(mass) if mass > 0 else -math.inf
+    return log_probs, marg
+
+
+def nll_terms(logits, y_t, x0: np.ndarray, sub) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``L_prime`` and ``L_valid`` terms ``float64[B]``: ``Σ_i −log p(x0^i | y)`` over tokens
+    with a hidden digit and ``Σ_{hidden j} −log p(y0^{i,j} | y)``."""
+    lp, marg = brute_force_carry_over(logits, y_t, sub)
+    y = np.asarray(torch.as_tensor(y_t).cpu().numpy())
+    bsz, L, _ = lp.shape
+    ell = sub.length
+    table = digits_of(sub)
+    prime = np.zeros(bsz)
+    valid = np.zeros(bsz)
+    for r in range(bsz):
+        for i in range(L):
+            hidden = y[r, i * ell : (i + 1) * ell] == sub.mask_id
+            if not hidden.any():
+                continue
+            prime[r] -= lp[r, i, x0[i]]
+            for j in np.flatnonzero(hidden):
+                valid[r] -= marg[r, i, j, table[x0[i], j]]
+    return prime, valid
 
 
 class ExactPosterior:
     """Exact posterior model of a joint distribution ``probs`` over ``C^L`` sequences.
 
     Args:
-        probs: ``Tensor[C, ..., C]`` (``L`` axes) or flat ``Tensor[C^L]``, non-negative, summing to 1.
-        sub: the sub-tokenizer defining which classes a partially seen token may take.
+        probs: ``[C, ..., C]`` (``L`` axes) or flat ``[C^L]``, non-negative, summing to 1.
+        sub: the sub-tokenizer (only its configuration is read).
         num_tokens: ``L`` (needed when ``probs`` is flat).
+        needs_carry_over: if true (default), the logits of token ``i`` are
+            ``log p(x^i = c, y^{−i})`` — conditioned on the other tokens' seen digits only, with mass
+            on classes that contradict token ``i``'s own seen digits; carry-over turns them into the
+            exact posterior. If false, they are ``log p(x^i = c | y)`` itself (``≈ −690`` where
+            impossible).
 
-    Calling it with ``(y_t [B, L·ℓ], t [B])`` returns ``log p(x^i = c | y_t)`` as logits
-    ``FloatTensor[B, L, C]`` (float64; ``-inf`` where impossible is replaced by a large negative
-    number so that carry-over, not the oracle, is what removes inconsistent classes).
+    Calling it with ``(y_t [B, L·ℓ], t [B])`` returns logits ``FloatTensor[B, L, C]`` (float64,
+    normalised over ``c``; finite, ``log 0`` stands as ``−690``). Time-independent.
     """
 
-    def __init__(self, probs: torch.Tensor, sub: SubTokenizer, num_tokens: int | None = None) -> None:
-        probs = torch.as_tensor(probs, dtype=torch.float64)
+    time_conditioned = False
+
+    def __init__(self, probs, sub, num_tokens: int | None = None, *, needs_carry_over: bool = True) -> None:
+        p = np.asarray(torch.as_tensor(probs, dtype=torch.float64).numpy(), dtype=np.float64)
         c = sub.num_classes
         if num_tokens is None:
-            num_tokens = probs.dim()
-        if probs.numel() != c**num_tokens:
-            raise ValueError(f"probs must have C^L = {c}^{num_tokens} entries, got {probs.numel()}")
-        self.probs = probs.reshape(-1)
+            num_tokens = p.ndim
+        if p.size != c**num_tokens:
+            raise ValueError(f"probs must have C^L = {c}^{num_tokens} entries, got {p.size}")
+        self.probs_np = p.reshape(-1)
+        self.probs = torch.from_numpy(self.probs_np.copy())
         self.sub = sub
         self.num_tokens = num_tokens
-        # all sequences (C^L, L) and their digits (C^L, L, ℓ)
-        grids = torch.cartesian_prod(*[torch.arange(c)] * num_tokens) if num_tokens > 1 else torch.arange(c)[:, None]
-        self.sequences = grids.reshape(-1, num_tokens)
-        self.digits = sub.digit_table[self.sequences]  # (S, L, ℓ)
+        self.needs_carry_over = needs_carry_over
+        seqs = np.array(list(itertools.product(range(c), repeat=num_tokens)), dtype=np.int64).reshape(-1, num_tokens)
+        self.sequences_np = seqs  # (S, L), row s is the s-th entry of probs in C-ary order
+        self.sequences = torch.from_numpy(seqs.copy())
+        self.digits = digits_of(sub)[seqs]  # (S, L, ℓ)
 
     def __call__(self, y_t: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        y = y_t.unflatten(-1, (self.num_tokens, self.sub.length))  # (B, L, ℓ)
+        L, ell, c = self.num_tokens, self.sub.length, self.sub.num_classes
+        y = y_t.cpu().numpy().reshape(-1, L, ell)
         seen = y != self.sub.mask_id
-        agree = (self.digits.unsqueeze(0) == y.unsqueeze(1)) | ~seen.unsqueeze(1)  # (B, S, L, ℓ)
-        consistent = agree.flatten(2).all(-1)  # (B, S)
-        weights = self.probs.unsqueeze(0) * consistent  # (B, S)
-        weights = weights / weights.sum(-1, keepdim=True)
-        onehot = torch.nn.functional.one_hot(self.sequences, self.sub.num_classes).double()  # (S, L, C)
-        marginals = torch.einsum("bs,slc->blc", weights, onehot)
-        return marginals.clamp_min(1e-300).log()
+        # agree[b, s, i]: sequence s agrees with every seen digit of token i
+        agree = ((self.digits[None] == y[:, None]) | ~seen[:, None]).all(-1)  # (B, S, L)
+        bad = (~agree).sum(-1)  # (B, S) tokens that disagree
+        if self.needs_carry_over:
+            ok_except_i = (bad[..., None] - (~agree)) == 0  # (B, S, L): all tokens but i agree
+        else:
+            ok_except_i = np.broadcast_to((bad == 0)[..., None], agree.shape)
+        weights = self.probs_np[None, :, None] * ok_except_i  # (B, S, L)
+        onehot = np.eye(c)[self.sequences_np]  # (S, L, C)
+        joint = np.einsum("bsl,slc->blc", weights, onehot)
+        total = joint.sum(-1, keepdims=True)  # 0 only for inputs no sequence is consistent with
+        joint = np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)
+        with np.errstate(divide="ignore"):
+            logits = np.where(joint > 0, np.log(np.maximum(joint, 1e-300)), -690.0)
+        return torch.from_numpy(logits).to(y_t.device)
 
 
-def sequence_entropy(probs: torch.Tensor) -> float:
+def sequence_entropy(probs) -> float:
     """Shannon entropy of a joint pmf in nats."""
-    p = torch.as_tensor(probs, dtype=torch.float64).reshape(-1)
+    p = np.asarray(torch.as_tensor(probs, dtype=torch.float64).numpy()).reshape(-1)
     p = p[p > 0]
-    return float(-(p * p.log()).sum())
+    return float(-(p * np.log(p)).sum())
+
+
+def _encode(x0: np.ndarray, sub) -> np.ndarray:
+    return digits_of(sub)[x0].reshape(-1)
 
 
 def exact_objectives(
     model: ModelFn,
-    x0: torch.Tensor,
-    sub: SubTokenizer,
-    schedule: Schedule | str = "linear",
+    x0,
+    sub,
+    schedule=None,
     *,
     quadrature_points: int | None = None,
 ) -> dict[str, float]:
     """Exact continuous-time ``L_valid`` and ``L_prime`` (nats per sequence) of ``model`` at one
-    sequence ``x0`` (``LongTensor[L]``).
+    sequence ``x0`` (``[L]``).
 
     Sums over all ``2^n`` mask patterns ``S`` (``n = L·ℓ``) and integrates in ``u = 1 − α(t)``:
     ``Σ_S ∫_0^1 u^{|S|−1} (1−u)^{n−|S|} · terms(S, t(u)) du`` by Gauss–Legendre with
-    ``quadrature_points`` nodes (default ``n + 2``, exact for time-independent models).
+    ``quadrature_points`` nodes (default ``n + 2``, exact for time-independent models). ``schedule``
+    (a :class:`~mdm_prime.schedules.Schedule`, a name, or ``None`` for linear) only converts ``u`` to
+    the ``t`` a time-conditioned model receives.
     """
-    schedule = get_schedule(schedule)
-    x0 = torch.as_tensor(x0).reshape(1, -1)
-    y0 = sub.encode(x0)[0]
-    n = y0.numel()
-    patterns = torch.tensor(list(itertools.product([False, True], repeat=n)), dtype=torch.bool)[1:]  # (P, n)
-    k = patterns.sum(-1).double()
-    y = torch.where(patterns, torch.full_like(patterns, sub.mask_id, dtype=torch.long), y0.unsqueeze(0))
-    x_rows = x0.expand(y.shape[0], -1)
+    x = np.asarray(torch.as_tensor(x0).cpu().numpy(), dtype=np.int64).reshape(-1)
+    y0 = _encode(x, sub)
+    n = y0.size
+    patterns = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)[1:]  # (P, n)
+    k = patterns.sum(-1)
+    y = torch.from_numpy(np.where(patterns, sub.mask_id, y0[None]))
     nodes, weights = np.polynomial.legendre.leggauss(quadrature_points or n + 2)
-    u_nodes = torch.tensor((nodes + 1) / 2, dtype=torch.float64)
-    u_weights = torch.tensor(weights / 2, dtype=torch.float64)
-    total_valid = torch.zeros((), dtype=torch.float64)
-    total_prime = torch.zeros((), dtype=torch.float64)
-    for u, wq in zip(u_nodes, u_weights):
-        t = schedule.time_from_mask_probability(u.expand(y.shape[0]).clone())
-        logits = model(y, t.float())
-        dens = u ** (k - 1) * (1 - u) ** (n - k)  # (P,)
-        tok, dig = token_and_digit_nll(logits.double(), y, x_rows, sub)
-        valid = dig.sum((-1, -2))
-        prime = tok.sum(-1)
-        total_valid += wq * (dens * valid).sum()
-        total_prime += wq * (dens * prime).sum()
+    to_time = _time_map(schedule)
+    total_valid = total_prime = 0.0
+    for node, wq in zip(nodes, weights):
+        u = (node + 1) / 2
+        t = to_time(u)
+        logits = model(y, torch.full((y.shape[0],), t, dtype=torch.float32))
+        prime, valid = nll_terms(logits, y, x, sub)
+        dens = u ** (k - 1.0) * (1.0 - u) ** (n - k)
+        total_valid += wq / 2 * float((dens * valid).sum())
+        total_prime += wq / 2 * float((dens * prime).sum())
     return {"valid": float(total_valid), "prime": float(total_prime)}
 
 
-def reveal_order_nll(model: ModelFn, x0: torch.Tensor, sub: SubTokenizer) -> dict[str, float]:
+def _time_map(schedule) -> Callable[[float], float]:
+    """``u ↦ t`` with ``1 − α(t) = u`` (docs/method.md §2), written out here for the four schedules."""
+    if schedule is None:
+        return lambda u: u
+    if isinstance(schedule, str):
+        from .schedules import get_schedule
+
+        schedule = get_schedule(schedule)
+    name = schedule.name
+    if name == "linear":
+        return lambda u: u
+    if name == "loglinear":
+        return lambda u: min(1.0, u / (1.0 - schedule.eps))
+    if name == "cosine":
+        return lambda u: math.asin(math.sqrt(u / 2.0)) * 4.0 / math.pi
+    if name == "polynomial":
+        return lambda u: u ** (1.0 / schedule.exponent)
+    raise ValueError(f"oracle has no time map for schedule {name!r}")
+
+
+def reveal_order_nll(model: ModelFn, x0, sub) -> dict[str, float]:
     """Exact likelihood of a **time-independent** model's generative process at ``x0`` (``[L]``).
 
     Returns ``{"nll": −log p_θ(x), "order_averaged_nll": E_σ[−Σ_k log p_θ(y^{σ_k} | revealed)]}``
@@ -125,24 +266,24 @@ def reveal_order_nll(model: ModelFn, x0: torch.Tensor, sub: SubTokenizer) -> dic
     ``2^n`` revealed sets replaces the ``n!`` orders: with ``f(R)`` the probability of revealing the
     remaining digits correctly from revealed set ``R``, ``f(R) = mean_{j∉R} p(y0^j | y_R) f(R ∪ {j})``.
     """
-    x0 = torch.as_tensor(x0).reshape(1, -1)
-    y0 = sub.encode(x0)[0]
-    n = y0.numel()
-    states = torch.arange(2**n)
-    # bit j of a state set ⇔ digit j revealed
-    revealed = ((states.unsqueeze(1) >> torch.arange(n)) & 1).bool()  # (2^n, n)
-    y = torch.where(revealed, y0.unsqueeze(0), torch.full_like(revealed, sub.mask_id, dtype=torch.long))
+    x = np.asarray(torch.as_tensor(x0).cpu().numpy(), dtype=np.int64).reshape(-1)
+    y0 = _encode(x, sub)
+    n, ell = y0.size, sub.length
+    states = np.arange(2**n)
+    revealed = ((states[:, None] >> np.arange(n)) & 1).astype(bool)  # bit j set ⇔ digit j revealed
+    y = torch.from_numpy(np.where(revealed, y0[None], sub.mask_id))
     logits = model(y, torch.zeros(y.shape[0]))
-    nll_digits = digit_nll(logits.double(), y, x0.expand(y.shape[0], -1), sub).flatten(1)  # (2^n, n), 0 where seen
-    log_f = torch.zeros(2**n, dtype=torch.float64)  # log f(R)
-    avg = torch.zeros(2**n, dtype=torch.float64)  # E_σ[-log] from R
-    order = sorted(range(2**n), key=lambda s: -bin(s).count("1"))
-    for s in order:
+    _, marg = brute_force_carry_over(logits, y, sub)  # (2^n, L, ℓ, b)
+    nll = np.zeros((2**n, n))
+    for j in range(n):
+        nll[:, j] = -marg[:, j // ell, j % ell, y0[j]]
+    log_f = np.zeros(2**n)
+    avg = np.zeros(2**n)
+    for s in sorted(range(2**n), key=lambda v: -bin(v).count("1")):
         remaining = [j for j in range(n) if not (s >> j) & 1]
         if not remaining:
             continue
-        nxt = torch.tensor([s | (1 << j) for j in remaining])
-        terms = -nll_digits[s, remaining] + log_f[nxt]
-        log_f[s] = torch.logsumexp(terms, 0) - math.log(len(remaining))
-        avg[s] = (nll_digits[s, remaining] + avg[nxt]).mean()
+        terms = np.array([-nll[s, j] + log_f[s | (1 << j)] for j in remaining])
+        log_f[s] = _logsumexp(terms) - math.log(len(remaining))
+        avg[s] = float(np.mean([nll[s, j] + avg[s | (1 << j)] for j in remaining]))
     return {"nll": float(-log_f[0]), "order_averaged_nll": float(avg[0])}

@@ -19,13 +19,22 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SubTokenizer", "default_base"]
+__all__ = ["SubTokenizer", "default_base", "MAX_CODES", "MAX_LENGTH"]
+
+MAX_LENGTH = 64
+"""Largest sub-token length ``ℓ`` accepted (checked before any ``b^ℓ`` is computed)."""
+MAX_CODES = 2**26
+"""Largest code grid ``b^ℓ`` accepted (67,108,864 codes). The carry-over kernels index and reduce over
+the ``b^ℓ`` grid (``class_of_code`` alone is ``8·b^ℓ`` bytes, a per-token code-space mask ``4·b^ℓ``),
+so a larger grid would try to allocate gigabytes to terabytes; e.g. ``C = 256, ℓ = 64`` gives ``b = 2``
+and ``2^64`` codes."""
 
 
 def default_base(num_classes: int, length: int) -> int:
     """Smallest integer ``b ≥ 2`` with ``b**length ≥ num_classes`` (exact integer arithmetic)."""
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("length", length)
+    _check_length(length)
     if length == 1:
         return max(num_classes, 1)
     base = max(2, int(round(num_classes ** (1.0 / length))) - 1)
@@ -34,6 +43,21 @@ def default_base(num_classes: int, length: int) -> int:
     while base > 2 and (base - 1) ** length >= num_classes:
         base -= 1
     return base
+
+
+def _check_length(length: int) -> None:
+    if length > MAX_LENGTH:
+        raise ValueError(f"length (sub-tokens per token) must be <= {MAX_LENGTH}, got {length}")
+
+
+def _check_grid(num_classes: int, length: int, base: int) -> None:
+    codes = base**length  # exact Python int; length <= MAX_LENGTH keeps this cheap
+    if codes > MAX_CODES:
+        raise ValueError(
+            f"num_classes={num_classes}, length={length}, base={base} gives base**length = {codes} codes, "
+            f"more than the limit of {MAX_CODES} (2**26) codes the carry-over tables can hold; "
+            f"choose a smaller length or base (by default base is the smallest b with b**length >= num_classes)"
+        )
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -48,8 +72,10 @@ class SubTokenizer:
 
     Args:
         num_classes: vocabulary size ``C ≥ 1``.
-        length: number of sub-tokens per token ``ℓ ≥ 1``. ``ℓ = 1`` is the identity (plain MDM).
-        base: digit base ``b``; default the smallest ``b`` with ``b^ℓ ≥ C``. Must satisfy ``b^ℓ ≥ C``.
+        length: number of sub-tokens per token ``1 ≤ ℓ ≤ MAX_LENGTH (64)``. ``ℓ = 1`` is the identity
+            (plain MDM).
+        base: digit base ``b``; default the smallest ``b`` with ``b^ℓ ≥ C``. Must satisfy
+            ``C ≤ b^ℓ ≤ MAX_CODES (2^26)``.
         permutation: optional sequence/tensor of length ``C``, a permutation of ``{0..C-1}`` applied
             to a token before it is written in base ``b``.
 
@@ -71,6 +97,9 @@ class SubTokenizer:
     ) -> None:
         _check_positive_int("num_classes", num_classes)
         _check_positive_int("length", length)
+        _check_length(length)
+        if num_classes > MAX_CODES:
+            raise ValueError(f"num_classes must be <= {MAX_CODES} (2**26), got {num_classes}")
         if base is None:
             base = default_base(num_classes, length)
         else:
@@ -82,6 +111,7 @@ class SubTokenizer:
                     f"base**length must be >= num_classes: {base}**{length} = {base**length} "
                     f"< {num_classes}; use base >= {default_base(num_classes, length)}"
                 )
+        _check_grid(num_classes, length, base)
         self.num_classes = num_classes
         self.length = length
         self.base = base

@@ -12,7 +12,8 @@ Seen digits never change, and because ``x̂^i`` is drawn from the carry-over dis
 with every seen digit of token ``i``), all digits of a token always agree with one valid class: a
 decoded token is never an invalid code.
 
-**Caching.** With a time-independent model (``model.time_conditioned`` false or absent) the network
+**Caching.** With a time-independent model (``model.time_conditioned`` false, or the caller's
+``time_conditioned=False``) the network
 output depends only on ``y_t``; a sequence whose digits did not change since its last network call
 reuses its cached distribution, and only the sequences that changed are batched into the next call.
 A sequence with no masked digit left needs no call at all. ``cache=False`` calls the network on every
@@ -46,14 +47,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..parameterization import carry_over_log_probs, consistency_log_mask, digit_marginals_from_probs
+from ..parameterization import (
+    carry_over_log_probs,
+    consistency_log_mask,
+    digit_marginals_from_probs,
+)
 from ..schedules import Schedule, get_schedule
 from ..subtokenizer import SubTokenizer
 from .conditioning import Condition
 from .draws import categorical_from_uniform, process_log_probs
 from .grids import corrector_kappa, time_grid
 
-__all__ = ["SampleResult", "sample", "METHODS"]
+__all__ = ["METHODS", "SampleResult", "sample"]
 
 METHODS = ("joint", "per_digit")
 
@@ -150,6 +155,7 @@ def sample(
     temperature: float | Callable[[float], float] = 1.0,
     top_p: float = 1.0,
     cache: bool = True,
+    time_conditioned: bool | None = None,
     corrector_scale: float = 0.0,
     corrector_power: float = 0.25,
     seed: int | None = None,
@@ -160,7 +166,9 @@ def sample(
 
     Args:
         model: ``model(y_t: LongTensor[B', L·ℓ], t: FloatTensor[B']) -> logits FloatTensor[B', L, C]``;
-            attribute ``time_conditioned`` (default False) disables the reuse of outputs.
+            a true ``time_conditioned`` attribute disables the reuse of outputs. A callable without
+            that attribute is treated as time-conditioned (never reused: the safe default) unless
+            the caller passes ``time_conditioned=False``.
         sub: the sub-tokenizer (``C``, ``ℓ``, ``b``).
         steps: ``T ≥ 1`` (optional when ``grid`` is an explicit tensor).
         num_samples, num_tokens: ``B`` and ``L`` (implied by ``condition`` if given).
@@ -174,6 +182,9 @@ def sample(
             carry-over token distribution (joint) or to each digit's marginal (per-digit).
         top_p: nucleus mass in ``(0, 1]``, applied after the temperature.
         cache: reuse the output of a time-independent model for sequences that did not change.
+        time_conditioned: whether the model's output depends on ``t``; ``None`` (default) reads
+            ``model.time_conditioned`` and, when it is absent, assumes ``True``. Only
+            ``time_conditioned=False`` (argument or attribute) lets ``cache`` reuse outputs.
         corrector_scale, corrector_power: ``a`` and ``p`` of ``κ(t) = a·t^p (1−t)^p``. With ``a > 0`` each
             step is the predictor–corrector jump of MATH.md §6: a masked digit jumps to ``d_j(x̂)`` at
             rate ``(1+κ) w(t)``, a seen free digit jumps to the mask at rate ``κ (−α'_t/α_t)``, each
@@ -195,6 +206,8 @@ def sample(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if time_conditioned is not None and not isinstance(time_conditioned, bool):
+        raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
     if callable(temperature):
         temp_fn, constant_temp = temperature, None
     else:
@@ -237,8 +250,9 @@ def sample(
         y = torch.full((batch, n_dig), mask_id, dtype=torch.long, device=device)
 
     digit_table = sub._table("digit_table", device)  # (C, ℓ)
-    alpha = sched.alpha(grid_t).to(torch.float64)
-    time_conditioned = bool(getattr(model, "time_conditioned", False))
+    mask_prob = sched.mask_probability(grid_t.to(torch.float64))  # 1 − α, closed form (no cancellation)
+    if time_conditioned is None:
+        time_conditioned = bool(getattr(model, "time_conditioned", True))
     reuse = cache and not time_conditioned
     # What the cache holds per row: joint with a constant temperature → processed probabilities;
     # joint with τ(t) → carry-over log-probs (processed each step); per-digit → carry-over probs.
@@ -298,8 +312,9 @@ def sample(
                 reveal = masked & (u_jump < p_reveal)
                 remask = ~masked & ~fixed & (u_jump < p_remask)
             else:
-                a_t, a_s = float(alpha[k]), float(alpha[k + 1])
-                q = (a_s - a_t) / (1.0 - a_t) if a_t < 1.0 else 1.0
+                # (α_s − α_t)/(1 − α_t) = (m_t − m_s)/m_t with m = 1 − α: no cancellation near t = 0
+                m_t, m_s = float(mask_prob[k]), float(mask_prob[k + 1])
+                q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0
                 reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)
 
             active = reveal.any(-1)

@@ -1,0 +1,119 @@
+"""Apply hand-written mutants of the library one at a time and run the targeted tests against each
+(docs/reliability.md). A mutant is KILLED when the tests fail. Not part of CI.
+
+    flock /tmp/mdm-heavy.lock python tools/named_mutants.py            # all mutants
+    python tools/named_mutants.py --tests-from REV                      # the tests of an older commit
+
+Each mutant is (file, exact text, replacement, tests). The source file is restored after each run,
+also on Ctrl-C. Run from the repository root with the package importable from ./src.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+P = "src/mdm_prime/"
+LIK = ["tests/test_likelihood.py"]
+OBJ = ["tests/test_objectives.py"]
+ORA = ["tests/test_oracle.py"]
+SAM = ["tests/test_sampling.py"]
+SCH = ["tests/test_schedules.py"]
+
+MUTANTS = [
+    # the four named in issue 9
+    ("carry-over dropped from the normaliser of carry_over_nll", P + "parameterization.py",
+     "            lse = torch.logsumexp(_gather_box(z, rows, _box_classes(lay, yr, pattern), lay, cdt), -1)",
+     "            lse = _dense_lse(z, rows, cdt)", OBJ + LIK + ORA),
+    ("u ~ Beta(k, n-k+1) replaced by its mean k/(n+1)", P + "likelihood.py",
+     "    t = schedule.time_from_mask_probability(u).float()",
+     "    t = schedule.time_from_mask_probability(k.double() / (n + 1)).float()", LIK),
+    ("1% weight bias in likelihood", P + "likelihood.py",
+     "    weight = n / k.double()", "    weight = 1.01 * n / k.double()", LIK),
+    ("w(t) deleted from the training loss", P + "objectives.py",
+     "per_seq = schedule.weight(t.float()) * sequence_terms", "per_seq = sequence_terms", OBJ),
+    # more
+    ("weight bias only for k = 1", P + "likelihood.py",
+     "    weight = n / k.double()", "    weight = n / k.double() * (1 + 0.02 * (k == 1))", LIK),
+    ("10% bias of w(t) in the training loss", P + "objectives.py",
+     "per_seq = schedule.weight(t.float()) * sequence_terms", "per_seq = 1.1 * schedule.weight(t.float()) * sequence_terms",
+     OBJ),
+    ("cosine weight replaced by its small-t limit 2/t", P + "schedules.py",
+     "        return 0.5 * math.pi / torch.tan(0.25 * math.pi * t)", "        return 2.0 / t", SCH + OBJ),
+    ("cosine mask probability by cancellation 1 - cos", P + "schedules.py",
+     "        return 2.0 * torch.sin(0.25 * math.pi * t) ** 2",
+     "        return (1.0 - torch.cos(0.5 * math.pi * t).float()).double()", SCH),
+    ("stratified-k off by one", P + "likelihood.py",
+     ".clamp(0, n - 1).add(1).flatten()", ".clamp(1, n - 1).add(1).flatten()", LIK),
+    ("digit marginal: seen digits scored too", P + "parameterization.py",
+     "                if not pattern >> j & 1:\n                    continue\n                fixed = yr.clone()",
+     "                fixed = yr.clone()", OBJ + ORA),
+    ("sampler: unknown callables reuse outputs", P + "sampling/sampler.py",
+     'getattr(model, "time_conditioned", True)', 'getattr(model, "time_conditioned", False)', SAM),
+    ("sampler: seen digits may be redrawn", P + "sampling/sampler.py",
+     "reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)",
+     "reveal, remask = (u_jump < q), torch.zeros_like(masked)", SAM),
+    ("sampler: reveal probability not renormalised", P + "sampling/sampler.py",
+     "q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0", "q = (m_t - m_s) if m_t > 0.0 else 1.0", SAM),
+    ("likelihood: empty batch not rejected", P + "likelihood.py",
+     "    if x0.shape[0] == 0:", "    if False:", LIK),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tests-from", metavar="REV", help="run the test files as they were at git revision REV")
+    args = ap.parse_args()
+    root = Path.cwd()
+    tests_root = root
+    tmp = None
+    if args.tests_from:
+        tmp = Path(tempfile.mkdtemp(prefix="mutants-tests-"))
+        subprocess.run(f"git archive {args.tests_from} tests | tar -x -C {tmp}", shell=True, check=True)
+        tests_root = tmp
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    killed = 0
+    oracle = root / P / "oracle.py"
+    oracle_now = oracle.read_text()
+    try:
+        if args.tests_from:  # the old tests with the old oracle they were written against
+            old_oracle = subprocess.run(["git", "show", f"{args.tests_from}:{P}oracle.py"], capture_output=True,
+                                        text=True, check=True).stdout
+            oracle.write_text(old_oracle)
+        all_files = sorted({str(tests_root / t) for m in MUTANTS for t in m[4] if (tests_root / t).exists()})
+        base = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *all_files],
+                              check=False, capture_output=True, text=True, env=env, cwd=tests_root)
+        broken = [line.split()[1] for line in base.stdout.splitlines() if line.startswith("FAILED ")]
+        deselect = [a for b in broken for a in ("--deselect", b)]
+        print(f"baseline: {base.stdout.strip().splitlines()[-1]}; deselected {len(broken)} failing: {broken}")
+        for name, path, old, new, tests in MUTANTS:
+            src = (root / path).read_text()
+            if old not in src:
+                print(f"SKIPPED  {name}: text not found in {path}")
+                continue
+            files = [str(tests_root / t) for t in tests if (tests_root / t).exists()]
+            (root / path).write_text(src.replace(old, new, 1))
+            try:
+                r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files, *deselect],
+                                   check=False, capture_output=True, text=True, env=env, cwd=tests_root)
+            finally:
+                (root / path).write_text(src)
+            status = "KILLED" if r.returncode != 0 else "SURVIVED"
+            killed += r.returncode != 0
+            last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+            print(f"{status:8s} {name}  [{last}]", flush=True)
+    finally:
+        oracle.write_text(oracle_now)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{killed}/{len(MUTANTS)} killed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
