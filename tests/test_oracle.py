@@ -181,7 +181,6 @@ def test_bfloat16_logits_are_normalised_in_float32_by_carry_over():
     assert _max_log_error(carry_over(z, y, sub)[0], lp_bf) < 1e-4  # bf16 arithmetic would err ~3e-2
 
 
-@pytest.mark.xfail(strict=True, reason="carry_over_log_probs normalises bf16 in bf16 (issue 9; parameterization.py)")
 def test_bfloat16_logits_are_normalised_in_float32_by_carry_over_log_probs():
     sub, z, y, lp_bf = _bf16_case()
     assert _max_log_error(carry_over_log_probs(z, y, sub), lp_bf) < 1e-4
