@@ -60,7 +60,7 @@ def headline_table(studies: dict[str, dict]) -> str:
     for name, data in studies.items():
         for r in data.get("rows", []):
             unit, value, se = _metric(r)
-            if value is None:
+            if value is None or r.get("headline") is False:
                 continue
             label = r.get("row_label") or r.get("family_label") or r.get("name")
             flops = r.get("train_flops")
