@@ -22,10 +22,23 @@ def two_threads():
 
 
 def _weights(tmp_path, name):
-    cfg = resolve_config("text-tiny", {
-        "data": "markov:states=16,concentration=0.3", "seq_len": "128", "batch_size": "32", "max_steps": "10",
-        "model_size": "tiny", "model_overrides.dim": "32", "model_overrides.depth": "1", "warmup_steps": "2", "num_preview_samples": "0",
-        "eval_every": "0", "checkpoint_every": "0", "precision": "fp32"})
+    cfg = resolve_config(
+        "text-tiny",
+        {
+            "data": "markov:states=16,concentration=0.3",
+            "seq_len": "128",
+            "batch_size": "32",
+            "max_steps": "10",
+            "model_size": "tiny",
+            "model_overrides.dim": "32",
+            "model_overrides.depth": "1",
+            "warmup_steps": "2",
+            "num_preview_samples": "0",
+            "eval_every": "0",
+            "checkpoint_every": "0",
+            "precision": "fp32",
+        },
+    )
     trainer = Trainer(cfg, tmp_path / name, show_progress=False)
     for _ in range(cfg.max_steps):
         trainer.train_step()

@@ -12,7 +12,13 @@ from mdm_prime.configs import resolve_config
 from mdm_prime.experiments import runs
 from mdm_prime.experiments.common import interp_loglinear, smoke_text_data, text_spec
 from mdm_prime.experiments.compute_scaling import compute_factors
-from mdm_prime.experiments.runner import EXPERIMENT_FILE, ensure_run, result_row, run_folder, run_study
+from mdm_prime.experiments.runner import (
+    EXPERIMENT_FILE,
+    ensure_run,
+    result_row,
+    run_folder,
+    run_study,
+)
 from mdm_prime.experiments.runs import RunSpec
 
 
@@ -92,7 +98,9 @@ def test_result_row_units_and_flops(tmp_path):
     assert row["valid_bits_per_char"] == final["bits_per_char"]
     # the s.e. scales like the value: bits/char = bits/token / chars-per-token
     ratio = final["bits_per_char"] / final["bits_per_token"]
-    assert row["valid_stderr_bits_per_char"] == pytest.approx(final["stderr_nats_per_token"] / math.log(2) * ratio)
+    assert row["valid_stderr_bits_per_char"] == pytest.approx(
+        final["stderr_nats_per_token"] / math.log(2) * ratio
+    )
     model = runs.load_model(folder)
     assert row["params"] == sum(p.numel() for p in model.parameters())
     assert row["train_tokens"] == 6 * 8 * 16  # steps × batch × L of the smoke spec
@@ -111,7 +119,9 @@ def test_no_carry_over_loss_is_the_plain_softmax(tmp_path):
     got = trainer._loss(x0, t, u)
     sub = trainer.sub
     y0 = sub.encode(x0)
-    y_t = torch.where(u < trainer.schedule.mask_probability(t).unsqueeze(1), torch.full_like(y0, sub.mask_id), y0)
+    y_t = torch.where(
+        u < trainer.schedule.mask_probability(t).unsqueeze(1), torch.full_like(y0, sub.mask_id), y0
+    )
     logits = trainer.model(y_t, t).float()
     want = torch.zeros(3)
     for b in range(3):
@@ -124,17 +134,19 @@ def test_no_carry_over_loss_is_the_plain_softmax(tmp_path):
 
 def test_interp_loglinear_against_hand_values():
     xs, ys = [1e3, 1e4, 1e5], [3.0, 2.0, 1.5]
-    assert interp_loglinear(xs, ys, 2.5) == pytest.approx(10 ** 3.5)
-    assert interp_loglinear(xs, ys, 1.75) == pytest.approx(10 ** 4.5)
+    assert interp_loglinear(xs, ys, 2.5) == pytest.approx(10**3.5)
+    assert interp_loglinear(xs, ys, 1.75) == pytest.approx(10**4.5)
     assert interp_loglinear(xs, ys, 2.0) == pytest.approx(1e4)
     assert interp_loglinear(xs, ys, 1.0) is None and interp_loglinear(xs, ys, 4.0) is None
 
 
 def test_compute_factors():
-    rows = [{"family": "ar", "factor": 1.0, "train_flops": 100.0, "valid_bits_per_char": 2.0},
-            {"family": "ar", "factor": 2.0, "train_flops": 200.0, "valid_bits_per_char": 1.0},
-            {"family": "mdm", "train_flops": 100.0, "valid_bits_per_char": 3.0},
-            {"family": "mdm", "train_flops": 1000.0, "valid_bits_per_char": 1.5}]
+    rows = [
+        {"family": "ar", "factor": 1.0, "train_flops": 100.0, "valid_bits_per_char": 2.0},
+        {"family": "ar", "factor": 2.0, "train_flops": 200.0, "valid_bits_per_char": 1.0},
+        {"family": "mdm", "train_flops": 100.0, "valid_bits_per_char": 3.0},
+        {"family": "mdm", "train_flops": 1000.0, "valid_bits_per_char": 1.5},
+    ]
     out = compute_factors(rows)
     first = next(e for e in out if e["ar_factor"] == 1.0)
     # 3 → 1.5 over one decade: 2.0 is 2/3 of the way → 10^(2 + 2/3) FLOPs, over the AR's 100

@@ -32,7 +32,8 @@ def test_smoke_study_writes_json_plots_and_page(study, root):
             assert row["train_tokens"] % (row["max_steps"] * row["batch_size"]) == 0
             if row.get("prime_objective_nats_per_token") is not None:
                 assert row["gap_nats_per_token"] == pytest.approx(
-                    row["valid_nats_per_token"] - row["prime_objective_nats_per_token"])
+                    row["valid_nats_per_token"] - row["prime_objective_nats_per_token"]
+                )
 
 
 def test_smoke_numbers_on_the_page_come_from_the_json(root):

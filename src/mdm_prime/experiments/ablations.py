@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import MAIN_JOB_STEPS, fmt_pm, payload, scaled_steps, smoke_text_data, text_spec
+from .common import (
+    MAIN_JOB_STEPS,
+    fmt_pm,
+    payload,
+    scaled_steps,
+    smoke_text_data,
+    text_spec,
+)
 from .runner import run_study
 from .runs import RunSpec
 
@@ -26,15 +33,26 @@ CPU_MINUTES = 25.0
 
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
-    rows = [("L_prime, carry-over (default)", text_spec("prime", 2, steps=steps, smoke=smoke, data=data)),
-            ("L_valid, carry-over", text_spec("prime", 2, steps=steps, smoke=smoke, data=data, objective="valid")),
-            ("L_prime, no carry-over", text_spec("prime", 2, steps=steps, smoke=smoke, data=data, carry_over=False))]
-    return [RunSpec(s.name, s.preset, s.overrides, s.variant, {**s.labels, "row_label": f"Prime ℓ=2: {label}"})
-            for label, s in rows]
+    rows = [
+        ("L_prime, carry-over (default)", text_spec("prime", 2, steps=steps, smoke=smoke, data=data)),
+        (
+            "L_valid, carry-over",
+            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, objective="valid"),
+        ),
+        (
+            "L_prime, no carry-over",
+            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, carry_over=False),
+        ),
+    ]
+    return [
+        RunSpec(s.name, s.preset, s.overrides, s.variant, {**s.labels, "row_label": f"Prime ℓ=2: {label}"})
+        for label, s in rows
+    ]
 
 
-def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0,
-        log=print) -> dict:
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
     data = smoke_text_data(out_root) if smoke else None
     rows = run_study(NAME, specs(smoke, budget, data), out_root, log=log)
     for r in rows:
@@ -44,12 +62,20 @@ def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, b
 
 
 def section(data: dict) -> str:
-    lines = ["| training | valid bits/char ± s.e. | `L_prime`, nats/token | gap, nats/token | training FLOPs | "
-             "train wall, min |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| training | valid bits/char ± s.e. | `L_prime`, nats/token | gap, nats/token | training "
+            "FLOPs | "
+            "train wall, min |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in data["rows"]:
-        lines.append(f"| {r['row_label']} | {fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
-                     f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | "
-                     f"{r['train_flops']:.2e} | {r['train_wall_s'] / 60:.1f} |")
+        lines.append(
+            f"| {r['row_label']} | {fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
+            f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | "
+            f"{r['train_flops']:.2e} | {r['train_wall_s'] / 60:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -64,8 +90,10 @@ def reading(data: dict) -> list[str]:
             continue
         d = r["valid_bits_per_char"] - base["valid_bits_per_char"]
         se = (r["valid_stderr_bits_per_char"] ** 2 + base["valid_stderr_bits_per_char"] ** 2) ** 0.5
-        verdict = ("indistinguishable (within 2 s.e.)" if abs(d) <= 2 * se
-                   else "better" if d < 0 else "worse")
-        out.append(f"{r['row_label']}: {r['valid_bits_per_char']:.3f} valid bits/char vs {base['valid_bits_per_char']:.3f} "
-                   f"for the default: {verdict} ({d:+.3f} ± {se:.3f}).")
+        verdict = "indistinguishable (within 2 s.e.)" if abs(d) <= 2 * se else "better" if d < 0 else "worse"
+        out.append(
+            f"{r['row_label']}: {r['valid_bits_per_char']:.3f} valid bits/char vs "
+            f"{base['valid_bits_per_char']:.3f} "
+            f"for the default: {verdict} ({d:+.3f} ± {se:.3f})."
+        )
     return out

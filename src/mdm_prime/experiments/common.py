@@ -4,6 +4,7 @@ runs), the smoke corpus, number formatting, study payloads and sampling with cou
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import platform
 import sys
@@ -14,8 +15,17 @@ import torch
 
 from .runs import RunSpec
 
-__all__ = ["text_spec", "smoke_text_data", "fmt_pm", "payload", "sample_tokens", "ELL_BASES", "MAIN_JOB_STEPS",
-           "study_command", "interp_loglinear"]
+__all__ = [
+    "ELL_BASES",
+    "MAIN_JOB_STEPS",
+    "fmt_pm",
+    "interp_loglinear",
+    "payload",
+    "sample_tokens",
+    "smoke_text_data",
+    "study_command",
+    "text_spec",
+]
 
 MAIN_JOB_STEPS = 1700
 """Optimizer steps of the README main job (``text-tiny``: batch 32 × L 128 → 6.96 M training bytes)."""
@@ -23,10 +33,22 @@ MAIN_JOB_STEPS = 1700
 ELL_BASES = {1: 256, 2: 16, 4: 4, 8: 2}
 """ℓ → digit base b for byte data (C = 256 = b^ℓ)."""
 
-SMOKE_TEXT = {"seq_len": "16", "batch_size": "8", "model_size": "tiny", "model_overrides.dim": "16",
-              "model_overrides.depth": "1", "model_overrides.heads": "2", "warmup_steps": "0", "eval_every": "0",
-              "checkpoint_every": "0", "num_preview_samples": "0", "final_eval_sequences": "8",
-              "final_eval_num_times": "2", "precision": "fp32", "log_every": "1"}
+SMOKE_TEXT = {
+    "seq_len": "16",
+    "batch_size": "8",
+    "model_size": "tiny",
+    "model_overrides.dim": "16",
+    "model_overrides.depth": "1",
+    "model_overrides.heads": "2",
+    "warmup_steps": "0",
+    "eval_every": "0",
+    "checkpoint_every": "0",
+    "num_preview_samples": "0",
+    "final_eval_sequences": "8",
+    "final_eval_num_times": "2",
+    "precision": "fp32",
+    "log_every": "1",
+}
 
 
 def smoke_text_data(out_root: str | Path) -> str:
@@ -46,14 +68,28 @@ def smoke_text_data(out_root: str | Path) -> str:
     return f"text:{path}"
 
 
-def text_spec(family: str, ell: int, *, steps: int, smoke: bool, data: str | None = None, objective: str = "prime",
-              carry_over: bool = True, tag: str = "", seed: int = 0) -> RunSpec:
+def text_spec(
+    family: str,
+    ell: int,
+    *,
+    steps: int,
+    smoke: bool,
+    data: str | None = None,
+    objective: str = "prime",
+    carry_over: bool = True,
+    tag: str = "",
+    seed: int = 0,
+) -> RunSpec:
     """The byte-text run of the main job (``text-tiny``: 192-wide, 4-block transformer, L = 128,
     batch 32) for ``family`` ∈ {prime, mdm, ar} with ℓ sub-tokens and ``steps`` optimizer steps.
     Names are ``FAMILY[-lELL][-OBJ][-nocarry]-sSTEPS`` so that studies asking for the same run share
     it. ``smoke`` swaps in a 1-block, 16-wide model on a small corpus (seconds)."""
-    ov: dict = {"family": family, "subtokens": str(ell if family == "prime" else 1), "max_steps": str(steps),
-                "seed": str(seed)}
+    ov: dict = {
+        "family": family,
+        "subtokens": str(ell if family == "prime" else 1),
+        "max_steps": str(steps),
+        "seed": str(seed),
+    }
     if objective != "prime":
         ov["objective"] = objective
     if smoke:
@@ -66,8 +102,13 @@ def text_spec(family: str, ell: int, *, steps: int, smoke: bool, data: str | Non
     if not carry_over:
         name += "-nocarry"
     name += f"-s{steps}{tag}"
-    labels = {"family_label": {"prime": f"Prime ℓ={ell} (b={ELL_BASES.get(ell, '?')})", "mdm": "MDM (ℓ=1)",
-                               "ar": "autoregressive"}[family]}
+    labels = {
+        "family_label": {
+            "prime": f"Prime ℓ={ell} (b={ELL_BASES.get(ell, '?')})",
+            "mdm": "MDM (ℓ=1)",
+            "ar": "autoregressive",
+        }[family]
+    }
     variant = {} if carry_over else {"carry_over": False}
     return RunSpec(name=name, preset="text-tiny", overrides=ov, variant=variant, labels=labels)
 
@@ -99,11 +140,17 @@ def study_command(study: str, smoke: bool, budget: float) -> str:
 
 def payload(study: str, *, smoke: bool, budget: float, rows: list, extra: dict | None = None) -> dict:
     """The study JSON: study name, the command that reproduces it, when and where it ran, its rows."""
-    return {"study": study, "command": study_command(study, smoke, budget), "smoke": smoke, "budget": budget,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-                       f"python {sys.version.split()[0]}",
-            "rows": rows, **(extra or {})}
+    return {
+        "study": study,
+        "command": study_command(study, smoke, budget),
+        "smoke": smoke,
+        "budget": budget,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}",
+        "rows": rows,
+        **(extra or {}),
+    }
 
 
 @torch.no_grad()
@@ -124,13 +171,25 @@ def sample_tokens(model, *, num: int, steps: int, seq_len: int, seed: int = 0, b
             calls.append(torch.full((n,), float(seq_len)))
             idle.append(torch.zeros(n))
         else:
-            res = sample(model, model.subtokenizer, steps=steps, num_samples=n, num_tokens=seq_len,
-                         schedule=model.schedule, cache=True, seed=seed + i)
+            res = sample(
+                model,
+                model.subtokenizer,
+                steps=steps,
+                num_samples=n,
+                num_tokens=seq_len,
+                schedule=model.schedule,
+                cache=True,
+                seed=seed + i,
+            )
             chunks.append(res.tokens.cpu())
             calls.append(res.network_calls.double())
             idle.append(res.idle_steps.double())
-    return {"tokens": torch.cat(chunks), "network_calls_mean": float(torch.cat(calls).double().mean()),
-            "idle_steps_mean": float(torch.cat(idle).double().mean()), "wall_s": time.perf_counter() - start}
+    return {
+        "tokens": torch.cat(chunks),
+        "network_calls_mean": float(torch.cat(calls).double().mean()),
+        "idle_steps_mean": float(torch.cat(idle).double().mean()),
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def interp_loglinear(xs: list[float], ys: list[float], target: float) -> float | None:
@@ -138,7 +197,7 @@ def interp_loglinear(xs: list[float], ys: list[float], target: float) -> float |
     ``target`` (``xs`` increasing). Returns ``None`` when ``target`` is outside the range of ``ys``
     (no extrapolation)."""
     pts = sorted(zip(xs, ys))
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         if min(y0, y1) <= target <= max(y0, y1):
             if y1 == y0:
                 return x0
@@ -152,6 +211,6 @@ def plt():
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
+    from matplotlib import pyplot
 
     return pyplot

@@ -16,7 +16,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import MAIN_JOB_STEPS, fmt_pm, interp_loglinear, payload, plt, scaled_steps, smoke_text_data, text_spec
+from .common import (
+    MAIN_JOB_STEPS,
+    fmt_pm,
+    interp_loglinear,
+    payload,
+    plt,
+    scaled_steps,
+    smoke_text_data,
+    text_spec,
+)
 from .runner import run_study
 from .runs import RunSpec
 
@@ -45,12 +54,15 @@ def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None, ell
         steps = scaled_steps(base, budget * f)
         for fam, e in (("mdm", 1), ("prime", ell), ("ar", 1)):
             spec = text_spec(fam, e, steps=steps, smoke=smoke, data=data)
-            out.append(RunSpec(spec.name, spec.preset, spec.overrides, spec.variant, {**spec.labels, "factor": f}))
+            out.append(
+                RunSpec(spec.name, spec.preset, spec.overrides, spec.variant, {**spec.labels, "factor": f})
+            )
     return out
 
 
-def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0,
-        log=print) -> dict:
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
     data = smoke_text_data(out_root) if smoke else None
     ell = best_prime_ell(results_dir)
     rows = run_study(NAME, specs(smoke, budget, data, ell), out_root, log=log)
@@ -61,9 +73,19 @@ def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, b
     results_dir.mkdir(parents=True, exist_ok=True)
     plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
     _plot(rows, plot)
-    return payload(NAME, smoke=smoke, budget=budget, rows=rows,
-                   extra={"plots": [plot.name], "title": TITLE, "prime_ell": ell, "compute_factors": compute,
-                          "interpolation": "piecewise linear in log FLOPs between measured budgets, no extrapolation"})
+    return payload(
+        NAME,
+        smoke=smoke,
+        budget=budget,
+        rows=rows,
+        extra={
+            "plots": [plot.name],
+            "title": TITLE,
+            "prime_ell": ell,
+            "compute_factors": compute,
+            "interpolation": "piecewise linear in log FLOPs between measured budgets, no extrapolation",
+        },
+    )
 
 
 def compute_factors(rows: list[dict]) -> list[dict]:
@@ -77,8 +99,13 @@ def compute_factors(rows: list[dict]) -> list[dict]:
         for fam in fams:
             pts = sorted((r["train_flops"], r["valid_bits_per_char"]) for r in rows if r["family"] == fam)
             x = interp_loglinear([p[0] for p in pts], [p[1] for p in pts], target)
-            entry = {"ar_factor": ar.get("factor"), "ar_flops": ar["train_flops"], "ar_bits_per_char": target,
-                     "family": fam, "factor": None if x is None else x / ar["train_flops"]}
+            entry = {
+                "ar_factor": ar.get("factor"),
+                "ar_flops": ar["train_flops"],
+                "ar_bits_per_char": target,
+                "family": fam,
+                "factor": None if x is None else x / ar["train_flops"],
+            }
             if x is None:
                 best = min(pts, key=lambda p: p[1])
                 if best[1] > target:
@@ -95,9 +122,14 @@ def _plot(rows: list[dict], path: Path) -> None:
     for fam in ("mdm", "prime", "ar"):
         pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r["train_flops"])
         if pts:
-            ax.errorbar([r["train_flops"] for r in pts], [r["valid_bits_per_char"] for r in pts],
-                        yerr=[2 * r["valid_stderr_bits_per_char"] for r in pts], marker="o", capsize=3,
-                        label=pts[0]["family_label"])
+            ax.errorbar(
+                [r["train_flops"] for r in pts],
+                [r["valid_bits_per_char"] for r in pts],
+                yerr=[2 * r["valid_stderr_bits_per_char"] for r in pts],
+                marker="o",
+                capsize=3,
+                label=pts[0]["family_label"],
+            )
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (3 × forward × tokens)")
     ax.set_ylabel("valid bits/char (± 2 s.e.)")
@@ -116,16 +148,31 @@ def _factor_text(e: dict) -> str:
 
 
 def section(data: dict) -> str:
-    lines = ["| model | budget × main job | valid bits/char ± s.e. | training tokens | training FLOPs | params | "
-             "train wall, min |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| model | budget × main job | valid bits/char ± s.e. | training tokens | training FLOPs | "
+            "params | "
+            "train wall, min |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(data["rows"], key=lambda r: (r["family"], r["train_flops"])):
-        lines.append(f"| {r['family_label']} | {r['factor']:g} | "
-                     f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | {r['train_tokens']:,} | "
-                     f"{r['train_flops']:.2e} | {r['params']:,} | {r['train_wall_s'] / 60:.1f} |")
-    lines += ["", f"Compute the diffusion models need to reach the AR number ({data['interpolation']}):", "",
-              "| AR budget | AR bits/char | family | FLOPs needed / AR FLOPs |", "|---:|---:|---|---|"]
+        lines.append(
+            f"| {r['family_label']} | {r['factor']:g} | "
+            f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | {r['train_tokens']:,} | "
+            f"{r['train_flops']:.2e} | {r['params']:,} | {r['train_wall_s'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        f"Compute the diffusion models need to reach the AR number ({data['interpolation']}):",
+        "",
+        "| AR budget | AR bits/char | family | FLOPs needed / AR FLOPs |",
+        "|---:|---:|---|---|",
+    ]
     for e in data["compute_factors"]:
-        lines.append(f"| {e['ar_factor']:g} | {e['ar_bits_per_char']:.3f} | {e['family']} | {_factor_text(e)} |")
+        lines.append(
+            f"| {e['ar_factor']:g} | {e['ar_bits_per_char']:.3f} | {e['family']} | {_factor_text(e)} |"
+        )
     lines += ["", *[f"![{NAME}](results/{p})" for p in data.get("plots", [])]]
     return "\n".join(lines)
 
@@ -135,14 +182,18 @@ def reading(data: dict) -> list[str]:
     for fam in ("prime", "mdm"):
         es = [e for e in data["compute_factors"] if e["family"] == fam]
         if es:
-            out.append(f"{'Prime ℓ=' + str(data['prime_ell']) if fam == 'prime' else 'MDM'} needs "
-                       + "; ".join(f"{_factor_text(e)} the AR compute at AR budget {e['ar_factor']:g}" for e in es)
-                       + " to match the autoregressive valid bits/char (log-linear interpolation).")
+            out.append(
+                f"{'Prime ℓ=' + str(data['prime_ell']) if fam == 'prime' else 'MDM'} needs "
+                + "; ".join(f"{_factor_text(e)} the AR compute at AR budget {e['ar_factor']:g}" for e in es)
+                + " to match the autoregressive valid bits/char (log-linear interpolation)."
+            )
     rows = data["rows"]
     for fam in ("prime", "mdm", "ar"):
         pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r["train_flops"])
         if len(pts) >= 2:
             d = pts[-1]["valid_bits_per_char"] - pts[0]["valid_bits_per_char"]
-            out.append(f"{pts[0]['family_label']}: {d:+.3f} bits/char from the smallest to the largest budget "
-                       f"({pts[-1]['train_flops'] / pts[0]['train_flops']:.0f}× the FLOPs).")
+            out.append(
+                f"{pts[0]['family_label']}: {d:+.3f} bits/char from the smallest to the largest budget "
+                f"({pts[-1]['train_flops'] / pts[0]['train_flops']:.0f}× the FLOPs)."
+            )
     return out

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-__all__ = ["enable_determinism", "determinism_enabled"]
+__all__ = ["determinism_enabled", "enable_determinism"]
 
 
 def enable_determinism(enabled: bool = True) -> None:
@@ -70,8 +70,16 @@ def _train(mode: str, overrides: dict, steps: int, warmup: int = 0):
 
     restore = _set_mode(mode)
     try:
-        cfg = resolve_config("text-tiny", {"max_steps": str(steps), "num_preview_samples": "0", "eval_every": "0",
-                                           "checkpoint_every": "0", **overrides})
+        cfg = resolve_config(
+            "text-tiny",
+            {
+                "max_steps": str(steps),
+                "num_preview_samples": "0",
+                "eval_every": "0",
+                "checkpoint_every": "0",
+                **overrides,
+            },
+        )
         with tempfile.TemporaryDirectory() as d:
             trainer = Trainer(cfg, d, show_progress=False)
             for _ in range(warmup):
@@ -86,8 +94,15 @@ def _train(mode: str, overrides: dict, steps: int, warmup: int = 0):
     return weights, per_step
 
 
-TINY = {"model_size": "mini", "model_overrides.dim": "64", "batch_size": "16", "seq_len": "64", "warmup_steps": "5",
-        "precision": "fp32", "max_train_tokens": "200000"}
+TINY = {
+    "model_size": "mini",
+    "model_overrides.dim": "64",
+    "batch_size": "16",
+    "seq_len": "64",
+    "warmup_steps": "5",
+    "precision": "fp32",
+    "max_train_tokens": "200000",
+}
 
 
 def main(argv=None) -> int:
@@ -114,7 +129,9 @@ def main(argv=None) -> int:
             a, _ = _train(mode, ov, 40)
             b, _ = _train(mode, ov, 40)
             spread[f"{fam}/{mode}"] = float((a - b).abs().max())
-            print(f"{fam:6s} {mode:14s} max |w1 - w2| after 40 steps: {spread[f'{fam}/{mode}']:.3g}", flush=True)
+            print(
+                f"{fam:6s} {mode:14s} max |w1 - w2| after 40 steps: {spread[f'{fam}/{mode}']:.3g}", flush=True
+            )
     timing: dict = {m: [] for m in _MODES}
     for _ in range(args.reps):
         for mode in _MODES:
@@ -122,23 +139,48 @@ def main(argv=None) -> int:
             timing[mode].append(dt)
             print(f"main job, {mode:18s}: {dt * 1000:.0f} ms/step", flush=True)
     best = {m: min(v) for m, v in timing.items()}
-    data = {"threads": args.threads, "tiny_config": TINY, "weight_spread_after_40_steps": spread,
-            "main_job_seconds_per_step": timing, "best_seconds_per_step": best,
-            "cost_vs_default": {m: best[m] / best["default"] - 1 for m in best},
-            "machine": f"{platform.machine()}, torch {torch.__version__}",
-            "command": "python -m mdm_prime.experiments.determinism " + " ".join(argv or [])}
+    data = {
+        "threads": args.threads,
+        "tiny_config": TINY,
+        "weight_spread_after_40_steps": spread,
+        "main_job_seconds_per_step": timing,
+        "best_seconds_per_step": best,
+        "cost_vs_default": {m: best[m] / best["default"] - 1 for m in best},
+        "machine": f"{platform.machine()}, torch {torch.__version__}",
+        "command": "python -m mdm_prime.experiments.determinism " + " ".join(argv or []),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "determinism.json").write_text(json.dumps(data, indent=2) + "\n")
-    lines = ["## Determinism", "", f"`{data['command'].strip()}` ({args.threads} threads; timings measured on a shared, "
-             "busy machine: compare the modes with each other, not with other pages)", "",
-             "Max |Δ weight| between two runs of one tiny config with the same seed after 40 steps:", "",
-             "| family | default | `enable_determinism()` | `F.embedding` in the adapter, no flag |", "|---|---:|---:|---:|"]
+    lines = [
+        "## Determinism",
+        "",
+        (
+            f"`{data['command'].strip()}` ({args.threads} threads; timings measured on a shared, "
+            "busy machine: compare the modes with each other, not with other pages)"
+        ),
+        "",
+        "Max |Δ weight| between two runs of one tiny config with the same seed after 40 steps:",
+        "",
+        "| family | default | `enable_determinism()` | `F.embedding` in the adapter, no flag |",
+        "|---|---:|---:|---:|",
+    ]
     for fam in ("prime", "mdm", "ar"):
-        lines.append(f"| {fam} | " + " | ".join(f"{spread[f'{fam}/{m}']:.3g}" for m in
-                                              ("default", "deterministic", "f_embedding")) + " |")
-    lines += ["", "Main job (`text-tiny`, Prime ℓ = 2, batch 32 × L 128), best of "
-              f"{args.reps} × {args.steps - 3} timed steps:", "", "| mode | ms/step | cost vs default |", "|---|---:|---:|"]
+        lines.append(
+            f"| {fam} | "
+            + " | ".join(f"{spread[f'{fam}/{m}']:.3g}" for m in ("default", "deterministic", "f_embedding"))
+            + " |"
+        )
+    lines += [
+        "",
+        (
+            "Main job (`text-tiny`, Prime ℓ = 2, batch 32 × L 128), best of "
+            f"{args.reps} × {args.steps - 3} timed steps:"
+        ),
+        "",
+        "| mode | ms/step | cost vs default |",
+        "|---|---:|---:|",
+    ]
     for m in _MODES:
         lines.append(f"| {m} | {best[m] * 1000:.0f} | {data['cost_vs_default'][m]:+.1%} |")
     (out / "determinism.md").write_text("\n".join(lines) + "\n")

@@ -12,10 +12,20 @@ sampler's per-sequence counters on 16 samples.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-from .common import ELL_BASES, MAIN_JOB_STEPS, fmt_pm, payload, plt, sample_tokens, scaled_steps, smoke_text_data
-from .common import text_spec
+from .common import (
+    ELL_BASES,
+    MAIN_JOB_STEPS,
+    fmt_pm,
+    payload,
+    plt,
+    sample_tokens,
+    scaled_steps,
+    smoke_text_data,
+    text_spec,
+)
 from .runner import run_study
 from .runs import RunSpec
 
@@ -29,13 +39,16 @@ CPU_MINUTES = 60.0
 
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
-    return ([text_spec("mdm", 1, steps=steps, smoke=smoke, data=data)]
-            + [text_spec("prime", ell, steps=steps, smoke=smoke, data=data) for ell in ELLS]
-            + [text_spec("ar", 1, steps=steps, smoke=smoke, data=data)])
+    return (
+        [text_spec("mdm", 1, steps=steps, smoke=smoke, data=data)]
+        + [text_spec("prime", ell, steps=steps, smoke=smoke, data=data) for ell in ELLS]
+        + [text_spec("ar", 1, steps=steps, smoke=smoke, data=data)]
+    )
 
 
-def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0,
-        log=print) -> dict:
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
     from ..sampling import expected_idle_steps
     from .runs import load_model
 
@@ -44,13 +57,18 @@ def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, b
     for row in rows:
         L = row["seq_len"]
         if row["family"] == "ar":
-            row.update(idle_steps_closed_form=0.0, idle_steps_measured=0.0, sample_network_calls_mean=float(L))
+            row.update(
+                idle_steps_closed_form=0.0, idle_steps_measured=0.0, sample_network_calls_mean=float(L)
+            )
             continue
         model = load_model(row["run_dir"])
         out = sample_tokens(model, num=4 if smoke else IDLE_SAMPLES, steps=L, seq_len=L, seed=0)
-        row.update(idle_steps_closed_form=float(expected_idle_steps(L, L * row["subtokens"])),
-                   idle_steps_measured=out["idle_steps_mean"], sample_network_calls_mean=out["network_calls_mean"],
-                   sample_steps=L)
+        row.update(
+            idle_steps_closed_form=float(expected_idle_steps(L, L * row["subtokens"])),
+            idle_steps_measured=out["idle_steps_mean"],
+            sample_network_calls_mean=out["network_calls_mean"],
+            sample_steps=L,
+        )
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
@@ -63,8 +81,14 @@ def _plot(rows: list[dict], path: Path) -> None:
     diff = [r for r in rows if r["family"] != "ar"]
     ells = [r["subtokens"] for r in diff]
     fig, (a, b) = pyplot.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    a.errorbar(ells, [r["valid_bits_per_char"] for r in diff], yerr=[2 * r["valid_stderr_bits_per_char"] for r in diff],
-               marker="o", capsize=3, label="valid bound (diffusion)")
+    a.errorbar(
+        ells,
+        [r["valid_bits_per_char"] for r in diff],
+        yerr=[2 * r["valid_stderr_bits_per_char"] for r in diff],
+        marker="o",
+        capsize=3,
+        label="valid bound (diffusion)",
+    )
     for r in rows:
         if r["family"] == "ar":
             a.axhline(r["valid_bits_per_char"], color="k", ls="--", label="autoregressive (exact)")
@@ -83,16 +107,27 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 def section(data: dict) -> str:
-    lines = ["| model | b | valid bits/char ± s.e. | `L_prime`, nats/token | gap, nats/token | idle steps at T = L "
-             "(closed form / measured) | params | training tokens | training FLOPs | train wall, min |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| model | b | valid bits/char ± s.e. | `L_prime`, nats/token | gap, nats/token | idle steps "
+            "at T = L "
+            "(closed form / measured) | params | training tokens | training FLOPs | train wall, min |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in data["rows"]:
-        idle = ("—" if r["family"] == "ar" else
-                f"{r['idle_steps_closed_form']:.1f} / {r['idle_steps_measured']:.1f}")
-        lines.append(f"| {r['family_label']} | {r['base'] if r['family'] != 'ar' else '—'} | "
-                     f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
-                     f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | {idle} | "
-                     f"{r['params']:,} | {r['train_tokens']:,} | {r['train_flops']:.2e} | {r['train_wall_s'] / 60:.1f} |")
+        idle = (
+            "—"
+            if r["family"] == "ar"
+            else f"{r['idle_steps_closed_form']:.1f} / {r['idle_steps_measured']:.1f}"
+        )
+        lines.append(
+            f"| {r['family_label']} | {r['base'] if r['family'] != 'ar' else '—'} | "
+            f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
+            f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | {idle} | "
+            f"{r['params']:,} | {r['train_tokens']:,} | {r['train_flops']:.2e} | "
+            f"{r['train_wall_s'] / 60:.1f} |"
+        )
     lines += ["", *[f"![{NAME}](results/{p})" for p in data.get("plots", [])]]
     return "\n".join(lines)
 
@@ -119,17 +154,24 @@ def reading(data: dict) -> list[str]:
             word = f"better than MDM by {-d:.3f} bits/char"
         else:
             word = f"worse than MDM by {d:.3f} bits/char: partial masking does not help at this ℓ"
-        out.append(f"Prime ℓ={p['subtokens']} (b={ELL_BASES.get(p['subtokens'], p['base'])}): "
-                   f"{p['valid_bits_per_char']:.3f} ± {p['valid_stderr_bits_per_char']:.3f} valid bits/char, {word}; "
-                   f"the paper's objective would have reported {p['gap_nats_per_token']:.3f} nats/token less.")
+        out.append(
+            f"Prime ℓ={p['subtokens']} (b={ELL_BASES.get(p['subtokens'], p['base'])}): "
+            f"{p['valid_bits_per_char']:.3f} ± {p['valid_stderr_bits_per_char']:.3f} valid bits/char, "
+            f"{word}; "
+            f"the paper's objective would have reported {p['gap_nats_per_token']:.3f} nats/token less."
+        )
     if ar:
         d = best["valid_bits_per_char"] - ar["valid_bits_per_char"]
-        out.append(f"The best diffusion model (Prime ℓ={best['subtokens']}) is "
-                   f"{'behind' if d > 0 else 'ahead of'} the autoregressive baseline "
-                   f"({ar['valid_bits_per_char']:.3f} bits/char) by {abs(d):.3f} bits/char at equal tokens.")
+        out.append(
+            f"The best diffusion model (Prime ℓ={best['subtokens']}) is "
+            f"{'behind' if d > 0 else 'ahead of'} the autoregressive baseline "
+            f"({ar['valid_bits_per_char']:.3f} bits/char) by {abs(d):.3f} bits/char at equal tokens."
+        )
     gaps = [p["gap_nats_per_token"] for p in primes]
     if len(gaps) > 1:
-        trend = "grows" if all(b >= a for a, b in zip(gaps, gaps[1:])) else "does not grow monotonically"
-        out.append(f"The objective gap {trend} with ℓ ({', '.join(f'{g:.3f}' for g in gaps)} nats/token for "
-                   f"ℓ = {', '.join(str(p['subtokens']) for p in primes)}).")
+        trend = "grows" if all(b >= a for a, b in itertools.pairwise(gaps)) else "does not grow monotonically"
+        out.append(
+            f"The objective gap {trend} with ℓ ({', '.join(f'{g:.3f}' for g in gaps)} nats/token for "
+            f"ℓ = {', '.join(str(p['subtokens']) for p in primes)})."
+        )
     return out

@@ -37,8 +37,42 @@ def standin_owt(root: Path) -> str:
     folder = root / "standin-owt"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    words = ("the model masks every digit of a token and then reveals them one step at a time while the "
-             "bound stays valid for any number of sub tokens in each position of the sequence").split()
+    words = [
+        "the",
+        "model",
+        "masks",
+        "every",
+        "digit",
+        "of",
+        "a",
+        "token",
+        "and",
+        "then",
+        "reveals",
+        "them",
+        "one",
+        "step",
+        "at",
+        "a",
+        "time",
+        "while",
+        "the",
+        "bound",
+        "stays",
+        "valid",
+        "for",
+        "any",
+        "number",
+        "of",
+        "sub",
+        "tokens",
+        "in",
+        "each",
+        "position",
+        "of",
+        "the",
+        "sequence",
+    ]
     for i in range(48):
         path = folder / f"doc{i:03d}.txt"
         if not path.exists():
@@ -54,15 +88,27 @@ def standin_cifar(root: Path) -> str:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         path = folder / name
         if not path.exists():
-            batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 8))}
+            batch = {
+                b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
+                b"labels": list(rng.integers(0, 10, 8)),
+            }
             with open(path, "wb") as f:
                 pickle.dump(batch, f)
     return f"cifar10:{folder}"
 
 
-ONE_STEP = {"batch_size": "1", "grad_accum": "1", "max_steps": "1", "warmup_steps": "0", "eval_every": "0",
-            "checkpoint_every": "0", "num_preview_samples": "0", "final_eval_sequences": "1",
-            "final_eval_num_times": "2", "device": "cpu"}
+ONE_STEP = {
+    "batch_size": "1",
+    "grad_accum": "1",
+    "max_steps": "1",
+    "warmup_steps": "0",
+    "eval_every": "0",
+    "checkpoint_every": "0",
+    "num_preview_samples": "0",
+    "final_eval_sequences": "1",
+    "final_eval_num_times": "2",
+    "device": "cpu",
+}
 
 
 def specs(out_root: str | Path, smoke: bool = False) -> list[RunSpec]:
@@ -71,19 +117,43 @@ def specs(out_root: str | Path, smoke: bool = False) -> list[RunSpec]:
     owt_ov = {**ONE_STEP, "data": owt}
     cifar_ov = {**ONE_STEP, "data": cifar}
     if smoke:  # the same code path with small widths
-        owt_ov.update({"seq_len": "64", "model_size": "tiny", "model_overrides.dim": "32", "model_overrides.depth": "1",
-                       "model_overrides.heads": "2"})
-        cifar_ov.update({"model_size": "toy", "model_overrides.base_channels": "8", "model_overrides.embed_dim": "8",
-                         "model_overrides.attention_resolutions": "[]"})
+        owt_ov.update(
+            {
+                "seq_len": "64",
+                "model_size": "tiny",
+                "model_overrides.dim": "32",
+                "model_overrides.depth": "1",
+                "model_overrides.heads": "2",
+            }
+        )
+        cifar_ov.update(
+            {
+                "model_size": "toy",
+                "model_overrides.base_channels": "8",
+                "model_overrides.embed_dim": "8",
+                "model_overrides.attention_resolutions": "[]",
+            }
+        )
     tag = "-smoke" if smoke else ""
-    return [RunSpec(f"owt-small-1step{tag}", "owt-small", owt_ov, labels={"row_label": "owt-small (Prime ℓ=4)",
-                                                                            "preset": "owt-small"}),
-            RunSpec(f"cifar10-1step{tag}", "cifar10", cifar_ov, labels={"row_label": "cifar10 (Prime ℓ=2)",
-                                                                          "preset": "cifar10"})]
+    return [
+        RunSpec(
+            f"owt-small-1step{tag}",
+            "owt-small",
+            owt_ov,
+            labels={"row_label": "owt-small (Prime ℓ=4)", "preset": "owt-small"},
+        ),
+        RunSpec(
+            f"cifar10-1step{tag}",
+            "cifar10",
+            cifar_ov,
+            labels={"row_label": "cifar10 (Prime ℓ=2)", "preset": "cifar10"},
+        ),
+    ]
 
 
-def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0,
-        log=print) -> dict:
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
     from ..configs import resolve_config
 
     rows = run_study(NAME, specs(out_root, smoke), out_root, log=log)
@@ -93,31 +163,61 @@ def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, b
         if row["preset"] == "cifar10":
             tokens = preset.max_steps * preset.batch_size * 3 * 32 * 32  # seq_len is not used by images
         flops = 3.0 * row["fwd_flops_per_token"] * tokens
-        row.update(headline=False, preset_max_steps=preset.max_steps, preset_batch_size=preset.batch_size,
-                   preset_train_tokens=tokens, preset_train_flops=flops,
-                   gpu_hours_at_assumed=flops / ASSUMED_GPU_FLOPS / 3600, cpu_step_wall_s=row["train_wall_s"])
-    return payload(NAME, smoke=smoke, budget=budget, rows=rows,
-                   extra={"title": TITLE, "assumed_gpu_flops": ASSUMED_GPU_FLOPS,
-                          "assumed_gpu": "one H100 SXM, bf16, 40 % of 989 TFLOP/s dense peak"})
+        row.update(
+            headline=False,
+            preset_max_steps=preset.max_steps,
+            preset_batch_size=preset.batch_size,
+            preset_train_tokens=tokens,
+            preset_train_flops=flops,
+            gpu_hours_at_assumed=flops / ASSUMED_GPU_FLOPS / 3600,
+            cpu_step_wall_s=row["train_wall_s"],
+        )
+    return payload(
+        NAME,
+        smoke=smoke,
+        budget=budget,
+        rows=rows,
+        extra={
+            "title": TITLE,
+            "assumed_gpu_flops": ASSUMED_GPU_FLOPS,
+            "assumed_gpu": "one H100 SXM, bf16, 40 % of 989 TFLOP/s dense peak",
+        },
+    )
 
 
 def section(data: dict) -> str:
-    lines = [f"Stand-in data of the real shapes (OpenWebText and CIFAR-10 are not installed); assumed GPU throughput "
-             f"{data['assumed_gpu_flops'] / 1e12:.0f} TFLOP/s sustained ({data['assumed_gpu']}).", "",
-             "| preset | params | forward FLOPs/token | one CPU step (batch 1), s | loss finite | preset's training "
-             "tokens | training FLOPs | GPU hours (assumed) |", "|---|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        (
+            "Stand-in data of the real shapes (OpenWebText and CIFAR-10 are not installed); assumed GPU "
+            "throughput "
+            f"{data['assumed_gpu_flops'] / 1e12:.0f} TFLOP/s sustained ({data['assumed_gpu']})."
+        ),
+        "",
+        (
+            "| preset | params | forward FLOPs/token | one CPU step (batch 1), s | loss finite | preset's "
+            "training "
+            "tokens | training FLOPs | GPU hours (assumed) |"
+        ),
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for r in data["rows"]:
-        lines.append(f"| {r['row_label']} | {r['params']:,} | {r['fwd_flops_per_token']:.3g} | {r['cpu_step_wall_s']:.1f} |"
-                     f" {'yes' if r['valid_nats_per_token'] == r['valid_nats_per_token'] else 'no'} | "
-                     f"{r['preset_train_tokens']:.3g} | {r['preset_train_flops']:.3g} | "
-                     f"{r['gpu_hours_at_assumed']:,.0f} |")
+        lines.append(
+            f"| {r['row_label']} | {r['params']:,} | {r['fwd_flops_per_token']:.3g} | "
+            f"{r['cpu_step_wall_s']:.1f} |"
+            f" {'yes' if r['valid_nats_per_token'] == r['valid_nats_per_token'] else 'no'} | "
+            f"{r['preset_train_tokens']:.3g} | {r['preset_train_flops']:.3g} | "
+            f"{r['gpu_hours_at_assumed']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
 def reading(data: dict) -> list[str]:
     out = []
     for r in data["rows"]:
-        out.append(f"{r['row_label']}: {r['params'] / 1e6:.1f} M parameters, builds and takes a training step on CPU "
-                   f"({r['cpu_step_wall_s']:.1f} s at batch 1); its full schedule is {r['preset_train_flops']:.2g} "
-                   f"training FLOPs, about {r['gpu_hours_at_assumed']:,.0f} GPU-hours at the assumed throughput.")
+        out.append(
+            f"{r['row_label']}: {r['params'] / 1e6:.1f} M parameters, builds and takes a training step on "
+            "CPU "
+            f"({r['cpu_step_wall_s']:.1f} s at batch 1); its full schedule is {r['preset_train_flops']:.2g} "
+            f"training FLOPs, about {r['gpu_hours_at_assumed']:,.0f} GPU-hours at the assumed throughput."
+        )
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import STUDIES, get_study
 from .common import fmt_pm
 
-__all__ = ["write_results_md", "render", "load_studies"]
+__all__ = ["load_studies", "render", "write_results_md"]
 
 HEADER = """# Results
 
@@ -53,9 +53,13 @@ def _metric(row: dict) -> tuple[str, float | None, float | None]:
 
 
 def headline_table(studies: dict[str, dict]) -> str:
-    lines = ["| study | model | valid bound ± s.e. | unit | `L_prime` (nats/token, not a bound) | "
-             "gap `L_valid − L_prime` (nats/token) | training FLOPs | params |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| study | model | valid bound ± s.e. | unit | `L_prime` (nats/token, not a bound) | "
+            "gap `L_valid − L_prime` (nats/token) | training FLOPs | params |"
+        ),
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     n = 0
     for name, data in studies.items():
         for r in data.get("rows", []):
@@ -64,9 +68,12 @@ def headline_table(studies: dict[str, dict]) -> str:
                 continue
             label = r.get("row_label") or r.get("family_label") or r.get("name")
             flops = r.get("train_flops")
-            lines.append(f"| {name} | {label} | {fmt_pm(value, se)} | {unit} | "
-                         f"{fmt_pm(r.get('prime_objective_nats_per_token'))} | {fmt_pm(r.get('gap_nats_per_token'))} | "
-                         f"{'—' if not flops else f'{flops:.2e}'} | {r.get('params', 0):,} |")
+            lines.append(
+                f"| {name} | {label} | {fmt_pm(value, se)} | {unit} | "
+                f"{fmt_pm(r.get('prime_objective_nats_per_token'))} | "
+                f"{fmt_pm(r.get('gap_nats_per_token'))} | "
+                f"{'—' if not flops else f'{flops:.2e}'} | {r.get('params', 0):,} |"
+            )
             n += 1
     return "\n".join(lines) if n else "_No likelihood rows yet: run a study._"
 
@@ -77,19 +84,26 @@ def render(studies: dict[str, dict], extra_sections: list[str] | None = None) ->
     for name, data in studies.items():
         module = get_study(name)
         for sentence in getattr(module, "reading", lambda d: [])(data):
-            readings.append(f"- **{name}**{' (smoke run: sizes far too small to mean anything)' if data.get('smoke') else ''}: "
-                            f"{sentence}")
+            note = " (smoke run: sizes far too small to mean anything)" if data.get("smoke") else ""
+            readings.append(f"- **{name}**{note}: {sentence}")
     parts.append("\n".join(readings) if readings else "_No study has been run yet._")
     for name, data in studies.items():
         module = get_study(name)
-        parts += ["", f"## {name}: {getattr(module, 'TITLE', name)}", "",
-                  f"`{data['command']}` (run {data.get('created_utc', '?')} UTC on {data.get('machine', '?')})", "",
-                  module.section(data)]
+        parts += [
+            "",
+            f"## {name}: {getattr(module, 'TITLE', name)}",
+            "",
+            f"`{data['command']}` (run {data.get('created_utc', '?')} UTC on {data.get('machine', '?')})",
+            "",
+            module.section(data),
+        ]
     parts += extra_sections or []
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_results_md(results_dir: str | Path, *, include_smoke: bool = False, out: str | Path | None = None) -> Path:
+def write_results_md(
+    results_dir: str | Path, *, include_smoke: bool = False, out: str | Path | None = None
+) -> Path:
     """Write ``results.md`` next to ``results_dir`` (``docs/results`` → ``docs/results.md``)."""
     results_dir = Path(results_dir)
     studies = load_studies(results_dir, include_smoke=include_smoke)

@@ -27,7 +27,7 @@ from . import runs
 from .determinism import determinism_enabled, enable_determinism
 from .runs import RunSpec
 
-__all__ = ["ensure_run", "run_study", "result_row", "run_folder", "write_study_json", "EXPERIMENT_FILE"]
+__all__ = ["EXPERIMENT_FILE", "ensure_run", "result_row", "run_folder", "run_study", "write_study_json"]
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -44,8 +44,14 @@ def _record(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def ensure_run(spec: RunSpec, out_root: str | Path, study: str, *, log: Callable[[str], None] = print,
-               deterministic: bool = True) -> tuple[Path, str]:
+def ensure_run(
+    spec: RunSpec,
+    out_root: str | Path,
+    study: str,
+    *,
+    log: Callable[[str], None] = print,
+    deterministic: bool = True,
+) -> tuple[Path, str]:
     """Make sure ``spec`` has a finished run folder; returns ``(folder, action)`` with action one of
     ``"skipped"`` (already complete), ``"resumed"``, ``"trained"`` (fresh or restarted)."""
     cfg = runs.resolve(spec)
@@ -58,10 +64,17 @@ def ensure_run(spec: RunSpec, out_root: str | Path, study: str, *, log: Callable
     if folder.exists() and not resume:
         shutil.rmtree(folder)  # started but no checkpoint yet: nothing worth keeping
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"config_hash": digest, "name": spec.name, "preset": spec.preset,
-              "overrides": {k: str(v) for k, v in spec.overrides.items()}, "variant": dict(spec.variant),
-              "labels": dict(spec.labels), "deterministic": deterministic,
-              "wall_s": float(record.get("wall_s", 0.0)), "sittings": int(record.get("sittings", 0)) + 1}
+    record = {
+        "config_hash": digest,
+        "name": spec.name,
+        "preset": spec.preset,
+        "overrides": {k: str(v) for k, v in spec.overrides.items()},
+        "variant": dict(spec.variant),
+        "labels": dict(spec.labels),
+        "deterministic": deterministic,
+        "wall_s": float(record.get("wall_s", 0.0)),
+        "sittings": int(record.get("sittings", 0)) + 1,
+    }
     (folder / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))  # train() ignores this file
     log(f"[{study}] {'resuming' if resume else 'training'} {spec.name} → {folder}")
     previous = determinism_enabled()
@@ -90,17 +103,31 @@ def result_row(spec: RunSpec, folder: Path) -> dict:
     se = float(final.get("stderr_nats_per_token", 0.0))
     prime = final.get("prime_objective_nats_per_token")
     ln2 = math.log(2)
-    row = {"name": spec.name, **spec.labels, **runs.describe(cfg), "variant": dict(spec.variant),
-           "config_hash": runs.config_hash(cfg, spec.variant), "run_dir": str(folder),
-           "base": int(model.subtokenizer.base), "params": params, "fwd_flops_per_token": fwd,
-           "train_tokens": tokens, "train_flops": 3.0 * fwd * tokens,
-           "train_wall_s": runs.run_elapsed_s(folder), "wall_s": float(_record(folder).get("wall_s", 0.0)),
-           "valid_nats_per_token": nats, "valid_stderr_nats_per_token": se,
-           "valid_bits_per_token": nats / ln2, "valid_stderr_bits_per_token": se / ln2,
-           "prime_objective_nats_per_token": None if prime is None else float(prime),
-           "gap_nats_per_token": None if prime is None else nats - float(prime),
-           "num_times": final.get("num_times"), "num_sequences": final.get("num_sequences"),
-           "estimator": final.get("estimator"), "deterministic": _record(folder).get("deterministic")}
+    row = {
+        "name": spec.name,
+        **spec.labels,
+        **runs.describe(cfg),
+        "variant": dict(spec.variant),
+        "config_hash": runs.config_hash(cfg, spec.variant),
+        "run_dir": str(folder),
+        "base": int(model.subtokenizer.base),
+        "params": params,
+        "fwd_flops_per_token": fwd,
+        "train_tokens": tokens,
+        "train_flops": 3.0 * fwd * tokens,
+        "train_wall_s": runs.run_elapsed_s(folder),
+        "wall_s": float(_record(folder).get("wall_s", 0.0)),
+        "valid_nats_per_token": nats,
+        "valid_stderr_nats_per_token": se,
+        "valid_bits_per_token": nats / ln2,
+        "valid_stderr_bits_per_token": se / ln2,
+        "prime_objective_nats_per_token": None if prime is None else float(prime),
+        "gap_nats_per_token": None if prime is None else nats - float(prime),
+        "num_times": final.get("num_times"),
+        "num_sequences": final.get("num_sequences"),
+        "estimator": final.get("estimator"),
+        "deterministic": _record(folder).get("deterministic"),
+    }
     bits = nats / ln2
     for unit in ("bits_per_char", "bits_per_dim"):
         if unit in final:
@@ -112,8 +139,14 @@ def result_row(spec: RunSpec, folder: Path) -> dict:
     return row
 
 
-def run_study(study: str, specs: Sequence[RunSpec], out_root: str | Path, *, log: Callable[[str], None] = print,
-              deterministic: bool = True) -> list[dict]:
+def run_study(
+    study: str,
+    specs: Sequence[RunSpec],
+    out_root: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    deterministic: bool = True,
+) -> list[dict]:
     """Ensure every run (in order) and return their rows (each with ``action``)."""
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -27,8 +27,20 @@ from typing import Any
 
 import torch
 
-__all__ = ["RunSpec", "config_hash", "resolve", "train_run", "final_eval_row", "run_elapsed_s",
-           "load_model", "build_task_for", "has_checkpoint", "CONFIG_FILE", "METRICS_FILE", "VARIANTS"]
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "VARIANTS",
+    "RunSpec",
+    "build_task_for",
+    "config_hash",
+    "final_eval_row",
+    "has_checkpoint",
+    "load_model",
+    "resolve",
+    "run_elapsed_s",
+    "train_run",
+]
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +63,9 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(f"run name must be a non-empty string without '/', '\\' or spaces, got {self.name!r}")
+            raise ValueError(
+                f"run name must be a non-empty string without '/', '\\' or spaces, got {self.name!r}"
+            )
         for key, value in self.variant.items():
             if key not in VARIANTS:
                 raise ValueError(f"unknown run variant {key!r}; expected one of {sorted(VARIANTS)}")
@@ -64,7 +78,7 @@ def resolve(spec: RunSpec):
     bad preset, key or value, before any work)."""
     from ..configs import resolve_config
 
-    return resolve_config(spec.preset, {k: (v if isinstance(v, str) else v) for k, v in spec.overrides.items()})
+    return resolve_config(spec.preset, dict(spec.overrides))
 
 
 def _effective_variant(variant: dict) -> dict:
@@ -174,8 +188,9 @@ def _no_carry_over_trainer():
     return NoCarryOverTrainer
 
 
-def train_run(cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None,
-              show_progress: bool = False) -> dict:
+def train_run(
+    cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None, show_progress: bool = False
+) -> dict:
     """Train (``resume=False``, empty folder) or resume a run; returns the final evaluation row."""
     from .. import distributed as D
     from ..train import Trainer, train
@@ -193,8 +208,19 @@ def train_run(cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | N
 
 def describe(cfg) -> dict[str, Any]:
     """Row fields that come straight from the config."""
-    return {"family": cfg.family, "subtokens": cfg.subtokens, "base_override": cfg.base, "objective": cfg.objective,
-            "data": cfg.data, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "max_steps": cfg.max_steps,
-            "seed": cfg.seed, "final_eval_num_times": cfg.final_eval_num_times,
-            "final_eval_sequences": cfg.final_eval_sequences, "model_size": cfg.model_size,
-            "model_overrides": dict(cfg.model_overrides), "architecture": cfg.architecture}
+    return {
+        "family": cfg.family,
+        "subtokens": cfg.subtokens,
+        "base_override": cfg.base,
+        "objective": cfg.objective,
+        "data": cfg.data,
+        "seq_len": cfg.seq_len,
+        "batch_size": cfg.batch_size,
+        "max_steps": cfg.max_steps,
+        "seed": cfg.seed,
+        "final_eval_num_times": cfg.final_eval_num_times,
+        "final_eval_sequences": cfg.final_eval_sequences,
+        "model_size": cfg.model_size,
+        "model_overrides": dict(cfg.model_overrides),
+        "architecture": cfg.architecture,
+    }

@@ -31,18 +31,35 @@ def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
     steps = scaled_steps(20 if smoke else STEPS, budget)
     ov = {"max_steps": str(steps), "num_preview_samples": "0", "eval_every": "0"}
     if smoke:
-        ov.update({"data": "toy:camera,size=16", "model_size": "tiny", "batch_size": "64",
-                   "final_eval_sequences": "64", "final_eval_num_times": "2", "checkpoint_every": "0"})
+        ov.update(
+            {
+                "data": "toy:camera,size=16",
+                "model_size": "tiny",
+                "batch_size": "64",
+                "final_eval_sequences": "64",
+                "final_eval_num_times": "2",
+                "checkpoint_every": "0",
+            }
+        )
     return [
-        RunSpec(f"toy-mdm-s{steps}", "toy", {**ov, "family": "mdm", "subtokens": "1"},
-                labels={"family_label": "MDM (ℓ=1)"}),
-        RunSpec(f"toy-prime-l2-s{steps}", "toy", {**ov, "family": "prime", "subtokens": "2"},
-                labels={"family_label": "Prime ℓ=2"}),
+        RunSpec(
+            f"toy-mdm-s{steps}",
+            "toy",
+            {**ov, "family": "mdm", "subtokens": "1"},
+            labels={"family_label": "MDM (ℓ=1)"},
+        ),
+        RunSpec(
+            f"toy-prime-l2-s{steps}",
+            "toy",
+            {**ov, "family": "prime", "subtokens": "2"},
+            labels={"family_label": "Prime ℓ=2"},
+        ),
     ]
 
 
-def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0,
-        log=print) -> dict:
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
     from .runs import build_task_for, load_model, resolve
 
     rows = run_study(NAME, specs(smoke, budget), out_root, log=log)
@@ -58,15 +75,26 @@ def run(out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, b
         out = sample_tokens(model, num=num, steps=sample_steps, seq_len=2, seed=0, batch_size=4096)
         pts = out["tokens"].numpy()
         log_p = density.log_prob(out["tokens"]).double()
-        row.update(sample_steps=sample_steps, num_samples=num, sample_wall_s=out["wall_s"],
-                   sample_network_calls_mean=out["network_calls_mean"],
-                   sample_nll_under_target_nats_per_coord=float(-log_p.mean()) / 2)
-        row["excess_over_entropy_nats_per_token"] = row["valid_nats_per_token"] - row["data_entropy_nats_per_token"]
+        row.update(
+            sample_steps=sample_steps,
+            num_samples=num,
+            sample_wall_s=out["wall_s"],
+            sample_network_calls_mean=out["network_calls_mean"],
+            sample_nll_under_target_nats_per_coord=float(-log_p.mean()) / 2,
+        )
+        row["excess_over_entropy_nats_per_token"] = (
+            row["valid_nats_per_token"] - row["data_entropy_nats_per_token"]
+        )
         panels.append((row["family_label"], pts))
     plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
     _plot(density, panels, task.num_classes, plot)
-    data = payload(NAME, smoke=smoke, budget=budget, rows=rows,
-                   extra={"plots": [plot.name], "title": TITLE, "sample_steps": sample_steps})
+    data = payload(
+        NAME,
+        smoke=smoke,
+        budget=budget,
+        rows=rows,
+        extra={"plots": [plot.name], "title": TITLE, "sample_steps": sample_steps},
+    )
     return data
 
 
@@ -95,14 +123,21 @@ def _plot(density, panels, size: int, path: Path) -> None:
 
 
 def section(data: dict) -> str:
-    lines = ["| model | valid bound, nats/coord | exact entropy | excess | L_prime (not a bound) | "
-             "params | training tokens | samples' NLL under the target, nats/coord |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| model | valid bound, nats/coord | exact entropy | excess | L_prime (not a bound) | "
+            "params | training tokens | samples' NLL under the target, nats/coord |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in data["rows"]:
-        lines.append(f"| {r['family_label']} | {fmt_pm(r['valid_nats_per_token'], r['valid_stderr_nats_per_token'], 4)}"
-                     f" | {r['data_entropy_nats_per_token']:.4f} | {r['excess_over_entropy_nats_per_token']:+.4f} | "
-                     f"{fmt_pm(r['prime_objective_nats_per_token'], None, 4)} | {r['params']:,} | "
-                     f"{r['train_tokens']:,} | {r['sample_nll_under_target_nats_per_coord']:.4f} |")
+        lines.append(
+            f"| {r['family_label']} | "
+            f"{fmt_pm(r['valid_nats_per_token'], r['valid_stderr_nats_per_token'], 4)}"
+            f" | {r['data_entropy_nats_per_token']:.4f} | {r['excess_over_entropy_nats_per_token']:+.4f} | "
+            f"{fmt_pm(r['prime_objective_nats_per_token'], None, 4)} | {r['params']:,} | "
+            f"{r['train_tokens']:,} | {r['sample_nll_under_target_nats_per_coord']:.4f} |"
+        )
     lines.append("")
     lines.append(f"Samples at T = {data['sample_steps']} next to the target:")
     lines.append("")
@@ -124,9 +159,12 @@ def reading(data: dict) -> list[str]:
     else:
         verdict = "Prime is higher (worse): partial masking does not help here"
     below = [r["family_label"] for r in data["rows"] if r["excess_over_entropy_nats_per_token"] < 0]
-    text = (f"Toy density: valid bound {p['valid_nats_per_token']:.4f} (Prime ℓ=2) vs {m['valid_nats_per_token']:.4f} "
-            f"(MDM) nats per coordinate against the exact entropy {m['data_entropy_nats_per_token']:.4f}: "
-            f"{verdict} (difference {diff:+.4f} ± {se:.4f}).")
+    text = (
+        f"Toy density: valid bound {p['valid_nats_per_token']:.4f} (Prime ℓ=2) vs "
+        f"{m['valid_nats_per_token']:.4f} "
+        f"(MDM) nats per coordinate against the exact entropy {m['data_entropy_nats_per_token']:.4f}: "
+        f"{verdict} (difference {diff:+.4f} ± {se:.4f})."
+    )
     if below:
         text += f" Below the entropy (Monte Carlo noise or a bug): {', '.join(below)}."
     return [text]
