@@ -1,0 +1,216 @@
+"""Helpers shared by the study modules: the text run specs (one naming scheme, so studies share
+runs), the smoke corpus, number formatting, study payloads and sampling with counters."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .runs import RunSpec
+
+__all__ = [
+    "ELL_BASES",
+    "MAIN_JOB_STEPS",
+    "fmt_pm",
+    "interp_loglinear",
+    "payload",
+    "sample_tokens",
+    "smoke_text_data",
+    "study_command",
+    "text_spec",
+]
+
+MAIN_JOB_STEPS = 1700
+"""Optimizer steps of the README main job (``text-tiny``: batch 32 × L 128 → 6.96 M training bytes)."""
+
+ELL_BASES = {1: 256, 2: 16, 4: 4, 8: 2}
+"""ℓ → digit base b for byte data (C = 256 = b^ℓ)."""
+
+SMOKE_TEXT = {
+    "seq_len": "16",
+    "batch_size": "8",
+    "model_size": "tiny",
+    "model_overrides.dim": "16",
+    "model_overrides.depth": "1",
+    "model_overrides.heads": "2",
+    "warmup_steps": "0",
+    "eval_every": "0",
+    "checkpoint_every": "0",
+    "num_preview_samples": "0",
+    "final_eval_sequences": "8",
+    "final_eval_num_times": "2",
+    "precision": "fp32",
+    "log_every": "1",
+}
+
+
+def smoke_text_data(out_root: str | Path) -> str:
+    """Write a small deterministic text corpus (several documents, so the document split has
+    train / valid / test) under ``out_root`` and return its ``text:PATH`` data spec."""
+    path = Path(out_root) / "smoke-corpus.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    words = ["the", "prime", "mask", "digit", "token", "of", "and", "a", "model", "bound", "valid", "step"]
+    docs = []
+    for _ in range(60):  # documents are blank-line separated blocks; 60 so valid/test are not empty
+        idx = torch.randint(len(words), (120,), generator=g).tolist()
+        docs.append(" ".join(words[i] for i in idx) + ".")
+    text = "\n\n".join(docs) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return f"text:{path}"
+
+
+def text_spec(
+    family: str,
+    ell: int,
+    *,
+    steps: int,
+    smoke: bool,
+    data: str | None = None,
+    objective: str = "prime",
+    carry_over: bool = True,
+    tag: str = "",
+    seed: int = 0,
+) -> RunSpec:
+    """The byte-text run of the main job (``text-tiny``: 192-wide, 4-block transformer, L = 128,
+    batch 32) for ``family`` ∈ {prime, mdm, ar} with ℓ sub-tokens and ``steps`` optimizer steps.
+    Names are ``FAMILY[-lELL][-OBJ][-nocarry]-sSTEPS`` so that studies asking for the same run share
+    it. ``smoke`` swaps in a 1-block, 16-wide model on a small corpus (seconds)."""
+    ov: dict = {
+        "family": family,
+        "subtokens": str(ell if family == "prime" else 1),
+        "max_steps": str(steps),
+        "seed": str(seed),
+    }
+    if objective != "prime":
+        ov["objective"] = objective
+    if smoke:
+        ov.update(SMOKE_TEXT)
+    if data is not None:
+        ov["data"] = data
+    name = family + (f"-l{ell}" if family == "prime" else "")
+    if objective != "prime":
+        name += f"-{objective}"
+    if not carry_over:
+        name += "-nocarry"
+    name += f"-s{steps}{tag}"
+    labels = {
+        "family_label": {
+            "prime": f"Prime ℓ={ell} (b={ELL_BASES.get(ell, '?')})",
+            "mdm": "MDM (ℓ=1)",
+            "ar": "autoregressive",
+        }[family]
+    }
+    variant = {} if carry_over else {"carry_over": False}
+    return RunSpec(name=name, preset="text-tiny", overrides=ov, variant=variant, labels=labels)
+
+
+def scaled_steps(steps: int, budget: float) -> int:
+    """``max(1, round(steps · budget))``; raises ``ValueError`` for a non-positive budget."""
+    if not (isinstance(budget, (int, float)) and budget > 0 and math.isfinite(budget)):
+        raise ValueError(f"budget must be a positive number, got {budget!r}")
+    return max(1, round(steps * budget))
+
+
+def fmt_pm(value: float | None, se: float | None = None, digits: int = 3) -> str:
+    """``"3.590 ± 0.013"`` (or ``"—"`` for ``None``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if se is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def study_command(study: str, smoke: bool, budget: float) -> str:
+    cmd = f"python -m mdm_prime.experiments {study}"
+    if smoke:
+        cmd += " --smoke"
+    if budget != 1.0:
+        cmd += f" --budget {budget:g}"
+    return cmd
+
+
+def payload(study: str, *, smoke: bool, budget: float, rows: list, extra: dict | None = None) -> dict:
+    """The study JSON: study name, the command that reproduces it, when and where it ran, its rows."""
+    return {
+        "study": study,
+        "command": study_command(study, smoke, budget),
+        "smoke": smoke,
+        "budget": budget,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}",
+        "rows": rows,
+        **(extra or {}),
+    }
+
+
+@torch.no_grad()
+def sample_tokens(model, *, num: int, steps: int, seq_len: int, seed: int = 0, batch_size: int = 64) -> dict:
+    """``num`` unconditional samples (``LongTensor[num, L]``) with counters: diffusion models use
+    :func:`mdm_prime.sampling.sample` (joint sampler, caching on, uniform grid); the AR model its
+    cached ``generate``. Returns ``{"tokens", "network_calls_mean", "idle_steps_mean", "wall_s"}``."""
+    from ..sampling import sample
+
+    model.eval()
+    chunks, calls, idle = [], [], []
+    start = time.perf_counter()
+    for i, lo in enumerate(range(0, num, batch_size)):
+        n = min(batch_size, num - lo)
+        if getattr(model, "family", None) == "ar":
+            g = torch.Generator().manual_seed(seed + i)
+            chunks.append(model.generate(n, seq_len, generator=g).cpu())
+            calls.append(torch.full((n,), float(seq_len)))
+            idle.append(torch.zeros(n))
+        else:
+            res = sample(
+                model,
+                model.subtokenizer,
+                steps=steps,
+                num_samples=n,
+                num_tokens=seq_len,
+                schedule=model.schedule,
+                cache=True,
+                seed=seed + i,
+            )
+            chunks.append(res.tokens.cpu())
+            calls.append(res.network_calls.double())
+            idle.append(res.idle_steps.double())
+    return {
+        "tokens": torch.cat(chunks),
+        "network_calls_mean": float(torch.cat(calls).double().mean()),
+        "idle_steps_mean": float(torch.cat(idle).double().mean()),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def interp_loglinear(xs: list[float], ys: list[float], target: float) -> float | None:
+    """The ``x`` at which the piecewise log-linear interpolation of ``y`` against ``log x`` reaches
+    ``target`` (``xs`` increasing). Returns ``None`` when ``target`` is outside the range of ``ys``
+    (no extrapolation)."""
+    pts = sorted(zip(xs, ys))
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if min(y0, y1) <= target <= max(y0, y1):
+            if y1 == y0:
+                return x0
+            f = (target - y0) / (y1 - y0)
+            return math.exp(math.log(x0) + f * (math.log(x1) - math.log(x0)))
+    return None
+
+
+def plt():
+    """matplotlib.pyplot on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot

@@ -1,0 +1,177 @@
+"""Study ``ell_sweep``: MDM (ℓ = 1), Prime ℓ = 2, 4, 8 (b = 16, 4, 2) and the autoregressive
+baseline on bytes, the README main job's backbone and token budget (``text-tiny``: 192-wide,
+4-block transformer, L = 128, batch 32, 1,700 steps × budget = 6.96 M training bytes).
+
+Columns: the valid bound in bits/char ± s.e. (docs/method.md §5), the Prime objective ``L_prime``
+(§4, not a bound for ℓ > 1), the gap ``L_valid − L_prime`` per token (what the paper's metric would
+have subtracted), and idle steps at ``T = L`` (§6): the closed form ``T (1 − 1/T)^{L·ℓ}`` and the
+sampler's per-sequence counters on 16 samples.
+
+    python -m mdm_prime.experiments ell_sweep [--budget X] [--smoke]
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from .common import (
+    ELL_BASES,
+    MAIN_JOB_STEPS,
+    fmt_pm,
+    payload,
+    plt,
+    sample_tokens,
+    scaled_steps,
+    smoke_text_data,
+    text_spec,
+)
+from .runner import run_study
+from .runs import RunSpec
+
+NAME = "ell_sweep"
+TITLE = "ℓ sweep on bytes at the main-job budget"
+ELLS = (2, 4, 8)
+IDLE_SAMPLES = 16
+CPU_MINUTES = 60.0
+"""Estimated CPU time at budget 1 (2 cores, quiet machine): five main-job runs of ~11-12 min."""
+
+
+def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
+    steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
+    return (
+        [text_spec("mdm", 1, steps=steps, smoke=smoke, data=data)]
+        + [text_spec("prime", ell, steps=steps, smoke=smoke, data=data) for ell in ELLS]
+        + [text_spec("ar", 1, steps=steps, smoke=smoke, data=data)]
+    )
+
+
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
+    from ..sampling import expected_idle_steps
+    from .runs import load_model
+
+    data = smoke_text_data(out_root) if smoke else None
+    rows = run_study(NAME, specs(smoke, budget, data), out_root, log=log)
+    for row in rows:
+        L = row["seq_len"]
+        if row["family"] == "ar":
+            row.update(
+                idle_steps_closed_form=0.0, idle_steps_measured=0.0, sample_network_calls_mean=float(L)
+            )
+            continue
+        model = load_model(row["run_dir"])
+        out = sample_tokens(model, num=4 if smoke else IDLE_SAMPLES, steps=L, seq_len=L, seed=0)
+        row.update(
+            idle_steps_closed_form=float(expected_idle_steps(L, L * row["subtokens"])),
+            idle_steps_measured=out["idle_steps_mean"],
+            sample_network_calls_mean=out["network_calls_mean"],
+            sample_steps=L,
+        )
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
+    _plot(rows, plot)
+    return payload(NAME, smoke=smoke, budget=budget, rows=rows, extra={"plots": [plot.name], "title": TITLE})
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    pyplot = plt()
+    diff = [r for r in rows if r["family"] != "ar"]
+    ells = [r["subtokens"] for r in diff]
+    fig, (a, b) = pyplot.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    a.errorbar(
+        ells,
+        [r["valid_bits_per_char"] for r in diff],
+        yerr=[2 * r["valid_stderr_bits_per_char"] for r in diff],
+        marker="o",
+        capsize=3,
+        label="valid bound (diffusion)",
+    )
+    for r in rows:
+        if r["family"] == "ar":
+            a.axhline(r["valid_bits_per_char"], color="k", ls="--", label="autoregressive (exact)")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("ℓ (sub-tokens per byte)")
+    a.set_ylabel("valid bits/char (± 2 s.e.)")
+    a.legend(fontsize=8)
+    b.plot(ells, [r["gap_nats_per_token"] for r in diff], marker="o")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("ℓ")
+    b.set_ylabel("L_valid − L_prime, nats/token")
+    b.set_title("what the paper's objective would subtract", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def section(data: dict) -> str:
+    lines = [
+        (
+            "| model | b | valid bits/char ± s.e. | `L_prime`, nats/token | gap, nats/token | idle steps "
+            "at T = L "
+            "(closed form / measured) | params | training tokens | training FLOPs | train wall, min |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        idle = (
+            "—"
+            if r["family"] == "ar"
+            else f"{r['idle_steps_closed_form']:.1f} / {r['idle_steps_measured']:.1f}"
+        )
+        lines.append(
+            f"| {r['family_label']} | {r['base'] if r['family'] != 'ar' else '—'} | "
+            f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
+            f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | {idle} | "
+            f"{r['params']:,} | {r['train_tokens']:,} | {r['train_flops']:.2e} | "
+            f"{r['train_wall_s'] / 60:.1f} |"
+        )
+    lines += ["", *[f"![{NAME}](results/{p})" for p in data.get("plots", [])]]
+    return "\n".join(lines)
+
+
+def _se2(a: dict, b: dict, key: str = "bits_per_char") -> float:
+    return (a[f"valid_stderr_{key}"] ** 2 + b[f"valid_stderr_{key}"] ** 2) ** 0.5
+
+
+def reading(data: dict) -> list[str]:
+    rows = data["rows"]
+    by = {(r["family"], r["subtokens"]): r for r in rows}
+    mdm, ar = by.get(("mdm", 1)), by.get(("ar", 1))
+    primes = sorted((r for r in rows if r["family"] == "prime"), key=lambda r: r["subtokens"])
+    if not mdm or not primes:
+        return []
+    out = []
+    best = min(primes, key=lambda r: r["valid_bits_per_char"])
+    for p in primes:
+        d = p["valid_bits_per_char"] - mdm["valid_bits_per_char"]
+        se = _se2(p, mdm)
+        if abs(d) <= 2 * se:
+            word = "indistinguishable from MDM (within 2 s.e.)"
+        elif d < 0:
+            word = f"better than MDM by {-d:.3f} bits/char"
+        else:
+            word = f"worse than MDM by {d:.3f} bits/char: partial masking does not help at this ℓ"
+        out.append(
+            f"Prime ℓ={p['subtokens']} (b={ELL_BASES.get(p['subtokens'], p['base'])}): "
+            f"{p['valid_bits_per_char']:.3f} ± {p['valid_stderr_bits_per_char']:.3f} valid bits/char, "
+            f"{word}; "
+            f"the paper's objective would have reported {p['gap_nats_per_token']:.3f} nats/token less."
+        )
+    if ar:
+        d = best["valid_bits_per_char"] - ar["valid_bits_per_char"]
+        out.append(
+            f"The best diffusion model (Prime ℓ={best['subtokens']}) is "
+            f"{'behind' if d > 0 else 'ahead of'} the autoregressive baseline "
+            f"({ar['valid_bits_per_char']:.3f} bits/char) by {abs(d):.3f} bits/char at equal tokens."
+        )
+    gaps = [p["gap_nats_per_token"] for p in primes]
+    if len(gaps) > 1:
+        trend = "grows" if all(b >= a for a, b in itertools.pairwise(gaps)) else "does not grow monotonically"
+        out.append(
+            f"The objective gap {trend} with ℓ ({', '.join(f'{g:.3f}' for g in gaps)} nats/token for "
+            f"ℓ = {', '.join(str(p['subtokens']) for p in primes)})."
+        )
+    return out

@@ -1,0 +1,198 @@
+"""Study ``images``: MNIST at 256 levels with the U-Net, MDM vs Prime ℓ ∈ {2, 4, 8}.
+
+Rows: the valid bound in bits/dim ± s.e. (docs/method.md §5), the Prime objective, and the Fréchet
+distance (§8) on the penultimate features of the in-project classifier
+(:mod:`mdm_prime.metrics.classifier`, trained here once on MNIST's labels) between ``NUM_FD``
+samples at NFE = T ∈ {32, 64, 128} and as many validation images; a sample grid per row.
+The ``mnist-small`` preset's U-Net (``toy`` size), batch 64, ``STEPS`` (600) × budget steps.
+
+    python -m mdm_prime.experiments images [--budget X] [--smoke]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import fmt_pm, payload, sample_tokens, scaled_steps
+from .runner import run_study
+from .runs import RunSpec
+
+NAME = "images"
+TITLE = "MNIST (256 levels), U-Net: bits/dim and Fréchet distance"
+STEPS = 600
+NFES = (32, 64, 128)
+NUM_FD = 200
+CPU_MINUTES = 50.0
+"""Estimated CPU time at budget 1 (2 cores), from FLOPs at the ~130 GFLOP/s the text main job
+reaches (not measured at full length): four U-Net runs of 600 steps at batch 64 (65 TFLOP, ~8 min
+each), the classifier (~2 min), and 4 models × 200 samples × (32 + 64 + 128) calls (~100 TFLOP,
+~13 min)."""
+
+
+def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
+    steps = scaled_steps(3 if smoke else STEPS, budget)
+    ov = {"max_steps": str(steps), "num_preview_samples": "0", "eval_every": "0"}
+    if smoke:
+        ov.update(
+            {
+                "data": "digits",
+                "batch_size": "8",
+                "model_overrides.base_channels": "8",
+                "model_overrides.embed_dim": "8",
+                "model_overrides.attention_resolutions": "[]",
+                "final_eval_sequences": "4",
+                "final_eval_num_times": "2",
+                "checkpoint_every": "0",
+            }
+        )
+    out = [
+        RunSpec(
+            f"img-mdm-s{steps}{'-smoke' if smoke else ''}",
+            "mnist-small",
+            {**ov, "family": "mdm", "subtokens": "1"},
+            labels={"family_label": "MDM (ℓ=1)"},
+        )
+    ]
+    for ell in (2, 4, 8):
+        out.append(
+            RunSpec(
+                f"img-prime-l{ell}-s{steps}{'-smoke' if smoke else ''}",
+                "mnist-small",
+                {**ov, "family": "prime", "subtokens": str(ell)},
+                labels={"family_label": f"Prime ℓ={ell}"},
+            )
+        )
+    return out
+
+
+def _classifier(out_root: Path, data: str, smoke: bool):
+    from ..metrics.classifier import load_classifier, train_classifier
+
+    folder = out_root / "classifiers" / (data.replace(":", "_") + ("-smoke" if smoke else ""))
+    try:
+        return load_classifier(folder)
+    except FileNotFoundError:
+        train_classifier(
+            data,
+            folder,
+            epochs=1 if smoke else 0,
+            max_train=200 if smoke else 0,
+            widths=(4, 8, 8) if smoke else (32, 64, 64),
+            feature_dim=8 if smoke else 128,
+            log=lambda *a, **k: None,
+        )
+        return load_classifier(folder)
+
+
+def run(
+    out_root: str | Path, results_dir: str | Path, *, smoke: bool = False, budget: float = 1.0, log=print
+) -> dict:
+    from ..metrics.frechet import frechet_distance
+    from ..plotting import save_image_grid
+    from .runs import build_task_for, load_model, resolve
+
+    sp = specs(smoke, budget)
+    rows = run_study(NAME, sp, out_root, log=log)
+    cfg = resolve(sp[0])
+    task = build_task_for(cfg)
+    classifier, ccfg = _classifier(Path(out_root), cfg.data, smoke)
+    num = 16 if smoke else NUM_FD
+    nfes = (4, 8) if smoke else NFES
+    shape = task.image_shape
+    reference = task.split("valid")[:num].reshape(-1, *shape)
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for row in rows:
+        model = load_model(row["run_dir"])
+        row["fd"] = {}
+        for T in nfes:
+            out = sample_tokens(model, num=num, steps=T, seq_len=task.seq_len, seed=0, batch_size=100)
+            imgs = out["tokens"].reshape(-1, *shape)
+            fd = frechet_distance(imgs, reference, classifier, levels=task.num_classes)
+            row["fd"][str(T)] = {
+                "frechet_distance": fd["frechet_distance"],
+                "wall_s": out["wall_s"],
+                "network_calls_mean": out["network_calls_mean"],
+            }
+            if T == nfes[-1]:
+                grid = results_dir / f"{NAME}-{row['name']}.png"
+                save_image_grid(np.asarray(imgs[:32]), grid, levels=task.num_classes)
+                plots.append(grid.name)
+                row["grid"] = grid.name
+        row["fd_classifier"] = fd["fd_classifier"]
+    return payload(
+        NAME,
+        smoke=smoke,
+        budget=budget,
+        rows=rows,
+        extra={
+            "title": TITLE,
+            "plots": plots,
+            "nfes": list(nfes),
+            "fd_num_samples": num,
+            "classifier_valid_accuracy": ccfg.get("valid_accuracy"),
+        },
+    )
+
+
+def section(data: dict) -> str:
+    nfes = data["nfes"]
+    acc = data.get("classifier_valid_accuracy")
+    lines = [
+        (
+            f"Fréchet distance on the in-project classifier's penultimate features "
+            f"({data['rows'][0].get('fd_classifier', '?')}; validation accuracy "
+            f"{'?' if acc is None else f'{acc:.3f}'}), {data['fd_num_samples']} samples vs as many "
+            "validation images "
+            "(lower is better; compare only at equal N)."
+        ),
+        "",
+        "| model | valid bits/dim ± s.e. | `L_prime`, nats/dim | gap | "
+        + " | ".join(f"FD @ NFE {t}" for t in nfes)
+        + " | params | training FLOPs |",
+        "|---|---:|---:|---:|" + "---:|" * len(nfes) + "---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['family_label']} | {fmt_pm(r['valid_bits_per_dim'], r['valid_stderr_bits_per_dim'])} | "
+            f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | "
+            + " | ".join(f"{r['fd'][str(t)]['frechet_distance']:.3g}" for t in nfes)
+            + f" | {r['params']:,} | {r['train_flops']:.2e} |"
+        )
+    lines.append("")
+    for r in data["rows"]:
+        if r.get("grid"):
+            lines.append(f"{r['family_label']}, NFE {nfes[-1]}: ![{r['name']}](results/{r['grid']})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def reading(data: dict) -> list[str]:
+    rows = data["rows"]
+    mdm = next((r for r in rows if r["family"] == "mdm"), None)
+    if mdm is None:
+        return []
+    out = []
+    T = str(data["nfes"][-1])
+    for r in rows:
+        if r is mdm:
+            continue
+        d = r["valid_bits_per_dim"] - mdm["valid_bits_per_dim"]
+        se = (r["valid_stderr_bits_per_dim"] ** 2 + mdm["valid_stderr_bits_per_dim"] ** 2) ** 0.5
+        verdict = (
+            "indistinguishable from MDM (within 2 s.e.)"
+            if abs(d) <= 2 * se
+            else "better than MDM"
+            if d < 0
+            else "worse than MDM"
+        )
+        fd_d = r["fd"][T]["frechet_distance"] - mdm["fd"][T]["frechet_distance"]
+        out.append(
+            f"{r['family_label']}: {r['valid_bits_per_dim']:.3f} valid bits/dim, {verdict} "
+            f"({d:+.3f} ± {se:.3f}); Fréchet distance at NFE {T} {'lower' if fd_d < 0 else 'higher'} by "
+            f"{abs(fd_d):.3g}."
+        )
+    return out
