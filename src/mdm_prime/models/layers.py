@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Rotary", "TimeEmbedding", "Block", "KVCache", "apply_rotary"]
+__all__ = ["Rotary", "TimeEmbedding", "Block", "KVCache", "apply_rotary", "compute_dtype"]
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on ``x`` produce: the autocast dtype when autocast is on for ``x``'s
+    device and ``x`` is float32, else ``x.dtype``."""
+    kind = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
 
 
 class Rotary(nn.Module):

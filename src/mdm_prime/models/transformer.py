@@ -18,7 +18,7 @@ from torch import nn
 from ..subtokenizer import SubTokenizer
 from .adapter import SubTokenEmbedding
 from .base import DiffusionModel, check_positive_int
-from .layers import Block, Rotary, TimeEmbedding
+from .layers import Block, Rotary, TimeEmbedding, compute_dtype
 
 __all__ = ["DiffusionTransformer", "check_transformer_shape", "transformer_matmul_flops"]
 
@@ -104,7 +104,7 @@ class DiffusionTransformer(DiffusionModel):
 
     def _forward(self, y_t: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         x = self.embed(y_t)  # (B, L, d)
-        cos, sin = self.rotary(x.shape[1], 0, x.device, x.dtype)
+        cos, sin = self.rotary(x.shape[1], 0, x.device, compute_dtype(x))  # bf16 under autocast: no casts per block
         cond = None
         if self.time_embed is not None:
             cond = nn.functional.silu(self.time_embed(t))  # (B, d)
