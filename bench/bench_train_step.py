@@ -72,7 +72,8 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 1024, repeats
 
 def parse_shape(text: str) -> dict:
     size, c, ell, seq_len, batch = text.split(":")
-    return {"size": size, "num_classes": int(c), "length": int(ell), "seq_len": int(seq_len), "batch": int(batch)}
+    return {"size": size, "num_classes": int(c), "length": int(ell), "seq_len": int(seq_len),
+            "batch": int(batch)}
 
 
 class Stepper:
@@ -190,7 +191,8 @@ def main() -> None:
                              f"(bf16 matmul peak {peaks['bf16']:.1f} GFLOP/s)")
                 continue
             for mode in args.modes.split(","):
-                if mode == "compiled" and args.compiled_shapes and shape_text not in args.compiled_shapes.split(","):
+                only = args.compiled_shapes
+                if mode == "compiled" and only and shape_text not in only.split(","):
                     continue
                 st = Stepper(shape, precision, mode == "compiled", device)
                 compile_s = None
@@ -206,10 +208,12 @@ def main() -> None:
                        "params_M": st.model.num_parameters() / 1e6,
                        "mflop_per_token_fwd": st.model.flops_per_token() / 1e6,
                        "ms_per_step": 1e3 * step, "times_s": times, "tokens_per_s": tokens / step,
-                       "gflops": gflops, "gflops_best_step": flops / min(times) / 1e9, "peak_gflops": peaks[precision],
+                       "gflops": gflops, "gflops_best_step": flops / min(times) / 1e9,
+                       "peak_gflops": peaks[precision],
                        "fraction_of_peak": gflops / peaks[precision], "compile_s": compile_s}
                 rows.append(row)
-                print(f"{shape_text} {precision} {mode}: {1e3 * step:.0f} ms/step, {tokens / step:,.0f} tok/s, "
+                print(f"{shape_text} {precision} {mode}: {1e3 * step:.0f} ms/step, "
+                      f"{tokens / step:,.0f} tok/s, "
                       f"{gflops:.1f} GFLOP/s = {100 * gflops / peaks[precision]:.0f}% of peak"
                       + (f" (compile {compile_s:.0f} s)" if compile_s else ""), flush=True)
                 if mode == "eager" and not args.no_breakdown:
@@ -241,21 +245,22 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "breakdowns": breakdowns,
                                                     "notes": notes}, indent=1) + "\n")
+    busy = max(load_before[0], load_after[0]) > 0.5
+    load_note = ": other jobs shared the cores, numbers are noisy lower bounds." if busy else "."
     lines = [
         "# Training-step benchmark: the transformer against the matmul peak", "",
         f"Command: `{command}`", "",
-        f"Device: {meta['device']} (torch CPU capability {meta['cpu_capability']}, native bf16: {bf16_native}), "
-        f"torch {torch.__version__}, {meta['threads']} threads. Load average (1 min) {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after" + (": other jobs shared the cores, numbers are noisy lower bounds."
-                                          if max(load_before[0], load_after[0]) > 0.5 else "."), "",
-        f"Measured matmul peak (1024², best of 20, before and after the steps): fp32 {peaks['fp32']:.1f} GFLOP/s, "
-        f"bf16 {peaks['bf16']:.1f} GFLOP/s.", "",
-        "Step = `diffusion_loss` + backward + AdamW (`make_optimizer`); FLOPs/step = 3 × "
-        "`flops_per_token()` × tokens (matmuls + attention); median of "
-        f"{args.steps} steps after {args.warmup} warm-up step(s); best = the fastest step (contention only adds "
-        "time). Shape = size:C:ℓ:L:B.", "",
-        "| shape | params | precision | mode | ms / step (median) | tokens / s | GFLOP/s | % of peak | "
-        "ms / step (best) | % of peak (best) | compile s |",
+        (f"Device: {meta['device']} (torch CPU capability {meta['cpu_capability']}, native bf16: "
+         f"{bf16_native}), torch {torch.__version__}, {meta['threads']} threads. Load average (1 min) "
+         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after{load_note}"), "",
+        (f"Measured matmul peak (1024², best of 20, before and after the steps): fp32 {peaks['fp32']:.1f} "
+         f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s."), "",
+        ("Step = `diffusion_loss` + backward + AdamW (`make_optimizer`); FLOPs/step = 3 × "
+         f"`flops_per_token()` × tokens (matmuls + attention); median of {args.steps} steps after "
+         f"{args.warmup} warm-up step(s); best = the fastest step (contention only adds time). "
+         "Shape = size:C:ℓ:L:B."), "",
+        ("| shape | params | precision | mode | ms / step (median) | tokens / s | GFLOP/s | % of peak | "
+         "ms / step (best) | % of peak (best) | compile s |"),
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -268,8 +273,8 @@ def main() -> None:
         lines.append(f"\n{n}.")
     if breakdowns:
         cats = list(breakdowns[0]["categories_s"])
-        lines += ["", "Breakdown of one profiled eager step (share of the step; carry-over + loss timed "
-                  "apart, forward + backward on the step's logits; other = the rest):", "",
+        lines += ["", ("Breakdown of one profiled eager step (share of the step; carry-over + loss timed "
+                       "apart, forward + backward on the step's logits; other = the rest):"), "",
                   "| shape | precision | step s | " + " | ".join(cats) + " |",
                   "|---|---|---:|" + "---:|" * len(cats)]
         for b in breakdowns:

@@ -23,8 +23,8 @@ from ..schedules import get_schedule
 from ..subtokenizer import SubTokenizer
 
 __all__ = [
-    "DiffusionModel", "PRECISIONS", "autocast_context", "uses_bf16", "cpu_has_native_bf16", "check_int_tensor",
-    "check_json", "make_optimizer", "maybe_compile",
+    "DiffusionModel", "PRECISIONS", "autocast_context", "uses_bf16", "cpu_has_native_bf16",
+    "check_int_tensor", "check_json", "make_optimizer", "maybe_compile",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -73,7 +73,8 @@ def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float] = (0.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     if fused is None:
-        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+                                     for p in params)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), fused=fused)
 

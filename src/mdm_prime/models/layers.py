@@ -140,7 +140,7 @@ class Block(nn.Module):
     def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   cache: KVCache | None, layer: int) -> torch.Tensor:
         batch, n, dim = x.shape
-        qkv = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, n, hd]
+        qkv = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3,B,H,n,hd]
         q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one pass
         v = qkv[2]
         mask, is_causal = None, self.causal

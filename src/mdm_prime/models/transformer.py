@@ -104,7 +104,8 @@ class DiffusionTransformer(DiffusionModel):
 
     def _forward(self, y_t: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         x = self.embed(y_t)  # (B, L, d)
-        cos, sin = self.rotary(x.shape[1], 0, x.device, compute_dtype(x))  # bf16 under autocast: no casts per block
+        # in the autocast dtype (bf16) when autocast is on: no casts of the tables in every block
+        cos, sin = self.rotary(x.shape[1], 0, x.device, compute_dtype(x))
         cond = None
         if self.time_embed is not None:
             cond = nn.functional.silu(self.time_embed(t))  # (B, d)
