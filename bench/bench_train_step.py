@@ -198,7 +198,13 @@ def main() -> None:
                 compile_s = None
                 if mode == "compiled":
                     start = time.perf_counter()
-                    st.step()  # compiles forward and backward
+                    try:
+                        st.step()  # compiles forward and backward
+                    except Exception as err:  # no compiler, unsupported op: record it, go on
+                        notes.append(f"{shape_text} {precision} compiled failed: {type(err).__name__}: "
+                                     f"{str(err)[:200]}")
+                        print(notes[-1], flush=True)
+                        continue
                     compile_s = time.perf_counter() - start
                 times = st.times(args.steps, args.warmup)
                 step = statistics.median(times)
