@@ -157,6 +157,27 @@ class Stepper:
         return {"profiled_step_s": total, "categories_s": cats}
 
 
+def optimizer_times(model: torch.nn.Module, repeats: int = 3) -> dict:
+    """Best seconds of one AdamW step over ``model``'s parameters (random gradients): torch's default
+    (a per-parameter loop on CPU), ``foreach`` and ``fused`` (what ``make_optimizer`` picks)."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    out = {}
+    for name, kw in (("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6, **kw)
+        opt.step()
+        best = float("inf")
+        for _ in range(repeats):
+            sync(next(model.parameters()).device)
+            start = time.perf_counter()
+            opt.step()
+            sync(next(model.parameters()).device)
+            best = min(best, time.perf_counter() - start)
+        out[name] = best
+    model.zero_grad(set_to_none=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma list of size:C:ell:L:B")
@@ -181,7 +202,7 @@ def main() -> None:
     peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     print(f"peak GFLOP/s: fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f}", flush=True)
     bf16_native = device.type == "cuda" or cpu_has_native_bf16()
-    rows, breakdowns, notes = [], [], []
+    rows, breakdowns, notes, opt_times = [], [], [], {}
     for shape_text in args.shapes.split(","):
         shape = parse_shape(shape_text)
         tokens = shape["batch"] * shape["seq_len"]
@@ -222,6 +243,10 @@ def main() -> None:
                       f"{tokens / step:,.0f} tok/s, "
                       f"{gflops:.1f} GFLOP/s = {100 * gflops / peaks[precision]:.0f}% of peak"
                       + (f" (compile {compile_s:.0f} s)" if compile_s else ""), flush=True)
+                if mode == "eager" and shape["size"] == "small" and not opt_times:
+                    opt_times = {"shape": shape_text, "params_M": row["params_M"],
+                                 **optimizer_times(st.model)}
+                    print("    optimizer step s:", opt_times, flush=True)
                 if mode == "eager" and not args.no_breakdown:
                     bd = st.breakdown()
                     breakdowns.append({"shape": shape_text, "precision": precision, **bd})
@@ -249,8 +274,8 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "breakdowns": breakdowns,
-                                                    "notes": notes}, indent=1) + "\n")
+    record = {"meta": meta, "rows": rows, "breakdowns": breakdowns, "notes": notes, "optimizer_s": opt_times}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     busy = max(load_before[0], load_after[0]) > 0.5
     load_note = ": other jobs shared the cores, numbers are noisy lower bounds." if busy else "."
     lines = [
@@ -287,6 +312,10 @@ def main() -> None:
             total = b["profiled_step_s"]
             cells = " | ".join(f"{100 * v / total:.0f}%" for v in b["categories_s"].values())
             lines.append(f"| {b['shape']} | {b['precision']} | {total:.2f} | {cells} |")
+    if opt_times:
+        variants = ", ".join(f"{k} {1e3 * opt_times[k]:.0f} ms" for k in ("default", "foreach", "fused"))
+        lines += ["", (f"AdamW step alone on the {opt_times['shape']} model ({opt_times['params_M']:.1f} M "
+                       f"parameters, best of 3): {variants}.")]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and .json")
 
