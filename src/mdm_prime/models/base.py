@@ -22,7 +22,10 @@ from torch import nn
 from ..schedules import get_schedule
 from ..subtokenizer import SubTokenizer
 
-__all__ = ["DiffusionModel", "PRECISIONS", "autocast_context", "uses_bf16", "cpu_has_native_bf16", "check_int_tensor", "check_json"]
+__all__ = [
+    "DiffusionModel", "PRECISIONS", "autocast_context", "uses_bf16", "cpu_has_native_bf16",
+    "check_int_tensor", "check_json", "make_optimizer", "maybe_compile",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 """``"auto"`` (default): bf16 autocast on CUDA; on CPU bf16 autocast only when the CPU has native
@@ -57,6 +60,32 @@ def autocast_context(precision: str, device: torch.device):
     if not uses_bf16(precision, device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                   weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters, weight decay on matrices/tables only (``dim >= 2``; biases
+    and norm gains get none). ``fused=None`` picks the fused kernel (one pass over all parameters,
+    no per-parameter Python loop) where torch has it for the parameters' device (CPU, CUDA) and
+    they are floating point; the update is the same as torch's default loop (within float rounding).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    if fused is None:
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+                                     for p in params)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), fused=fused)
+
+
+def maybe_compile(model: nn.Module, enabled: bool = True, **compile_kwargs) -> nn.Module:
+    """``torch.compile(model, **compile_kwargs)`` when ``enabled`` (the config key ``compile``), else
+    ``model`` itself. The compiled wrapper shares ``model``'s parameters, so optimise, checkpoint and
+    EMA ``model``; call the wrapper for the forward pass. Needs a C++ compiler on CPU (inductor)."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    return torch.compile(model, **compile_kwargs) if enabled else model
 
 
 def check_int_tensor(name: str, x: object, dim: int) -> None:

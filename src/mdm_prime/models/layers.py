@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Rotary", "TimeEmbedding", "Block", "KVCache", "apply_rotary"]
+__all__ = ["Rotary", "TimeEmbedding", "Block", "KVCache", "apply_rotary", "compute_dtype"]
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on ``x`` produce: the autocast dtype when autocast is on for ``x``'s
+    device and ``x`` is float32, else ``x.dtype``."""
+    kind = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
 
 
 class Rotary(nn.Module):
@@ -40,11 +49,16 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x: [B, H, n, head_dim]`` by ``cos, sin: [n, head_dim]`` (computed in ``x``'s dtype,
-    so bf16 activations under autocast stay bf16)."""
+    """Rotate ``x: [..., n, head_dim]`` (e.g. ``[B, H, n, head_dim]``, or queries and keys stacked as
+    ``[2, B, H, n, head_dim]``) by ``cos, sin: [n, head_dim]``: with halves ``x = [x1, x2]``,
+    ``x·cos + [-x2, x1]·sin``. Computed in ``x``'s dtype, so bf16 activations under autocast stay bf16.
+
+    Implemented as ``x·cos + roll(x, half)·[-sin1, sin2]`` (``roll`` gives ``[x2, x1]``): one copy
+    instead of two slices, a negation and a concatenation of ``x``."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    sin = sin.to(x.dtype)
+    signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # [n, head_dim], small
+    return x * cos.to(x.dtype) + x.roll(half, dims=-1) * signed_sin
 
 
 class TimeEmbedding(nn.Module):
@@ -126,8 +140,9 @@ class Block(nn.Module):
     def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   cache: KVCache | None, layer: int) -> torch.Tensor:
         batch, n, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3,B,H,n,hd]
+        q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one pass
+        v = qkv[2]
         mask, is_causal = None, self.causal
         if cache is not None:
             past = cache.length

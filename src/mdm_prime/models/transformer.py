@@ -18,7 +18,7 @@ from torch import nn
 from ..subtokenizer import SubTokenizer
 from .adapter import SubTokenEmbedding
 from .base import DiffusionModel, check_positive_int
-from .layers import Block, Rotary, TimeEmbedding
+from .layers import Block, Rotary, TimeEmbedding, compute_dtype
 
 __all__ = ["DiffusionTransformer", "check_transformer_shape", "transformer_matmul_flops"]
 
@@ -104,7 +104,8 @@ class DiffusionTransformer(DiffusionModel):
 
     def _forward(self, y_t: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         x = self.embed(y_t)  # (B, L, d)
-        cos, sin = self.rotary(x.shape[1], 0, x.device, x.dtype)
+        # in the autocast dtype (bf16) when autocast is on: no casts of the tables in every block
+        cos, sin = self.rotary(x.shape[1], 0, x.device, compute_dtype(x))
         cond = None
         if self.time_embed is not None:
             cond = nn.functional.silu(self.time_embed(t))  # (B, d)
