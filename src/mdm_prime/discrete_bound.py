@@ -1,4 +1,4 @@
-"""The finite-T discrete-time bound of the joint sampler (MATH.md §5, last bullet; §6).
+"""The finite-T discrete-time bound of the joint sampler (``docs/method.md §5``, last part; §6).
 
 The T-step joint sampler is a generative model in its own right: start fully masked, and at step
 ``k`` (``t_k → t_{k+1}``) reveal each masked digit with probability ``q_k = (α_{k+1} − α_k)/(1 − α_k)``
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..parameterization import carry_over_log_probs
-from ..sampling.grids import time_grid
-from ..schedules import Schedule, get_schedule
-from ..subtokenizer import SubTokenizer
+from .parameterization import carry_over_log_probs
+from .sampling.grids import time_grid
+from .schedules import Schedule, get_schedule
+from .subtokenizer import SubTokenizer
 
 __all__ = ["discrete_time_bound", "DiscreteTimeBound", "reveal_steps"]
 
@@ -157,7 +157,7 @@ def discrete_time_bound(
     row_step = sorted_k[traj, pos]  # (R,)
     row_seq = traj // num_draws
     total = torch.zeros(num_seqs * num_draws, dtype=torch.float64)
-    table = sub._table("digit_table", device)  # (C, ℓ)
+    table = sub.table("digit_table", device)  # (C, ℓ)
     y0_dev = y0.to(device)
 
     for start in range(0, traj.numel(), batch_size):

