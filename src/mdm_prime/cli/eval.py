@@ -26,13 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("sample metrics and the discrete-time bound (mdm_prime.evaluate, mdm_prime.metrics)")
     m.add_argument("--gen-ppl", metavar="AR_RUN_DIR",
                    help="generative perplexity of --num-samples samples under this autoregressive run "
-                        "(mdm-prime train --family ar, same corpus and tokenizer), with the unigram entropy")
+                        "(mdm-prime train --family ar, same corpus and tokenizer), with the unigram entropy (default: off)")
     m.add_argument("--fd", metavar="CLASSIFIER_DIR",
                    help="images: Fréchet distance on the penultimate features of a classifier from "
-                        "mdm-prime train-classifier")
+                        "mdm-prime train-classifier (default: off)")
     m.add_argument("--inception-weights", metavar="PATH",
                    help="images: also the Inception FID from a local torchvision-format inception_v3 state dict "
-                        "(needs torchvision)")
+                        "(needs torchvision; default: off)")
     m.add_argument("--num-samples", type=int, default=64, metavar="N",
                    help="samples generated for --gen-ppl / --fd (and reference items scored)")
     m.add_argument("--steps", type=int, default=0, metavar="T", help="sampler steps for those samples (0: T = L)")

@@ -18,11 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, default=4, help="number of samples")
     p.add_argument("--steps", type=int, default=0, metavar="T", help="sampling steps (0: T = L, one per token)")
     cond = p.add_mutually_exclusive_group()
-    cond.add_argument("--prefix", help="text prompt: the sample continues it")
+    cond.add_argument("--prefix", help="text prompt: the sample continues it (default: none, unconditional)")
     cond.add_argument("--infill", metavar="PATTERN",
-                      help="text with '_' for every token to generate, e.g. 'The ____ of the ___'")
+                      help="text with '_' for every token to generate, e.g. 'The ____ of the ___' (default: none)")
     cond.add_argument("--keep-digits", metavar="J[,J]",
-                      help="images: keep digits J of every pixel of validation images, generate the rest")
+                      help="images: keep digits J of every pixel of validation images, generate the rest (default: none)")
     p.add_argument("--method", default="joint", choices=["joint", "per_digit"],
                    help="joint: reveal digits from one draw per token; per_digit: from each digit's marginal")
     p.add_argument("--temperature", type=float, default=None,
