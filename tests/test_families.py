@@ -19,9 +19,21 @@ DATA = "markov:states=4,concentration=0.1"
 
 
 def _trainer(tmp_path, **overrides):
-    base = {"data": DATA, "seq_len": 8, "batch_size": 8, "max_steps": 3, "lr": 1e-2, "warmup_steps": 0,
-            "eval_every": 0, "log_every": 1, "num_preview_samples": 0, "checkpoint_every": 0, "precision": "fp32",
-            "model_size": "tiny", "model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
+    base = {
+        "data": DATA,
+        "seq_len": 8,
+        "batch_size": 8,
+        "max_steps": 3,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "log_every": 1,
+        "num_preview_samples": 0,
+        "checkpoint_every": 0,
+        "precision": "fp32",
+        "model_size": "tiny",
+        "model_overrides": {"dim": 32, "depth": 1, "heads": 2},
+    }
     base.update(overrides)
     return Trainer(resolve_config("text-tiny", base), tmp_path / "run", show_progress=False)
 
@@ -38,8 +50,16 @@ def _documented_draws(trainer, generator_state):
     return x0, t, u
 
 
-@pytest.mark.parametrize("family, ell, objective", [("prime", 2, "prime"), ("prime", 2, "valid"),
-                                                    ("prime", 4, "valid"), ("mdm", 1, "prime"), ("ar", 1, "prime")])
+@pytest.mark.parametrize(
+    "family, ell, objective",
+    [
+        ("prime", 2, "prime"),
+        ("prime", 2, "valid"),
+        ("prime", 4, "valid"),
+        ("mdm", 1, "prime"),
+        ("ar", 1, "prime"),
+    ],
+)
 def test_trainer_loss_is_the_library_loss_bit_for_bit(tmp_path, family, ell, objective):
     trainer = _trainer(tmp_path, family=family, subtokens=ell, objective=objective)
     for _ in range(2):  # the second step starts from updated weights and a moved generator
@@ -50,8 +70,15 @@ def test_trainer_loss_is_the_library_loss_bit_for_bit(tmp_path, family, ell, obj
         if family == "ar":
             per_seq = -before.log_likelihood(x0)
         else:
-            per_seq = diffusion_loss(before, x0, before.subtokenizer, get_schedule(trainer.cfg.schedule),
-                                     objective=objective, t=t, uniforms=u).per_sequence
+            per_seq = diffusion_loss(
+                before,
+                x0,
+                before.subtokenizer,
+                get_schedule(trainer.cfg.schedule),
+                objective=objective,
+                t=t,
+                uniforms=u,
+            ).per_sequence
         expected = float(per_seq.detach().sum()) / x0.numel()
         assert reported == expected  # bit for bit: the same function on the same noise
 
@@ -72,7 +99,9 @@ def test_diffusion_loss_with_given_noise_masks_exactly_where_uniforms_fall_below
     diffusion_loss(model, x0, sub, "linear", t=t, uniforms=u)
     masked = seen["y_t"] == sub.mask_id
     # linear schedule: mask probability is t (0.5 and 0.25), written out by hand
-    expected = torch.tensor([[True, False, True, False, True, False], [True, False, True, False, False, True]])
+    expected = torch.tensor(
+        [[True, False, True, False, True, False], [True, False, True, False, False, True]]
+    )
     assert torch.equal(masked, expected)
     with pytest.raises(ValueError, match="uniforms"):
         diffusion_loss(model, x0, sub, "linear", t=t, uniforms=u[:, :4])
@@ -87,13 +116,19 @@ def test_the_table_names_every_family_and_models_find_theirs():
     from mdm_prime.models import build_model, causal_transformer_config, transformer_config
 
     assert family_of(build_model(causal_transformer_config("tiny", num_classes=5, seq_len=4))).name == "ar"
-    assert family_of(build_model(transformer_config("tiny", num_classes=5, length=2, seq_len=4))).name == "prime"
-    assert family_of(build_model(transformer_config("tiny", num_classes=5, length=1, seq_len=4))).name == "mdm"
+    assert (
+        family_of(build_model(transformer_config("tiny", num_classes=5, length=2, seq_len=4))).name == "prime"
+    )
+    assert (
+        family_of(build_model(transformer_config("tiny", num_classes=5, length=1, seq_len=4))).name == "mdm"
+    )
 
 
 def test_only_the_family_table_names_a_family():
     src = Path(__file__).resolve().parents[1] / "src" / "mdm_prime"
-    hits = subprocess.run(["grep", "-rn", '"ar"', str(src)], capture_output=True, text=True).stdout.splitlines()
+    hits = subprocess.run(
+        ["grep", "-rn", '"ar"', str(src)], capture_output=True, text=True
+    ).stdout.splitlines()
     files = {Path(h.split(":", 1)[0]).relative_to(src).as_posix() for h in hits}
     assert files <= {"families.py", "models/causal.py"}, hits
 
@@ -103,8 +138,12 @@ def test_autoregressive_family_refuses_infilling():
 
     model = build_model(causal_transformer_config("tiny", num_classes=5, seq_len=4))
     with pytest.raises(ValueError, match="diffusion run"):
-        get_family("ar").generate(model, num=2, num_tokens=4, infill=(torch.zeros(4, dtype=torch.long),
-                                                                       torch.ones(4, dtype=torch.bool)))
+        get_family("ar").generate(
+            model,
+            num=2,
+            num_tokens=4,
+            infill=(torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.bool)),
+        )
     tokens, stats = get_family("ar").generate(model, num=5, num_tokens=4, batch_size=2, seed=1)
     assert tokens.shape == (5, 4) and stats["network_calls_mean"] == 4.0
 

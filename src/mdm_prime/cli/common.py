@@ -14,7 +14,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is None or isinstance(action.default, bool) or "default" in text \
-                or action.default is argparse.SUPPRESS or action.default == []:
+        if (
+            action.default is None
+            or isinstance(action.default, bool)
+            or "default" in text
+            or action.default is argparse.SUPPRESS
+            or action.default == []
+        ):
             return text
         return super()._get_help_string(action)

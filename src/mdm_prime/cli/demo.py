@@ -9,7 +9,9 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the random distribution and the Monte Carlo draws")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random distribution and the Monte Carlo draws"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     print("Exact-posterior model of a known distribution over 2 tokens (C = 9, ℓ = 2, b = 3),")
     print("objectives averaged over the data distribution, in nats per token:")
     print(f"  data entropy H                     {sequence_entropy(probs) / 2:.4f}")
-    print(f"  L_valid  exact {exact_valid:.4f}   Monte Carlo (K = 64) {mc_valid:.4f} ± {mc_se:.4f}   = H: a bound, tight")
-    print(f"  L_prime  exact {exact_prime:.4f}   Monte Carlo (K = 64) {mc_prime:.4f}            < H: not a bound")
+    print(
+        f"  L_valid  exact {exact_valid:.4f}   Monte Carlo (K = 64) {mc_valid:.4f} ± {mc_se:.4f}   = H: a bound, tight"
+    )
+    print(
+        f"  L_prime  exact {exact_prime:.4f}   Monte Carlo (K = 64) {mc_prime:.4f}            < H: not a bound"
+    )
     return 0
