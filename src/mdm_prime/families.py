@@ -328,8 +328,10 @@ class AutoregressiveFamily(Family):
         arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
         if arch not in ("transformer", "causal_transformer"):
             raise ValueError(f"the autoregressive baseline uses the transformer; got architecture {arch!r}")
+        extra = dict(cfg.model_overrides)
+        extra.setdefault("precision", cfg.precision)  # (before the seam, --precision was ignored for ar)
         conf = M.causal_transformer_config(
-            cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len, **dict(cfg.model_overrides)
+            cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len, **extra
         )
         return M.build_model(conf)
 
