@@ -173,3 +173,12 @@ def test_bad_save_arguments(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         save_pretrained(model, tmp_path / "x", extra={"bad": object()})
     assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_written_files_are_world_readable(tmp_path):
+    import stat
+
+    model = build_model(mlp_config("tiny", num_classes=9, length=2))
+    save_pretrained(model, tmp_path / "ckpt", ema_state_dict=model.state_dict())
+    for name in ("config.json", "model.safetensors", "ema.safetensors"):
+        assert stat.S_IMODE(os.stat(tmp_path / "ckpt" / name).st_mode) == 0o644, name

@@ -2,7 +2,9 @@
 
 Core contract: a model is any callable ``model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B]) ->
 logits FloatTensor[B, L, C]``. Train it with :func:`diffusion_loss`; report likelihood with
-:func:`likelihood`, which always uses the valid bound (MATH.md §5).
+:func:`likelihood`, which always uses the valid bound (``docs/method.md §5``). The method is
+written up in ``docs/method.md``; the modules in the order data flows through them in
+``docs/architecture.md``.
 """
 
 from .likelihood import LikelihoodResult, likelihood
@@ -16,7 +18,7 @@ from .parameterization import (
     digit_log_marginals,
     digit_marginals_from_probs,
 )
-from .process import mask_k_subtokens, mask_subtokens, sample_times
+from .process import mask_k_subtokens, mask_subtokens, sample_times, training_noise
 from .schedules import (
     CosineSchedule,
     LinearSchedule,
@@ -28,6 +30,8 @@ from .schedules import (
 from .subtokenizer import SubTokenizer, default_base
 
 from .checkpoint import load_pretrained, save_pretrained
+from .discrete_bound import DiscreteTimeBound, discrete_time_bound
+from .families import FAMILIES, family_of, get_family
 from .sampling import SampleResult, sample
 
 __version__ = "0.1.0"
@@ -44,6 +48,7 @@ __all__ = [
     "sample_times",
     "mask_subtokens",
     "mask_k_subtokens",
+    "training_noise",
     "consistency_log_mask",
     "carry_over",
     "carry_over_nll",
@@ -61,6 +66,11 @@ __all__ = [
     "LikelihoodResult",
     "sample",
     "SampleResult",
+    "discrete_time_bound",
+    "DiscreteTimeBound",
+    "FAMILIES",
+    "get_family",
+    "family_of",
     "save_pretrained",
     "load_pretrained",
     "__version__",

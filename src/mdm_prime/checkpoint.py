@@ -50,9 +50,14 @@ class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded (missing, corrupted, incompatible)."""
 
 
+FILE_MODE = 0o644
+"""Mode of written checkpoint files (``tempfile.mkstemp`` creates them 0600)."""
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

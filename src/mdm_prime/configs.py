@@ -12,12 +12,13 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides"]
+from .families import FAMILIES, get_family
+from .models.base import PRECISIONS
+from .objectives import OBJECTIVES
 
-FAMILIES = ("prime", "mdm", "ar")
-OBJECTIVES = ("prime", "valid")
+__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides", "OBJECTIVES", "PRECISIONS"]
+
 LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -31,7 +32,7 @@ class TrainConfig:
     tokenizer: str = "byte"
     seq_len: int = 128
     # model family and sub-tokens
-    family: str = "prime"  # prime | mdm (ℓ = 1) | ar
+    family: str = "prime"  # a key of mdm_prime.families.FAMILIES: prime | mdm (ℓ = 1) | ar
     subtokens: int = 2  # ℓ (forced to 1 for mdm and ar)
     base: int | None = None
     objective: str = "prime"  # training loss: prime (paper) | valid (the bound)
@@ -68,7 +69,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     # runtime
     seed: int = 0
-    precision: str = "auto"  # auto: bf16 on CUDA, and on CPU when the model says it is faster
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else fp32
     device: str = "auto"
     compile: bool = False
     max_train_tokens: int = 0  # 0: the whole training split
@@ -79,7 +80,7 @@ class TrainConfig:
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
-        choice("family", FAMILIES)
+        choice("family", tuple(FAMILIES))
         choice("objective", OBJECTIVES)
         choice("lr_schedule", LR_SCHEDULES)
         choice("precision", PRECISIONS)
@@ -113,9 +114,10 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
             )
-        if self.family in ("mdm", "ar") and self.subtokens != 1:
+        fixed = get_family(self.family).fixed_subtokens
+        if fixed is not None and self.subtokens != fixed:
             raise ValueError(
-                f"family {self.family!r} uses whole tokens: subtokens must be 1, got {self.subtokens} "
+                f"family {self.family!r} uses whole tokens: subtokens must be {fixed}, got {self.subtokens} "
                 f"(use --family prime for ℓ > 1)"
             )
         if not isinstance(self.model_overrides, dict):

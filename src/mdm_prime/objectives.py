@@ -1,4 +1,4 @@
-"""Objectives (MATH.md §4–5): the paper's training loss ``L_prime`` and the valid bound ``L_valid``.
+"""Objectives (``docs/method.md §4–5``): the paper's training loss ``L_prime`` and the valid bound ``L_valid``.
 
 Both are sums over a sequence, in **nats per sequence**. Given a masked sub-token sequence ``y_t`` and
 the clean tokens ``x0``:
@@ -100,6 +100,7 @@ def diffusion_loss(
     *,
     objective: str = "prime",
     t: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
     eps: float = 1e-3,
     generator: torch.Generator | None = None,
 ) -> DiffusionLoss:
@@ -110,6 +111,11 @@ def diffusion_loss(
         model: ``model(y_t, t) -> logits [B, L, C]``.
         x0: clean tokens ``LongTensor[B, L]``.
         objective: ``"prime"`` (paper's loss, default for training) or ``"valid"`` (the bound).
+        t: times drawn in advance, ``FloatTensor[B]`` (default: stratified from ``generator``).
+        uniforms: mask noise drawn in advance, ``FloatTensor[B, L·ℓ]`` in ``[0, 1)`` (see
+            :func:`~mdm_prime.process.mask_subtokens`; default: fresh draws from ``generator``).
+            With both ``t`` and ``uniforms`` given the result is a deterministic function of them:
+            the trainer calls this function with its own reproducible draws.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
@@ -117,7 +123,7 @@ def diffusion_loss(
     if t is None:
         t = sample_times(x0.shape[0], eps=eps, generator=generator, device=x0.device)
     y0 = sub.encode(x0)
-    y_t = mask_subtokens(y0, t, schedule, sub.mask_id, generator=generator)
+    y_t = mask_subtokens(y0, t, schedule, sub.mask_id, generator=generator, uniforms=uniforms)
     logits = model(y_t, t)
     per_seq = schedule.weight(t.float()) * sequence_terms(logits, y_t, x0, sub, objective)
     return DiffusionLoss(loss=per_seq.mean(), per_sequence=per_seq, t=t, y_t=y_t)

@@ -1,4 +1,4 @@
-"""Forward process: independent masking of every sub-token (MATH.md §2), and time sampling.
+"""Forward process: independent masking of every sub-token, and time sampling (``docs/method.md §2``).
 
 Shapes: sub-token sequences are ``LongTensor[B, N]`` with ``N = L·ℓ`` (or any ``(B, ...)`` shape,
 e.g. image digits ``(B, ch·ℓ, H, W)``); times are ``FloatTensor[B]``, one per sequence.
@@ -10,7 +10,7 @@ import torch
 
 from .schedules import Schedule
 
-__all__ = ["sample_times", "mask_subtokens", "mask_k_subtokens"]
+__all__ = ["sample_times", "training_noise", "mask_subtokens", "mask_k_subtokens"]
 
 
 def sample_times(
@@ -38,6 +38,16 @@ def sample_times(
     return t.clamp(min=eps, max=1.0)
 
 
+def training_noise(
+    batch_size: int, num_digits: int, *, eps: float = 1e-3, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise of one training step, drawn in advance on the CPU: stratified times
+    ``FloatTensor[B]`` (:func:`sample_times`), then mask uniforms ``FloatTensor[B, num_digits]``
+    (for :func:`mask_subtokens`'s ``uniforms``), in that order from ``generator``."""
+    t = sample_times(batch_size, eps=eps, generator=generator)
+    return t, torch.rand(batch_size, num_digits, generator=generator)
+
+
 def mask_subtokens(
     y0: torch.Tensor,
     t: torch.Tensor,
@@ -45,14 +55,23 @@ def mask_subtokens(
     mask_id: int,
     *,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mask each sub-token of ``y0`` (``LongTensor[B, ...]``) independently with probability
-    ``1 - α(t_b)`` (``t``: ``FloatTensor[B]``). Returns ``y_t`` with masked entries set to ``mask_id``."""
+    ``1 - α(t_b)`` (``t``: ``FloatTensor[B]``). Returns ``y_t`` with masked entries set to ``mask_id``.
+
+    ``uniforms``: noise drawn in advance, ``FloatTensor`` of ``y0``'s shape in ``[0, 1)``; entry ``u``
+    masks its sub-token when ``u < 1 − α(t)``. Without it, fresh uniforms come from ``generator``.
+    (The trainer draws its noise for the whole global batch and passes each process its slice.)"""
     if t.dim() != 1 or t.shape[0] != y0.shape[0]:
         raise ValueError(f"t must have shape ({y0.shape[0]},) (one time per sequence), got {tuple(t.shape)}")
     p_mask = schedule.mask_probability(t.float()).view(-1, *([1] * (y0.dim() - 1)))
-    u = torch.rand(y0.shape, generator=generator, device=y0.device)
-    return torch.where(u < p_mask, torch.full_like(y0, mask_id), y0)
+    if uniforms is None:
+        uniforms = torch.rand(y0.shape, generator=generator, device=y0.device)
+    elif not isinstance(uniforms, torch.Tensor) or tuple(uniforms.shape) != tuple(y0.shape):
+        got = tuple(uniforms.shape) if isinstance(uniforms, torch.Tensor) else type(uniforms).__name__
+        raise ValueError(f"uniforms must be a tensor of y0's shape {tuple(y0.shape)}, got {got}")
+    return torch.where(uniforms < p_mask, torch.full_like(y0, mask_id), y0)
 
 
 def mask_k_subtokens(

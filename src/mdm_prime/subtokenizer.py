@@ -1,4 +1,4 @@
-"""Sub-tokenizer ``f_ℓ``: tokens in ``{0..C-1}`` ↔ ℓ base-``b`` digits (MATH.md §1).
+"""Sub-tokenizer ``f_ℓ``: tokens in ``{0..C-1}`` ↔ ℓ base-``b`` digits (``docs/method.md §1``).
 
 A token ``c`` is written as the base-``b`` digits of ``π(c)`` (most significant first), where ``π`` is
 an optional permutation of ``{0..C-1}``. The sub-token alphabet is ``{0..b-1}`` plus the mask symbol
@@ -143,6 +143,7 @@ class SubTokenizer:
         self.class_of_code = class_of_code
         self.place_values = base ** torch.arange(length - 1, -1, -1, dtype=torch.long)  # (ℓ,)
         self.digit_table = (code_of_class[:, None] // self.place_values) % base  # (C, ℓ)
+        self._device_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
@@ -173,13 +174,23 @@ class SubTokenizer:
     def from_config(cls, config: dict) -> SubTokenizer:
         return cls(config["num_classes"], config["length"], config.get("base"), config.get("permutation"))
 
-    def _table(self, name: str, device: torch.device) -> torch.Tensor:
-        """A buffer moved to ``device`` once and cached."""
-        cache = self.__dict__.setdefault("_device_cache", {})
+    TABLES = ("digit_table", "code_of_class", "class_of_code", "place_values")
+    """The lookup tables other modules read (CPU tensors on the instance; :meth:`table` per device)."""
+
+    def table(self, name: str, device: torch.device | str | None = None) -> torch.Tensor:
+        """One of :data:`TABLES` on ``device`` (moved once per device and cached):
+        ``digit_table`` ``LongTensor[C, ℓ]`` (``d_j(c)``), ``code_of_class`` ``LongTensor[C]`` (the
+        permuted code of each class), ``class_of_code`` ``LongTensor[b^ℓ]`` (−1 for invalid codes),
+        ``place_values`` ``LongTensor[ℓ]`` (``b^(ℓ−1−j)``)."""
+        if name not in self.TABLES:
+            raise ValueError(f"unknown table {name!r}; expected one of {self.TABLES}")
+        device = torch.device("cpu") if device is None else torch.device(device)
         key = (name, device)
-        if key not in cache:
-            cache[key] = getattr(self, name).to(device)
-        return cache[key]
+        if key not in self._device_cache:
+            self._device_cache[key] = getattr(self, name).to(device)
+        return self._device_cache[key]
+
+    _table = table  # former private name, kept while other modules move to table()
 
     def _check_tokens(self, x: torch.Tensor, what: str = "tokens") -> None:
         if not isinstance(x, torch.Tensor):
@@ -221,14 +232,14 @@ class SubTokenizer:
         self._check_tokens(tokens)
         if tokens.dim() == 0:
             raise ValueError("tokens must have at least one dimension (..., L), got a scalar")
-        digits = self._table("digit_table", tokens.device)[tokens.long()]  # (..., L, ℓ)
+        digits = self.table("digit_table", tokens.device)[tokens.long()]  # (..., L, ℓ)
         return digits.flatten(-2)
 
     def decode(self, subtokens: torch.Tensor) -> torch.Tensor:
         """``(..., L·ℓ)`` digits (no mask) → ``(..., L)`` token ids. Invalid codes raise."""
         self._check_digits(subtokens, allow_mask=False)
         codes = self.digits_to_codes(subtokens.long().unflatten(-1, (-1, self.length)))
-        tokens = self._table("class_of_code", codes.device)[codes]
+        tokens = self.table("class_of_code", codes.device)[codes]
         if tokens.numel() and int(tokens.min()) < 0:
             bad = int(codes[tokens < 0][0])
             raise ValueError(
@@ -239,7 +250,7 @@ class SubTokenizer:
 
     def digits_to_codes(self, digits: torch.Tensor) -> torch.Tensor:
         """``(..., ℓ)`` digits → ``(...)`` base-``b`` codes ``Σ_j d_j b^{ℓ-1-j}`` (no checks)."""
-        return (digits * self._table("place_values", digits.device)).sum(-1)
+        return (digits * self.table("place_values", digits.device)).sum(-1)
 
     # ------------------------------------------------------------------ images
     def encode_image(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -248,7 +259,7 @@ class SubTokenizer:
             shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"image tokens must have shape (B, ch, H, W), got {shape}")
         self._check_tokens(tokens, "image tokens")
-        digits = self._table("digit_table", tokens.device)[tokens.long()]  # (B, ch, H, W, ℓ)
+        digits = self.table("digit_table", tokens.device)[tokens.long()]  # (B, ch, H, W, ℓ)
         return digits.permute(0, 1, 4, 2, 3).flatten(1, 2)
 
     def decode_image(self, subtokens: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,38 @@
-"""A *task* binds a data spec to what training and evaluation need: token tensors, the class count,
-how to show samples, the units to report (bits/char, bits/dim) and, where known, the exact entropy.
+"""Tasks: a data spec bound to what training and evaluation need, one class per kind of data.
 
-:func:`build_task` (data) → :func:`build_model_for` (network of the right architecture and family)
-→ :func:`evaluate_model` (the valid bound, per token, with units) and :func:`preview_samples`.
+:func:`build_task` loads the data of a config; :func:`load_task` reads a run folder's ``task.json``
+(no corpus needed). What differs between kinds lives on the task class: the default network, how
+samples are decoded and written (text, image grid, toy density), the units reported beside nats per
+token (bits/char, bits/dim), and the metadata saved in a run folder. :data:`TASK_TYPES` maps the
+``kind`` stored in ``task.json`` to its class.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
-from .configs import TrainConfig
-from .likelihood import likelihood
-
-__all__ = ["Task", "build_task", "build_model_for", "evaluate_model", "preview_samples"]
+__all__ = [
+    "Task",
+    "TextTask",
+    "ImageTask",
+    "ToyTask",
+    "SyntheticTask",
+    "TASK_TYPES",
+    "TASK_FILE",
+    "build_task",
+    "load_task",
+    "read_task_metadata",
+    "parse_infill_pattern",
+]
 
 TASK_FILE = "task.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -28,7 +40,6 @@ class Task:
     """Data for one run. Token tensors are ``LongTensor[N, L]`` (images flattened channel-major to
     ``L = ch·H·W``). ``infinite`` tasks draw fresh training items with :meth:`sample_train`."""
 
-    kind: str  # text | image | toy | synthetic
     spec: str
     num_classes: int
     seq_len: int
@@ -42,6 +53,11 @@ class Task:
     entropy_nats_per_token: float | None = None  # exact, for toy / synthetic sources
     info: dict = field(default_factory=dict)
 
+    kind = "base"  # the name stored in task.json
+    default_architecture = "transformer"
+    token_sequences = True
+    """Whether items are token sequences that an autoregressive scorer can read (text, synthetic)."""
+
     @property
     def infinite(self) -> bool:
         return self.sampler is not None
@@ -49,6 +65,18 @@ class Task:
     @property
     def num_train(self) -> int:
         return 0 if self.train_tokens is None else self.train_tokens.shape[0]
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self.tokenizer is not None
+
+    def encode_prompt(self, text: str) -> torch.Tensor:
+        raise ValueError(f"a text prompt needs a text run with a tokenizer; this run holds {self.kind} data")
+
+    def parse_infill(self, pattern: str) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ValueError(
+            f"an infill pattern needs a text run with a tokenizer; this run holds {self.kind} data"
+        )
 
     def sample_train(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.sampler(n, generator)
@@ -61,161 +89,346 @@ class Task:
             raise ValueError(f"task {self.spec!r} has no {name} split")
         return tensors[name]
 
-    def decode_text(self, tokens: torch.Tensor) -> list[str]:
-        """Token rows → strings (text tasks)."""
+    def describe_size(self) -> str:
+        """One line on the data size, for the start of a run."""
+        if self.infinite:
+            return f"{self.spec}: fresh draws every step, {self.valid_tokens.shape[0]} validation items"
+        n_valid = self.valid_tokens.shape[0]
+        return (
+            f"{self.spec}: {self.num_train:,} training items × {self.seq_len} tokens "
+            f"({self.num_train * self.seq_len:,} tokens), {n_valid:,} validation items"
+        )
+
+    # ------------------------------------------------------------------ units
+    def add_units(self, summary: dict) -> dict:
+        """Add the task's units beside ``bits_per_token`` (and the exact data entropy when known)."""
+        if self.entropy_nats_per_token is not None:
+            summary["data_entropy_nats_per_token"] = self.entropy_nats_per_token
+        return summary
+
+    def unit_label(self) -> tuple[str, str] | None:
+        """``(summary key, label)`` of the task's own unit, if any (e.g. ``bits_per_char``)."""
+        return None
+
+    # ------------------------------------------------------------------ samples
+    def decode(self, tokens: torch.Tensor) -> list[str]:
+        """Token rows ``[N, L]`` → one string per row (token ids separated by spaces)."""
+        return [" ".join(map(str, row.tolist())) for row in tokens]
+
+    def write_samples(
+        self,
+        tokens: torch.Tensor,
+        folder: str | Path,
+        stem: str,
+        *,
+        stats: dict | None = None,
+        echo: bool = False,
+    ) -> list[Path]:
+        """Write samples ``LongTensor[N, L]`` under ``folder`` as ``<stem>.*`` (and ``<stem>.stats.json``);
+        returns the written paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        if stats is not None:
+            p = folder / f"{stem}.stats.json"
+            p.write_text(json.dumps(stats, indent=2))
+            written.append(p)
+        return written + self._write(tokens, folder, stem, echo)
+
+    def _write(self, tokens: torch.Tensor, folder: Path, stem: str, echo: bool) -> list[Path]:
+        p = folder / f"{stem}.txt"
+        p.write_text("\n".join(self.decode(tokens)) + "\n")
+        return [p]
+
+    # ------------------------------------------------------------------ run folder
+    def metadata(self) -> dict:
+        """What ``task.json`` holds (JSON-able)."""
+        return {
+            "kind": self.kind,
+            "spec": self.spec,
+            "num_classes": self.num_classes,
+            "seq_len": self.seq_len,
+            "image_shape": self.image_shape,
+            "characters_per_token": self.characters_per_token,
+            "entropy_nats_per_token": self.entropy_nats_per_token,
+            **{k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        }
+
+    def save(self, out: str | Path) -> None:
+        """Write what a run folder needs to show and score samples without the corpus: ``task.json``
+        and, for text, ``tokenizer/``."""
+        out = Path(out)
+        (out / TASK_FILE).write_text(json.dumps(self.metadata(), indent=2))
+        if self.tokenizer is not None:
+            self.tokenizer.save(out / TOKENIZER_DIR)
+
+    save_assets = save  # the former name
+
+    @classmethod
+    def from_metadata(cls, meta: dict, run_dir: Path) -> Task:
+        """A data-less task from ``task.json`` (shapes, units and decoding; no token splits)."""
+        return cls(
+            spec=meta["spec"],
+            num_classes=meta["num_classes"],
+            seq_len=meta["seq_len"],
+            valid_tokens=torch.zeros(0, meta["seq_len"], dtype=torch.long),
+            image_shape=tuple(meta["image_shape"]) if meta.get("image_shape") else None,
+            characters_per_token=meta.get("characters_per_token"),
+            entropy_nats_per_token=meta.get("entropy_nats_per_token"),
+        )
+
+    @classmethod
+    def from_source(cls, cfg, source) -> Task:
+        raise NotImplementedError
+
+
+def parse_infill_pattern(pattern: str, tokenizer, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``'The ____ sat'`` → tokens ``LongTensor[L]`` and a generate-mask ``BoolTensor[L]``: text pieces
+    are tokenized and kept, each ``_`` is one generated token, positions past the pattern are generated."""
+    import re
+
+    tokens: list[int] = []
+    generate: list[bool] = []
+    for piece in re.split(r"(_+)", pattern):
+        if not piece:
+            continue
+        if piece[0] == "_":
+            tokens += [0] * len(piece)
+            generate += [True] * len(piece)
+        else:
+            ids = tokenizer.encode(piece)
+            tokens += ids
+            generate += [False] * len(ids)
+    if len(tokens) > num_tokens:
+        raise ValueError(f"infill pattern is {len(tokens)} tokens long; the model generates {num_tokens}")
+    pad = num_tokens - len(tokens)
+    return (
+        torch.tensor(tokens + [0] * pad, dtype=torch.long),
+        torch.tensor(generate + [True] * pad, dtype=torch.bool),
+    )
+
+
+class TextTask(Task):
+    """Tokenized text; reports bits per character beside bits per token."""
+
+    kind = "text"
+
+    def add_units(self, summary: dict) -> dict:
+        if self.characters_per_token:
+            summary["bits_per_char"] = summary["bits_per_token"] / self.characters_per_token
+        return super().add_units(summary)
+
+    def unit_label(self):
+        return ("bits_per_char", "bits/char") if self.characters_per_token else None
+
+    def decode(self, tokens: torch.Tensor) -> list[str]:
+        if self.tokenizer is None:
+            return super().decode(tokens)
         return [self.tokenizer.decode(row.tolist()) for row in tokens]
 
-    def save_assets(self, out: Path) -> None:
-        """Write what a run folder needs to show and score samples without the corpus."""
-        meta = {"kind": self.kind, "spec": self.spec, "num_classes": self.num_classes, "seq_len": self.seq_len,
-                "image_shape": self.image_shape, "characters_per_token": self.characters_per_token,
-                "entropy_nats_per_token": self.entropy_nats_per_token,
-                **{k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, type(None)))}}
-        (out / TASK_FILE).write_text(json.dumps(meta, indent=2))
-        if self.tokenizer is not None:
-            self.tokenizer.save(out / "tokenizer")
+    decode_text = decode  # the former name
+
+    def encode_prompt(self, text: str) -> torch.Tensor:
+        """A text prompt → its tokens ``LongTensor[P]`` with ``1 ≤ P ≤ L``."""
+        if self.tokenizer is None:
+            raise ValueError("a text prompt needs a text run with a tokenizer")
+        tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+        if tokens.numel() == 0 or tokens.numel() > self.seq_len:
+            raise ValueError(f"the prompt must encode to 1..{self.seq_len} tokens, got {tokens.numel()}")
+        return tokens
+
+    def parse_infill(self, pattern: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :func:`parse_infill_pattern` (with this task's tokenizer and ``L``)."""
+        if self.tokenizer is None:
+            raise ValueError("an infill pattern needs a text run with a tokenizer")
+        return parse_infill_pattern(pattern, self.tokenizer, self.seq_len)
+
+    def _write(self, tokens, folder, stem, echo):
+        if self.tokenizer is None:
+            return super()._write(tokens, folder, stem, echo)
+        texts = self.decode(tokens)
+        p = folder / f"{stem}.txt"
+        p.write_text("".join(f"=== sample {i} ===\n{t}\n" for i, t in enumerate(texts)))
+        if echo:
+            for i, t in enumerate(texts):
+                print(f"--- sample {i} ---\n{t.strip()}")
+        return [p]
+
+    @classmethod
+    def from_metadata(cls, meta, run_dir):
+        task = super().from_metadata(meta, run_dir)
+        if (Path(run_dir) / TOKENIZER_DIR).exists():
+            from .data import load_tokenizer
+
+            task.tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_DIR)
+        return task
+
+    @classmethod
+    def from_source(cls, cfg, source):
+        if cfg.tokenizer in ("none", ""):
+            raise ValueError(f"text data {cfg.data!r} needs a tokenizer (byte, char, text8, gpt2, bpe:N)")
+        prepared = source.load(tokenizer_spec=cfg.tokenizer, seq_len=cfg.seq_len, seed=0)
+        train = prepared["train"]
+        if cfg.max_train_tokens:
+            train = train[: max(1, cfg.max_train_tokens // cfg.seq_len)]
+        valid_stats = prepared.stats["valid"]
+        cpt = valid_stats.characters / max(valid_stats.tokens, 1)
+        return cls(
+            spec=cfg.data,
+            num_classes=prepared.vocab_size,
+            seq_len=cfg.seq_len,
+            train_tokens=train,
+            valid_tokens=prepared["valid"],
+            test_tokens=prepared.splits.get("test"),
+            tokenizer=prepared.tokenizer,
+            characters_per_token=cpt,
+            info={"tokenizer": prepared.tokenizer.name, "split_mode": prepared.split_mode},
+        )
 
 
-def build_task(cfg: TrainConfig, dist_info=None) -> Task:
+class ImageTask(Task):
+    """Images with ``num_classes`` intensity levels; reports bits per dimension; samples as a PNG grid."""
+
+    kind = "image"
+    default_architecture = "unet"
+    token_sequences = False
+
+    def add_units(self, summary: dict) -> dict:
+        summary["bits_per_dim"] = summary["bits_per_token"]
+        return super().add_units(summary)
+
+    def unit_label(self):
+        return ("bits_per_dim", "bits/dim")
+
+    def images(self, tokens: torch.Tensor) -> np.ndarray:
+        """``[N, L]`` tokens → ``uint``-valued array ``[N, ch, H, W]``."""
+        return tokens.reshape(tokens.shape[0], *self.image_shape).numpy()
+
+    def _write(self, tokens, folder, stem, echo):
+        from .plotting import save_image_grid
+
+        images = self.images(tokens)
+        np.save(folder / f"{stem}.npy", images)
+        return [
+            folder / f"{stem}.npy",
+            save_image_grid(images, folder / f"{stem}.png", levels=self.num_classes),
+        ]
+
+    @classmethod
+    def from_source(cls, cfg, source):
+        data = source.load()
+        flat = {s: data[s].images.flatten(1).long() for s in data.splits}
+        return cls(
+            spec=cfg.data,
+            num_classes=data.num_levels,
+            seq_len=flat["train"].shape[1],
+            train_tokens=flat["train"],
+            valid_tokens=flat["valid"],
+            test_tokens=flat.get("test"),
+            image_shape=tuple(data.shape),
+            info={"num_levels": data.num_levels},
+        )
+
+
+class ToyTask(Task):
+    """A 2-D density over a ``size × size`` grid (two tokens); samples plotted beside the target."""
+
+    kind = "toy"
+    default_architecture = "mlp"
+    token_sequences = False
+
+    def _write(self, tokens, folder, stem, echo):
+        from .plotting import save_toy_density
+
+        png = save_toy_density(
+            tokens.numpy(), self.info.get("density"), self.num_classes, folder / f"{stem}.png"
+        )
+        np.save(folder / f"{stem}.npy", tokens.numpy())
+        return [png, folder / f"{stem}.npy"]
+
+    @classmethod
+    def from_metadata(cls, meta, run_dir):
+        from .data import load_data
+
+        task = super().from_metadata(meta, run_dir)
+        task.info["density"] = load_data(meta["spec"]).load()
+        return task
+
+    @classmethod
+    def from_source(cls, cfg, source):
+        density = source.load()
+        valid = density.sample(4096, torch.Generator().manual_seed(12345))
+        size = density.pmf.shape[0]
+        return cls(
+            spec=cfg.data,
+            num_classes=size,
+            seq_len=2,
+            valid_tokens=valid,
+            sampler=lambda n, g: density.sample(n, g),
+            entropy_nats_per_token=density.entropy() / 2,
+            info={"toy_size": size, "density": density},
+        )
+
+
+class SyntheticTask(Task):
+    """Sequences from a known source (Markov chain, HMM), with the exact entropy rate when computable."""
+
+    kind = "synthetic"
+
+    @classmethod
+    def from_source(cls, cfg, source):
+        chain = source.load()
+        num_tokens = cfg.seq_len
+        valid = chain.sample(512, num_tokens, torch.Generator().manual_seed(12345))
+        num_classes = int(
+            getattr(chain, "vocab_size", None) or getattr(chain, "num_states", None) or int(valid.max()) + 1
+        )
+        entropy = None
+        if hasattr(chain, "sequence_entropy"):
+            try:
+                entropy = float(chain.sequence_entropy(num_tokens)) / num_tokens
+            except (ValueError, RuntimeError):
+                entropy = None
+        return cls(
+            spec=cfg.data,
+            num_classes=num_classes,
+            seq_len=num_tokens,
+            valid_tokens=valid,
+            sampler=lambda n, g: chain.sample(n, num_tokens, g),
+            entropy_nats_per_token=entropy,
+        )
+
+
+TASK_TYPES: dict[str, type[Task]] = {cls.kind: cls for cls in (TextTask, ImageTask, ToyTask, SyntheticTask)}
+
+
+def _task_type(kind: str) -> type[Task]:
+    if kind not in TASK_TYPES:
+        raise ValueError(f"unknown data kind {kind!r}; expected one of {sorted(TASK_TYPES)}")
+    return TASK_TYPES[kind]
+
+
+def build_task(cfg, dist_info=None) -> Task:
     """Load (and cache) the data named by ``cfg.data``. Raises before any work on a bad spec."""
     from .data import load_data
 
     source = load_data(cfg.data)
-    if source.kind == "text":
-        return _text_task(cfg, source)
-    if source.kind == "image":
-        return _image_task(cfg, source)
-    if source.kind == "toy":
-        return _toy_task(cfg, source)
-    return _synthetic_task(cfg, source)
+    return _task_type(source.kind).from_source(cfg, source)
 
 
-def _text_task(cfg: TrainConfig, source) -> Task:
-    if cfg.tokenizer in ("none", ""):
-        raise ValueError(f"text data {cfg.data!r} needs a tokenizer (byte, char, text8, gpt2, bpe:N)")
-    prepared = source.load(tokenizer_spec=cfg.tokenizer, seq_len=cfg.seq_len, seed=0)
-    train = prepared["train"]
-    if cfg.max_train_tokens:
-        train = train[: max(1, cfg.max_train_tokens // cfg.seq_len)]
-    valid_stats = prepared.stats["valid"]
-    cpt = valid_stats.characters / max(valid_stats.tokens, 1)
-    return Task(kind="text", spec=cfg.data, num_classes=prepared.vocab_size, seq_len=cfg.seq_len,
-                train_tokens=train, valid_tokens=prepared["valid"], test_tokens=prepared.splits.get("test"),
-                tokenizer=prepared.tokenizer, characters_per_token=cpt,
-                info={"tokenizer": prepared.tokenizer.name, "split_mode": prepared.split_mode})
+def load_task(run_dir: str | Path) -> Task:
+    """The data-less task of a run folder, from its ``task.json`` (and ``tokenizer/``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / TASK_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; a run folder written by mdm-prime train holds it")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    return _task_type(meta.get("kind")).from_metadata(meta, run_dir)
 
 
-def _image_task(cfg: TrainConfig, source) -> Task:
-    data = source.load()
-    flat = {s: data[s].images.flatten(1).long() for s in data.splits}
-    return Task(kind="image", spec=cfg.data, num_classes=data.num_levels, seq_len=flat["train"].shape[1],
-                train_tokens=flat["train"], valid_tokens=flat["valid"], test_tokens=flat.get("test"),
-                image_shape=tuple(data.shape), info={"num_levels": data.num_levels})
-
-
-def _toy_task(cfg: TrainConfig, source) -> Task:
-    density = source.load()
-    valid = density.sample(4096, torch.Generator().manual_seed(12345))
-    size = density.pmf.shape[0]
-    return Task(kind="toy", spec=cfg.data, num_classes=size, seq_len=2, valid_tokens=valid,
-                sampler=lambda n, g: density.sample(n, g), entropy_nats_per_token=density.entropy() / 2,
-                info={"toy_size": size, "density": density})
-
-
-def _synthetic_task(cfg: TrainConfig, source) -> Task:
-    chain = source.load()
-    L = cfg.seq_len
-    valid = chain.sample(512, L, torch.Generator().manual_seed(12345))
-    num_classes = int(getattr(chain, "vocab_size", None) or getattr(chain, "num_states", None) or int(valid.max()) + 1)
-    entropy = None
-    if hasattr(chain, "sequence_entropy"):
-        try:
-            entropy = float(chain.sequence_entropy(L)) / L
-        except (ValueError, RuntimeError):
-            entropy = None
-    return Task(kind="synthetic", spec=cfg.data, num_classes=num_classes, seq_len=L, valid_tokens=valid,
-                sampler=lambda n, g: chain.sample(n, L, g), entropy_nats_per_token=entropy)
-
-
-# ----------------------------------------------------------------------------- models
-def build_model_for(cfg: TrainConfig, task: Task):
-    """The network for ``cfg`` on ``task``: transformer (text, synthetic), U-Net (images), MLP (toy);
-    causal transformer for ``family = "ar"``. ``cfg.model_overrides`` are passed through."""
-    from . import models as M
-
-    arch = cfg.architecture
-    if arch == "auto":
-        arch = {"text": "transformer", "synthetic": "transformer", "image": "unet", "toy": "mlp"}[task.kind]
-    extra = dict(cfg.model_overrides)
-    if cfg.family == "ar":
-        if arch not in ("transformer", "causal_transformer"):
-            raise ValueError(f"the autoregressive baseline uses the transformer; got architecture {arch!r}")
-        conf = M.causal_transformer_config(cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len,
-                                           **extra)
-        return M.build_model(conf)
-    common = dict(num_classes=task.num_classes, length=cfg.subtokens, base=cfg.base, schedule=cfg.schedule)
-    extra.setdefault("precision", cfg.precision)
-    if arch == "transformer":
-        conf = M.transformer_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
-    elif arch == "unet":
-        if task.image_shape is None:
-            raise ValueError(f"architecture 'unet' needs image data, got {cfg.data!r}")
-        conf = M.unet_config(cfg.model_size, image_shape=list(task.image_shape), **common, **extra)
-    elif arch == "mlp":
-        conf = M.mlp_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
-    else:
-        raise ValueError(f"unknown architecture {arch!r}; expected auto, transformer, unet or mlp")
-    return M.build_model(conf)
-
-
-# ----------------------------------------------------------------------------- evaluation
-def _units(summary: dict, task: Task) -> dict:
-    bits = summary["bits_per_token"]
-    if task.kind == "text" and task.characters_per_token:
-        summary["bits_per_char"] = bits / task.characters_per_token
-    if task.kind == "image":
-        summary["bits_per_dim"] = bits
-    if task.entropy_nats_per_token is not None:
-        summary["data_entropy_nats_per_token"] = task.entropy_nats_per_token
-    return summary
-
-
-@torch.no_grad()
-def evaluate_model(model, task: Task, *, split: str = "valid", num_sequences: int = 256, num_times: int = 32,
-                   seed: int = 0, batch_size: int = 64) -> dict:
-    """Likelihood on the first ``num_sequences`` items of ``split``: the valid bound ``L_valid`` for
-    diffusion models (``num_times`` draws each, with standard error; ``L_prime`` beside it, labelled
-    as the training objective), the exact NLL for the autoregressive model. Per token, nats and bits."""
-    x = task.split(split)[:num_sequences]
-    device = next(model.parameters()).device
-    model.eval()
-    if getattr(model, "family", None) == "ar":
-        nll = torch.cat([-model.log_likelihood(x[i : i + batch_size].to(device)).double().cpu()
-                         for i in range(0, x.shape[0], batch_size)])
-        L = x.shape[1]
-        nats = float(nll.mean()) / L
-        se = float(nll.std() / math.sqrt(len(nll))) / L if len(nll) > 1 else 0.0
-        summary = {"nelbo_nats_per_token": nats, "stderr_nats_per_token": se, "bits_per_token": nats / math.log(2),
-                   "perplexity": math.exp(nats), "num_times": 0, "num_sequences": len(nll),
-                   "tokens_per_sequence": L, "estimator": "exact (autoregressive)", "stderr_kind": "over sequences"}
-    else:
-        res = likelihood(model, x.to(device), model.subtokenizer, schedule=model.schedule, num_times=num_times,
-                         seed=seed, batch_size=batch_size)
-        summary = res.summary()
-        summary["stderr_kind"] = "Monte Carlo (time draws)"
-    summary["family"] = getattr(model, "family", "prime")
-    summary["split"] = split
-    return _units(summary, task)
-
-
-def preview_samples(model, task: Task, out: Path, step: int, cfg: TrainConfig, num: int | None = None) -> list:
-    """Generate a few samples with the EMA model and write them to ``out/samples/step_<N>.txt|png``."""
-    from .generate import generate_tokens, write_samples
-
-    num = num or cfg.num_preview_samples
-    if num <= 0:
-        return []
-    tokens, stats = generate_tokens(model, task, num=num, steps=cfg.sample_steps or task.seq_len, seed=cfg.seed,
-                                    temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
-    stats.update(temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
-    return write_samples(tokens, task, Path(out) / "samples", f"step_{step}", stats=stats, echo=True)
+def read_task_metadata(run_dir: str | Path) -> dict:
+    """The raw ``task.json`` of a run folder."""
+    return json.loads((Path(run_dir) / TASK_FILE).read_text())

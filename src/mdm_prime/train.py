@@ -1,8 +1,9 @@
-"""The training loop: one function, :func:`train`, readable top to bottom.
+"""The training loop: one class, :class:`Trainer`, readable top to bottom; :func:`train` runs it.
 
-Same code path for MDM-Prime (any ℓ), MDM (ℓ = 1) and the autoregressive baseline; objective
-``prime`` (the paper's loss) or ``valid`` (the bound). Validation always reports the **valid bound**
-(MATH.md §5) with EMA weights.
+Every model goes through its family (:mod:`mdm_prime.families`): the network comes from
+``family.build_model``, the loss from ``family.loss`` (for diffusion: ``objectives.diffusion_loss``,
+the function users call, with the trainer's noise), previews from ``family.generate``. Validation
+reports the **valid bound** (``docs/method.md §5``) with EMA weights.
 
 Determinism and resumption: every random draw of the loop (data order, times, masks) comes from one
 CPU ``torch.Generator`` whose state is checkpointed with the model, optimizer and EMA, and the data
@@ -13,6 +14,7 @@ exactly the batches and masks of a single process with the same global batch.
 Run folder layout::
 
     OUT/train_config.json   resolved config            OUT/metrics.jsonl   one JSON row per log/eval
+    OUT/task.json           data metadata              OUT/tokenizer/      text runs
     OUT/checkpoint/         model (save_pretrained) + trainer_state.pt, replaced atomically
     OUT/loss.png            training loss and validation bound   OUT/samples/step_N.txt|png
 """
@@ -33,9 +35,10 @@ import torch
 from . import distributed as D
 from .checkpoint import load_pretrained, save_pretrained
 from .configs import TrainConfig
-from .objectives import sequence_terms
+from .evaluate import evaluate_model
+from .families import Family, Noise, get_family
 from .schedules import get_schedule
-from .tasks import Task, build_model_for, build_task, evaluate_model, preview_samples
+from .tasks import Task, build_task
 
 __all__ = ["train", "Trainer"]
 
@@ -103,9 +106,9 @@ class Trainer:
                 f"({self.dist.world_size})"
             )
         torch.manual_seed(cfg.seed)
+        self.family: Family = get_family(cfg.family)
         self.task: Task = build_task(cfg, self.dist)
-        self.model = build_model_for(cfg, self.task).to(self.dist.device)
-        self.sub = getattr(self.model, "subtokenizer", None)
+        self.model = self.family.build_model(cfg, self.task).to(self.dist.device)
         self.schedule = get_schedule(cfg.schedule)
         self.ema = EMA(self.model, cfg.ema_decay)
         decay, no_decay = [], []
@@ -158,29 +161,22 @@ class Trainer:
         return self.task.train_tokens[torch.cat(idx)]
 
     # ----------------------------------------------------------------- step
-    def _loss(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Per-sequence loss in nats for a micro-batch (weighted objective, or AR NLL)."""
-        if self.cfg.family == "ar":
-            return -self._ar_loglik(x0)
-        y0 = self.sub.encode(x0)
-        p_mask = self.schedule.mask_probability(t).unsqueeze(1)
-        y_t = torch.where(u < p_mask, torch.full_like(y0, self.sub.mask_id), y0)
-        logits = self.train_model(y_t, t)
-        return self.schedule.weight(t) * sequence_terms(logits, y_t, x0, self.sub, self.cfg.objective)
+    def next_noise(self, batch_size: int) -> Noise:
+        """The noise of the next step for the whole global batch (times, then mask uniforms), drawn
+        from the run's generator on the CPU, identically on every process."""
+        return self.family.draw_noise(batch_size, self.task.seq_len, self.cfg.subtokens, eps=self.cfg.time_eps,
+                                      generator=self.generator)
 
-    def _ar_loglik(self, x0: torch.Tensor) -> torch.Tensor:
-        logits = self.train_model(x0)
-        return torch.log_softmax(logits.float(), -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1).sum(-1)
+    def loss(self, x0: torch.Tensor, noise: Noise) -> torch.Tensor:
+        """Per-sequence loss in nats for a micro-batch: ``family.loss`` (the library's objective)."""
+        return self.family.loss(self.train_model, x0, noise, objective=self.cfg.objective, schedule=self.schedule)
 
     def train_step(self) -> float:
         """One optimizer step on the next global batch; returns the mean loss in nats per token."""
         cfg, info = self.cfg, self.dist
         x_global = self._next_global_batch()
         B, L = x_global.shape
-        # noise for the whole global batch, drawn identically on every process
-        t_global = ((torch.rand((), generator=self.generator) + torch.arange(B) / B) % 1.0).clamp(cfg.time_eps, 1.0)
-        n_digits = L * (self.sub.length if self.sub is not None else 1)
-        u_global = torch.rand(B, n_digits, generator=self.generator)
+        noise_global = self.next_noise(B)  # for the whole global batch, identical on every process
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, cfg)
         self.train_model.train()
@@ -190,10 +186,7 @@ class Trainer:
         for m in range(cfg.grad_accum):
             lo = m * micro + info.rank * per_rank
             sl = slice(lo, lo + per_rank)
-            x0 = x_global[sl].to(info.device)
-            t = t_global[sl].to(info.device)
-            u = u_global[sl].to(info.device)
-            per_seq = self._loss(x0, t, u)
+            per_seq = self.loss(x_global[sl].to(info.device), noise_global[sl].to(info.device))
             loss = per_seq.sum() * info.world_size / (B * L)
             sync = m == cfg.grad_accum - 1 or not info.enabled
             ctx = self.train_model.no_sync() if (info.enabled and not sync) else contextlib.nullcontext()
@@ -273,10 +266,38 @@ class Trainer:
         result.update(step=self.step, split="valid", final=final)
         return result
 
+    def preview_samples(self, num: int | None = None) -> list:
+        """A few samples of the EMA model (the family's ``generate``, the config's sampling settings),
+        written to ``OUT/samples/step_<N>.*`` and echoed."""
+        cfg = self.cfg
+        num = cfg.num_preview_samples if num is None else num
+        if num <= 0:
+            return []
+        tokens, stats = self.family.generate(self.ema.model, num=num, num_tokens=self.task.seq_len,
+                                             steps=cfg.sample_steps or self.task.seq_len, seed=cfg.seed,
+                                             temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
+        stats.update(temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
+        return self.task.write_samples(tokens, self.out / "samples", f"step_{self.step}", stats=stats, echo=True)
+
+    def describe(self) -> str:
+        """What is about to run: family, parameters, device, precision, data size."""
+        from .models.base import uses_bf16
+
+        precision = getattr(self.model, "precision", "fp32")
+        dev = self.dist.device
+        actual = "bf16 autocast" if uses_bf16(precision, dev) else "fp32"
+        procs = f" × {self.dist.world_size} processes" if self.dist.world_size > 1 else ""
+        return (f"{self.family.name} (ℓ = {self.cfg.subtokens}, objective {self.family.objective_label(self.cfg.objective)}), "
+                f"{self.model.num_parameters():,} parameters, device {dev}{procs}, precision {precision} → {actual}\n"
+                f"data {self.task.describe_size()}")
+
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
         cfg = self.cfg
         from tqdm.auto import tqdm
+
+        if self.dist.is_main:
+            print(self.describe(), flush=True)
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.show_progress,
                    dynamic_ncols=True, unit="step")
@@ -293,7 +314,7 @@ class Trainer:
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_start, 1e-9)
                 window_tokens, window_start = 0, now
-                self.log({"step": self.step, "loss": loss, "objective": cfg.objective if cfg.family != "ar" else "ar-nll",
+                self.log({"step": self.step, "loss": loss, "objective": self.family.objective_label(cfg.objective),
                           "lr": lr_at(self.step - 1, cfg),
                           "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
@@ -305,7 +326,7 @@ class Trainer:
                     bar.write(_format_eval(last_eval))
                 D.barrier(self.dist)
             if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
-                preview_samples(self.ema.model, self.task, self.out, self.step, cfg)
+                self.preview_samples()
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
@@ -316,22 +337,43 @@ class Trainer:
             from .plotting import plot_metrics
 
             plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
-            preview_samples(self.ema.model, self.task, self.out, self.step, cfg)
+            self.preview_samples()
         D.barrier(self.dist)
         return last_eval
 
 
-def _format_eval(r: dict) -> str:
-    parts = [f"step {r['step']}: valid bound {r['nelbo_nats_per_token']:.4f} ± {r['stderr_nats_per_token']:.4f} nats/token"]
+def _unit(r: dict, scale: float = 1.0) -> tuple[float, str]:
+    """The task's own unit of ``r`` (bits/char, bits/dim, else bits/token) and its label."""
     for key, label in (("bits_per_char", "bits/char"), ("bits_per_dim", "bits/dim"), ("bits_per_token", "bits/token")):
         if key in r:
-            parts.append(f"{r[key]:.4f} {label}")
-            break
+            return r[key], label
+    raise KeyError("bits_per_token")
+
+
+def _format_numbers(r: dict) -> str:
+    exact = get_family(r.get("family", "prime")).exact_likelihood
+    name = "exact NLL" if exact else "NLL upper bound (valid)"
+    value, label = _unit(r)
+    se = r["stderr_nats_per_token"] * value / r["nelbo_nats_per_token"] if r["nelbo_nats_per_token"] else 0.0
+    text = f"{name} {r['nelbo_nats_per_token']:.4f} nats/token = {value:.4f} {label} ± {se:.4f}"
     if "data_entropy_nats_per_token" in r:
-        parts.append(f"data entropy {r['data_entropy_nats_per_token']:.4f} nats/token")
+        text += f", data entropy {r['data_entropy_nats_per_token']:.4f} nats/token"
     if "prime_objective_nats_per_token" in r:
-        parts.append(f"(training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)")
-    return ", ".join(parts)
+        text += f" (training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)"
+    return text
+
+
+def _format_eval(r: dict) -> str:
+    """One line for a validation during training."""
+    return f"step {r['step']}: {_format_numbers(r)}"
+
+
+def format_final(r: dict) -> str:
+    """The run's last line: what was evaluated, how, and the numbers."""
+    exact = get_family(r.get("family", "prime")).exact_likelihood
+    draws = "exact likelihood" if exact else f"{r['num_times']} draws"
+    return (f"final evaluation, {r['split']} split, {r['num_sequences']} sequences, {draws}, EMA weights: "
+            f"{_format_numbers(r)}")
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict:
@@ -340,7 +382,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     try:
         result = trainer.run()
         if trainer.dist.is_main:
-            print(_format_eval(result))
+            print(format_final(result))
         return result
     finally:
         D.shutdown(trainer.dist)

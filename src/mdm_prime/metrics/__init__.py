@@ -1,16 +1,15 @@
-"""Metrics beyond the likelihood bound (MATH.md §5, §8).
+"""Metrics of samples, beside the likelihood bound (``docs/method.md §8``).
 
 * :func:`generative_perplexity`, :func:`unigram_entropy` — samples scored by an autoregressive run
   trained here on the same corpus, always with the samples' unigram entropy beside it.
 * :func:`frechet_distance` — Fréchet distance on the penultimate features of a CNN classifier trained
   here (:func:`train_classifier`, ``mdm-prime train-classifier``); :class:`InceptionFeatures` for the
   true Inception FID from a local weights file (needs torchvision).
-* :func:`discrete_time_bound` — the T-step joint sampler's discrete-time NELBO (a valid bound on that
-  sampler's NLL), which tends to ``L_valid`` as T grows.
+
+The T-step sampler's discrete-time bound is a likelihood and lives in :mod:`mdm_prime.discrete_bound`.
 """
 
 from .classifier import ImageClassifier, images_to_unit, load_classifier, save_classifier, train_classifier
-from .discrete import DiscreteTimeBound, discrete_time_bound
 from .frechet import (
     InceptionFeatures,
     TorchvisionMissingError,
@@ -36,6 +35,4 @@ __all__ = [
     "train_classifier",
     "load_classifier",
     "save_classifier",
-    "discrete_time_bound",
-    "DiscreteTimeBound",
 ]

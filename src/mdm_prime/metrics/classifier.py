@@ -1,5 +1,5 @@
 """A small CNN image classifier trained here on the image data's labels: the feature extractor of the
-project's Fréchet distance (MATH.md §8). Ship and name it: every Fréchet distance reports which
+project's Fréchet distance (``docs/method.md §8``). Ship and name it: every Fréchet distance reports which
 classifier produced its features (data, accuracy, feature size, folder).
 
 Command::
@@ -17,7 +17,6 @@ average pool to 4×4, flatten, linear(feature_dim)–ReLU (the **penultimate fea
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 __all__ = ["ImageClassifier", "images_to_unit", "train_classifier", "save_classifier", "load_classifier", "describe_classifier",
-           "add_train_classifier_arguments", "run_train_classifier", "CONFIG_FILE", "WEIGHTS_FILE"]
+           "CONFIG_FILE", "WEIGHTS_FILE", "MIN_STEPS"]
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "classifier.safetensors"
 FORMAT = "mdm-prime-image-classifier"
@@ -217,25 +216,3 @@ def describe_classifier(cfg: dict) -> str:
     return (f"mdm-prime CNN classifier (widths {m['widths']}, {m['feature_dim']}-d penultimate features) trained on "
             f"{cfg['data']!r}" + (f", test accuracy {acc:.4f}" if acc is not None else "")
             + (f", {cfg['folder']}" if cfg.get("folder") else ""))
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_train_classifier_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="labelled image data: mnist, fashion-mnist, digits, cifar10:PATH "
-                                                 "(options as for training, e.g. mnist:pad=32)")
-    p.add_argument("--out", required=True, help="output folder (classifier.safetensors + classifier.json)")
-    p.add_argument("--epochs", type=int, default=0,
-                   help=f"epochs (default 0: enough for {MIN_STEPS} optimizer steps, at least 2; MNIST: 3)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--max-train", type=int, default=0, metavar="N", help="use at most N training images (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-
-
-def run_train_classifier(args: argparse.Namespace) -> int:
-    cfg = train_classifier(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                           seed=args.seed, max_train=args.max_train, device=args.device)
-    print(f"valid accuracy {cfg['valid_accuracy']:.4f}, test accuracy {cfg['test_accuracy']:.4f}")
-    print(f"wrote {Path(args.out) / WEIGHTS_FILE} and {Path(args.out) / CONFIG_FILE}")
-    return 0

@@ -1,4 +1,4 @@
-"""Fréchet distance between two image sets (MATH.md §8).
+"""Fréchet distance between two image sets (``docs/method.md §8``).
 
 ``FD = |μ_1 − μ_2|² + tr Σ_1 + tr Σ_2 − 2 tr (Σ_1^{1/2} Σ_2 Σ_1^{1/2})^{1/2}`` between Gaussians fitted
 to features of the two sets. The features come from a classifier trained in this project

@@ -1,4 +1,4 @@
-"""Generative perplexity (MATH.md §8): score samples with an autoregressive model trained in this
+"""Generative perplexity (docs/method.md §8): score samples with an autoregressive model trained in this
 project on the same corpus, always with the unigram entropy of the samples beside it.
 
 Generative perplexity rewards low-entropy, repetitive samples (a sample of one repeated frequent
@@ -55,7 +55,7 @@ def generative_perplexity(samples: torch.Tensor, ar_model, *, batch_size: int = 
 
     Args:
         samples: token ids in ``[0, C)``, ``C = ar_model.num_classes``.
-        ar_model: a :class:`~mdm_prime.models.CausalTransformer` (``family == "ar"``, with
+        ar_model: a :class:`~mdm_prime.models.CausalTransformer` (a family with an exact likelihood, with
             ``log_likelihood(x) -> FloatTensor[B]`` in nats per sequence), trained on the same corpus
             and tokenizer.
         batch_size: sequences per forward pass.
@@ -67,10 +67,13 @@ def generative_perplexity(samples: torch.Tensor, ar_model, *, batch_size: int = 
         "tokens_per_sample": L}``. The NLL is the AR model's exact ``−log p_AR(sample)``.
     """
     samples = _check_tokens("samples", samples)
-    if getattr(ar_model, "family", None) != "ar" or not hasattr(ar_model, "log_likelihood"):
+    from ..families import FAMILIES
+
+    family = FAMILIES.get(getattr(ar_model, "family", None))
+    if family is None or not family.exact_likelihood or not hasattr(ar_model, "log_likelihood"):
         raise TypeError(
-            f"ar_model must be an autoregressive model (family 'ar' with log_likelihood), got "
-            f"{type(ar_model).__name__} (family {getattr(ar_model, 'family', None)!r})"
+            f"ar_model must be an autoregressive model (a family with an exact likelihood and log_likelihood), "
+            f"got {type(ar_model).__name__} (family {getattr(ar_model, 'family', None)!r})"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")

@@ -1,4 +1,4 @@
-"""The finite-T discrete-time bound of the joint sampler (MATH.md §5, last bullet; §6).
+"""The finite-T discrete-time bound of the joint sampler (``docs/method.md §5``, last part; §6).
 
 The T-step joint sampler is a generative model in its own right: start fully masked, and at step
 ``k`` (``t_k → t_{k+1}``) reveal each masked digit with probability ``q_k = (α_{k+1} − α_k)/(1 − α_k)``
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..parameterization import carry_over_log_probs
-from ..sampling.grids import time_grid
-from ..schedules import Schedule, get_schedule
-from ..subtokenizer import SubTokenizer
+from .parameterization import carry_over_log_probs
+from .sampling.grids import time_grid
+from .schedules import Schedule, get_schedule
+from .subtokenizer import SubTokenizer
 
 __all__ = ["discrete_time_bound", "DiscreteTimeBound", "reveal_steps"]
 
@@ -142,7 +142,7 @@ def discrete_time_bound(
     sched = get_schedule(schedule)
     grid_t = time_grid(steps, grid, sched)
     y0 = sub.encode(x0)  # validates ids, (B, n)
-    num_seqs, length = x0.shape
+    num_seqs, num_tokens = x0.shape
     ell, n, mask_id = sub.length, y0.shape[1], sub.mask_id
     device = x0.device
     generator = torch.Generator().manual_seed(seed)
@@ -157,7 +157,7 @@ def discrete_time_bound(
     row_step = sorted_k[traj, pos]  # (R,)
     row_seq = traj // num_draws
     total = torch.zeros(num_seqs * num_draws, dtype=torch.float64)
-    table = sub._table("digit_table", device)  # (C, ℓ)
+    table = sub.table("digit_table", device)  # (C, ℓ)
     y0_dev = y0.to(device)
 
     for start in range(0, traj.numel(), batch_size):
@@ -170,12 +170,12 @@ def discrete_time_bound(
         y_t = torch.where(still_masked, torch.full_like(y_true, mask_id), y_true)
         t_in = grid_t[kk].to(device=device, dtype=torch.float32)
         logits = model(y_t, t_in)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (y_t.shape[0], length, sub.num_classes):
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (y_t.shape[0], num_tokens, sub.num_classes):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"model returned {got}, expected logits of shape {(y_t.shape[0], length, sub.num_classes)}")
+            raise ValueError(f"model returned {got}, expected logits of shape {(y_t.shape[0], num_tokens, sub.num_classes)}")
         logp = carry_over_log_probs(logits.to(torch.float64), y_t, sub)  # (r, L, C)
-        rev = revealed_now.view(-1, length, ell)
-        yt = y_true.view(-1, length, ell)
+        rev = revealed_now.view(-1, num_tokens, ell)
+        yt = y_true.view(-1, num_tokens, ell)
         agree = torch.ones_like(logp, dtype=torch.bool)
         for j in range(ell):
             agree &= ~rev[..., j].unsqueeze(-1) | (table[:, j].view(1, 1, -1) == yt[..., j].unsqueeze(-1))
@@ -191,6 +191,6 @@ def discrete_time_bound(
         per_draw=per_draw,
         steps=steps,
         num_draws=num_draws,
-        num_tokens=length,
+        num_tokens=num_tokens,
         network_rows=int(traj.numel()),
     )

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mdm_prime import SubTokenizer
-from mdm_prime.metrics import discrete_time_bound
-from mdm_prime.metrics.discrete import reveal_steps
+from mdm_prime.discrete_bound import discrete_time_bound
+from mdm_prime.discrete_bound import reveal_steps
 from mdm_prime.oracle import ExactPosterior, exact_objectives
 from mdm_prime.sampling import time_grid
 from mdm_prime.schedules import get_schedule

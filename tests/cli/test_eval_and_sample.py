@@ -180,14 +180,14 @@ def test_sample_cli_text_prefix_and_infill(runs, capsys, tmp_path):
 
 
 def test_infill_keeps_the_given_tokens_exactly(runs):
-    from mdm_prime.evaluate import load_run, parse_infill_pattern
-    from mdm_prime.generate import generate_tokens
-    from mdm_prime.sampling import infill_condition
+    from mdm_prime.evaluate import load_run
+    from mdm_prime.families import family_of
+    from mdm_prime.tasks import parse_infill_pattern
 
     _, task, model = load_run(runs["text"], with_data=False)
     tokens, generate = parse_infill_pattern("ab__cd_", task.tokenizer, task.seq_len)
-    cond = infill_condition(tokens, generate, model.subtokenizer, num_samples=4)
-    out, _ = generate_tokens(model, task, num=4, steps=5, seed=3, condition=cond)
+    out, _ = family_of(model).generate(model, num=4, num_tokens=task.seq_len, steps=5, seed=3,
+                                       infill=(tokens, generate))
     keep = ~generate
     assert keep.sum() == 4
     assert torch.equal(out[:, keep], tokens[keep].expand(4, -1))

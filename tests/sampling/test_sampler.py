@@ -27,7 +27,7 @@ from mdm_prime.sampling import (
     time_grid,
 )
 
-from .helpers import RandomDigitModel, random_joint
+from ..helpers import RandomDigitModel, random_joint
 
 P_MIN = 1e-3
 

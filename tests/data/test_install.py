@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from mdm_prime.data import cli
+from mdm_prime.cli import data as cli
 from mdm_prime.data.install import SOURCES, install
 
 

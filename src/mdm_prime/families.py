@@ -1,0 +1,435 @@
+"""Model families: the one place that knows how a kind of model is built, trained, scored and sampled.
+
+:data:`FAMILIES` maps a name to a family object; the trainer, the evaluator and the command line go
+through it and never branch on the name. ``prime`` and ``mdm`` are the same :class:`DiffusionFamily`
+(ℓ sub-tokens, ℓ = 1 for MDM; ``docs/method.md §1–6``); ``ar`` is the autoregressive baseline
+(``docs/method.md §7``). Adding a family means adding a class and a row here (and its test).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "Family",
+    "DiffusionFamily",
+    "AutoregressiveFamily",
+    "FAMILIES",
+    "Noise",
+    "get_family",
+    "family_of",
+]
+
+
+@dataclass
+class Noise:
+    """Noise of one training step drawn in advance: times ``FloatTensor[B]`` and mask uniforms
+    ``FloatTensor[B, L·ℓ]`` in ``[0, 1)``. Slicing (``noise[a:b]``) takes a part of the batch."""
+
+    t: torch.Tensor
+    uniforms: torch.Tensor
+
+    def __getitem__(self, index) -> Noise:
+        return Noise(self.t[index], self.uniforms[index])
+
+    def to(self, device) -> Noise:
+        return Noise(self.t.to(device), self.uniforms.to(device))
+
+
+class Family:
+    """What every family provides. Models are the networks of :mod:`mdm_prime.models`; ``task`` is a
+    :class:`mdm_prime.tasks.Task`; ``cfg`` a :class:`mdm_prime.configs.TrainConfig`."""
+
+    name: str = ""
+    description: str = ""
+    fixed_subtokens: int | None = None
+    """ℓ when the family fixes it (whole tokens: 1), else ``None`` (any ℓ ≥ 1)."""
+    exact_likelihood: bool = False
+    """``True``: :meth:`score` is the exact NLL; ``False``: the valid bound ``L_valid`` (a Monte Carlo
+    estimate with its standard error)."""
+    supports_infill: bool = False
+
+    def num_digits(self, num_tokens: int, subtokens: int) -> int:
+        """Mask uniforms per sequence in :meth:`draw_noise` (``L·ℓ``)."""
+        return num_tokens * subtokens
+
+    def draw_noise(
+        self, batch_size: int, num_tokens: int, subtokens: int, *, eps: float, generator: torch.Generator
+    ) -> Noise:
+        """The trainer's noise for a global batch, drawn on the CPU from ``generator`` (same draws for
+        every family, so the random stream does not depend on the family)."""
+        from .process import training_noise
+
+        t, u = training_noise(
+            batch_size, self.num_digits(num_tokens, subtokens), eps=eps, generator=generator
+        )
+        return Noise(t, u)
+
+    def objective_label(self, objective: str) -> str:
+        """What the training loss is, for logs."""
+        return objective
+
+    def build_model(self, cfg, task):
+        raise NotImplementedError
+
+    def loss(
+        self, model, x0: torch.Tensor, noise: Noise, *, objective: str = "prime", schedule=None
+    ) -> torch.Tensor:
+        """Per-sequence training loss ``FloatTensor[B]`` in nats per sequence for clean tokens
+        ``x0: LongTensor[B, L]`` and the noise drawn in advance."""
+        raise NotImplementedError
+
+    def score(
+        self, model, tokens: torch.Tensor, *, num_times: int = 32, seed: int = 0, batch_size: int = 64
+    ) -> dict:
+        """Likelihood of ``tokens: LongTensor[N, L]`` per token: a dict with ``nelbo_nats_per_token``,
+        ``stderr_nats_per_token``, ``bits_per_token``, ``perplexity``, ``num_times``, ``num_sequences``,
+        ``tokens_per_sequence``, ``estimator``, ``stderr_kind`` and ``family``."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        model,
+        *,
+        num: int,
+        num_tokens: int,
+        steps: int | None = None,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        method: str = "joint",
+        cache: bool = True,
+        corrector_scale: float = 0.0,
+        grid: str = "uniform",
+        prefix: torch.Tensor | None = None,
+        infill: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep_digits: tuple[torch.Tensor, list[int]] | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """``num`` samples ``LongTensor[num, num_tokens]`` (on the CPU) and sampling stats (``steps``,
+        ``network_calls_mean``, ``idle_steps_mean``, ``wall_time_s``). The app's only sampling entry
+        point (previews, ``mdm-prime sample``, ``eval --gen-ppl`` and ``--fd``).
+
+        Conditioning (at most one): ``prefix`` ``LongTensor[num, P]`` tokens to continue;
+        ``infill`` ``(tokens LongTensor[L], generate BoolTensor[L])``; ``keep_digits``
+        ``(tokens LongTensor[num, L], digit indices)``. With ``batch_size``, unconditional samples are
+        drawn in chunks of that size, chunk ``i`` seeded ``seed + i``."""
+        if (
+            batch_size is not None
+            and num > batch_size
+            and prefix is None
+            and infill is None
+            and keep_digits is None
+        ):
+            chunks, stats = [], []
+            for i, start in enumerate(range(0, num, batch_size)):
+                tokens, st = self.generate(
+                    model,
+                    num=min(batch_size, num - start),
+                    num_tokens=num_tokens,
+                    steps=steps,
+                    seed=seed + i,
+                    temperature=temperature,
+                    top_p=top_p,
+                    method=method,
+                    cache=cache,
+                    corrector_scale=corrector_scale,
+                    grid=grid,
+                )
+                chunks.append(tokens)
+                stats.append((tokens.shape[0], st))
+            out = dict(stats[0][1])
+            for key in ("network_calls_mean", "idle_steps_mean"):
+                out[key] = sum(n * st[key] for n, st in stats) / num
+            out["wall_time_s"] = sum(st["wall_time_s"] for _, st in stats)
+            out.pop("idle_fraction", None)
+            return torch.cat(chunks), out
+        return self._generate(
+            model,
+            num=num,
+            num_tokens=num_tokens,
+            steps=steps,
+            seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+            method=method,
+            cache=cache,
+            corrector_scale=corrector_scale,
+            grid=grid,
+            prefix=prefix,
+            infill=infill,
+            keep_digits=keep_digits,
+        )
+
+    def _generate(self, model, **kwargs) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+
+def _summary(nats: float, se: float, **fields) -> dict:
+    return {
+        "nelbo_nats_per_token": nats,
+        "stderr_nats_per_token": se,
+        "bits_per_token": nats / math.log(2),
+        "perplexity": math.exp(nats),
+        **fields,
+    }
+
+
+class DiffusionFamily(Family):
+    """Masked diffusion over ℓ sub-tokens per token: MDM-Prime (``ℓ ≥ 1``) and MDM (``ℓ = 1``).
+
+    Trained with ``objectives.diffusion_loss`` (objective ``prime`` or ``valid``), scored with the valid
+    bound of :func:`mdm_prime.likelihood`, sampled with :func:`mdm_prime.sampling.sample`."""
+
+    supports_infill = True
+
+    def __init__(self, name: str, description: str, fixed_subtokens: int | None) -> None:
+        self.name, self.description, self.fixed_subtokens = name, description, fixed_subtokens
+
+    def build_model(self, cfg, task):
+        """Transformer (text, synthetic), U-Net (images) or MLP (toy) over ``cfg.subtokens`` digits;
+        ``cfg.architecture`` (``auto``: the task's default) and ``cfg.model_overrides`` choose."""
+        from . import models as M
+
+        arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
+        extra = dict(cfg.model_overrides)
+        extra.setdefault("precision", cfg.precision)
+        common = dict(
+            num_classes=task.num_classes, length=cfg.subtokens, base=cfg.base, schedule=cfg.schedule
+        )
+        if arch == "transformer":
+            conf = M.transformer_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
+        elif arch == "unet":
+            if task.image_shape is None:
+                raise ValueError(f"architecture 'unet' needs image data, got {cfg.data!r}")
+            conf = M.unet_config(cfg.model_size, image_shape=list(task.image_shape), **common, **extra)
+        elif arch == "mlp":
+            conf = M.mlp_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
+        else:
+            raise ValueError(f"unknown architecture {arch!r}; expected auto, transformer, unet or mlp")
+        return M.build_model(conf)
+
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+        """``objectives.diffusion_loss(model, x0, sub, schedule, objective, t=noise.t,
+        uniforms=noise.uniforms).per_sequence``: ``w(t)`` times the objective's terms, nats per sequence.
+        ``model`` may be wrapped (DDP); the sub-tokenizer and schedule are read from the unwrapped one."""
+        from .objectives import diffusion_loss
+
+        inner = getattr(model, "module", model)
+        schedule = inner.schedule if schedule is None else schedule
+        return diffusion_loss(
+            model, x0, inner.subtokenizer, schedule, objective=objective, t=noise.t, uniforms=noise.uniforms
+        ).per_sequence
+
+    @torch.no_grad()
+    def score(self, model, tokens, *, num_times=32, seed=0, batch_size=64):
+        """The valid bound ``L_valid`` (``docs/method.md §5``) with ``num_times`` draws per sequence
+        and its Monte Carlo standard error; ``L_prime`` beside it, labelled as the training objective."""
+        from .likelihood import likelihood
+
+        device = next(model.parameters()).device
+        model.eval()
+        res = likelihood(
+            model,
+            tokens.to(device),
+            model.subtokenizer,
+            schedule=model.schedule,
+            num_times=num_times,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        summary = res.summary()
+        summary.update(stderr_kind="Monte Carlo (time draws)", family=model.family)
+        return summary
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        model,
+        *,
+        num,
+        num_tokens,
+        steps,
+        seed,
+        temperature,
+        top_p,
+        method,
+        cache,
+        corrector_scale,
+        grid,
+        prefix,
+        infill,
+        keep_digits,
+    ):
+        from .sampling import digit_condition, infill_condition, prefix_condition, sample
+
+        model.eval()
+        device = next(model.parameters()).device
+        sub = model.subtokenizer
+        condition = None
+        if prefix is not None:
+            condition = prefix_condition(prefix.to(device), num_tokens, sub, num_samples=num)
+        elif infill is not None:
+            tokens, generate_mask = infill
+            condition = infill_condition(tokens, generate_mask, sub, num_samples=num)
+        elif keep_digits is not None:
+            tokens, digits = keep_digits
+            bad = [d for d in digits if not 0 <= d < sub.length]
+            if bad:
+                raise ValueError(f"keep_digits {bad} out of range 0..{sub.length - 1}")
+            condition = digit_condition(tokens[:num], digits, sub)
+        res = sample(
+            model,
+            sub,
+            steps=steps or num_tokens,
+            num_samples=None if condition is not None else num,
+            num_tokens=None if condition is not None else num_tokens,
+            condition=condition,
+            method=method,
+            schedule=model.schedule,
+            grid=grid,
+            temperature=temperature,
+            top_p=top_p,
+            cache=cache,
+            corrector_scale=corrector_scale,
+            seed=seed,
+            device=device,
+        )
+        stats = {
+            "steps": res.steps,
+            "network_calls_mean": float(res.network_calls.double().mean()),
+            "idle_steps_mean": float(res.idle_steps.double().mean()),
+            "idle_fraction": res.idle_fraction,
+            "wall_time_s": res.wall_time,
+        }
+        return res.tokens.cpu(), stats
+
+
+class AutoregressiveFamily(Family):
+    """Left-to-right next-token model: the same transformer blocks with causal attention
+    (``docs/method.md §7``). Its likelihood is exact; it samples with a key/value cache."""
+
+    fixed_subtokens = 1
+    exact_likelihood = True
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name, self.description = name, description
+
+    def objective_label(self, objective: str) -> str:
+        return "ar-nll"
+
+    def build_model(self, cfg, task):
+        from . import models as M
+
+        arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
+        if arch not in ("transformer", "causal_transformer"):
+            raise ValueError(f"the autoregressive baseline uses the transformer; got architecture {arch!r}")
+        extra = dict(cfg.model_overrides)
+        extra.setdefault("precision", cfg.precision)  # (before the seam, --precision was ignored for ar)
+        conf = M.causal_transformer_config(
+            cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len, **extra
+        )
+        return M.build_model(conf)
+
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+        """Exact negative log-likelihood ``−log p_θ(x0)`` per sequence (nats), computed as
+        ``CausalTransformer.log_likelihood`` does but through ``model``'s own forward (so that a DDP
+        wrapper synchronises gradients); the noise is unused (the trainer still draws it, so the random
+        stream is the same for every family)."""
+        logits = model(x0)
+        return -torch.log_softmax(logits.float(), -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    @torch.no_grad()
+    def score(self, model, tokens, *, num_times=32, seed=0, batch_size=64):
+        """Exact NLL per token; the standard error is over sequences."""
+        device = next(model.parameters()).device
+        model.eval()
+        nll = torch.cat(
+            [
+                -model.log_likelihood(tokens[i : i + batch_size].to(device)).double().cpu()
+                for i in range(0, tokens.shape[0], batch_size)
+            ]
+        )
+        num_tokens = tokens.shape[1]
+        nats = float(nll.mean()) / num_tokens
+        se = float(nll.std() / math.sqrt(len(nll))) / num_tokens if len(nll) > 1 else 0.0
+        return _summary(
+            nats,
+            se,
+            num_times=0,
+            num_sequences=len(nll),
+            tokens_per_sequence=num_tokens,
+            estimator="exact (autoregressive)",
+            stderr_kind="over sequences",
+            family=self.name,
+        )
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        model,
+        *,
+        num,
+        num_tokens,
+        steps,
+        seed,
+        temperature,
+        top_p,
+        method,
+        cache,
+        corrector_scale,
+        grid,
+        prefix,
+        infill,
+        keep_digits,
+    ):
+        if infill is not None or keep_digits is not None:
+            raise ValueError(
+                "infilling and --keep-digits need a diffusion run; the autoregressive baseline only "
+                "continues a prefix"
+            )
+        model.eval()
+        device = next(model.parameters()).device
+        g = torch.Generator(device=device).manual_seed(seed)
+        start = time.perf_counter()
+        tokens = model.generate(
+            num,
+            num_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            generator=g,
+            prefix=None if prefix is None else prefix.to(device),
+        )
+        calls = float(num_tokens - (0 if prefix is None else prefix.shape[-1]))
+        stats = {
+            "steps": num_tokens,
+            "network_calls_mean": calls,
+            "idle_steps_mean": 0.0,
+            "wall_time_s": time.perf_counter() - start,
+        }
+        return tokens.cpu(), stats
+
+
+FAMILIES: dict[str, Family] = {
+    "prime": DiffusionFamily("prime", "MDM-Prime: masked diffusion over ℓ sub-tokens per token", None),
+    "mdm": DiffusionFamily("mdm", "masked diffusion over whole tokens (ℓ = 1)", 1),
+    "ar": AutoregressiveFamily("ar", "autoregressive baseline (same transformer, causal attention)"),
+}
+
+
+def get_family(name: str) -> Family:
+    """The family named ``name`` (a key of :data:`FAMILIES`)."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of(model) -> Family:
+    """The family of a built or loaded model (its ``family`` attribute; diffusion models without
+    one count as ``prime``). A DDP wrapper is looked through."""
+    inner = getattr(model, "module", model)
+    return get_family(getattr(inner, "family", "prime"))
