@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as D
+from .models.base import make_optimizer, maybe_compile
 from .checkpoint import load_pretrained, save_pretrained
 from .configs import TrainConfig
 from .evaluate import evaluate_model
@@ -111,13 +112,7 @@ class Trainer:
         self.model = self.family.build_model(cfg, self.task).to(self.dist.device)
         self.schedule = get_schedule(cfg.schedule)
         self.ema = EMA(self.model, cfg.ema_decay)
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            (decay if p.dim() >= 2 else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=tuple(cfg.betas),
-        )
+        self.optimizer = make_optimizer(self.model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.epoch = 0
@@ -137,7 +132,7 @@ class Trainer:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         else:
-            self.train_model = self.model
+            self.train_model = maybe_compile(self.model, cfg.compile)
 
     # ----------------------------------------------------------------- data
     def _epoch_order(self, epoch: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..subtokenizer import SubTokenizer
 
@@ -75,10 +76,14 @@ class SubTokenEmbedding(nn.Module):
         (the model checks its input once)."""
         batch, n = y.shape
         num_tokens = n // self.length
+        # F.embedding, not ``weight[y]``: the backward of advanced indexing accumulates rows with a
+        # thread-order-dependent index_put_, so two same-seed runs on 2 threads would drift apart;
+        # embedding_backward is deterministic on CPU.
         if self.variant == "concat":
-            return self.weight[y].reshape(batch, num_tokens, self.dim)  # (B, L·ℓ, d/ℓ) → (B, L, d)
+            return F.embedding(y, self.weight).reshape(batch, num_tokens, self.dim)  # (B, L·ℓ, d/ℓ) → (B, L, d)
         digit_pos = torch.arange(self.length, device=y.device).repeat(num_tokens)  # (L·ℓ,)
-        rows = self.weight[digit_pos, y]  # (B, L·ℓ, width)
+        flat = self.weight.reshape(-1, self.weight.shape[-1])  # (ℓ·(b+1), width)
+        rows = F.embedding(digit_pos * self.weight.shape[1] + y, flat)  # (B, L·ℓ, width)
         if self.variant == "per_position":
             return rows.reshape(batch, num_tokens, self.dim)
         return rows.reshape(batch, num_tokens, self.length, self.dim).sum(2)
