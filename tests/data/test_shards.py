@@ -445,7 +445,7 @@ def test_window_argument_errors(byte_corpus):
 
 
 def test_registry_spec_task_adapter_and_to_device(byte_corpus):
-    from mdm_prime.tasks import Task
+    from mdm_prime.tasks import ShardsTask
 
     _, _, out, _ = byte_corpus
     src = load_data(f"shards:{out}")
@@ -456,7 +456,7 @@ def test_registry_spec_task_adapter_and_to_device(byte_corpus):
     assert load_data(f"shards:{out},mode=doc").load(mode="random").mode == "random"
     with pytest.raises(MissingDataError, match="index.json"):
         load_data(f"shards:{out.parent / 'missing'}")
-    task = Task(**shards_task_kwargs(sh, 32, spec=f"shards:{out}", n_valid=5, tokenizer_spec="byte"))
+    task = ShardsTask(**shards_task_kwargs(sh, 32, spec=f"shards:{out}", n_valid=5, tokenizer_spec="byte"))
     assert task.infinite and task.num_classes == 256 and task.valid_tokens.shape == (5, 32)
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(task.sample_train(4, g1), sh.sample_windows(4, 32, g2, mode="doc"))
