@@ -54,7 +54,8 @@ def spec_tokens(
     them (hash of seed ``seed``, ``fractions``; ``text8`` contiguously), each document tokenized and
     followed by the separator, the stream cut into non-overlapping chunks of ``seq_len``. ``shards:DIR``
     gives the fixed held-out windows of :meth:`~mdm_prime.data.shards.ShardedTokens.valid_windows` (at most
-    ``max_sequences``); its tokenizer must be the run's.
+    ``max_sequences``; up to 512 they are those a ``shards:DIR`` run holds out); its tokenizer must be the
+    run's.
 
     Raises:
         ValueError: not a text or shards spec; a shard folder prepared with another tokenizer; an empty split.
@@ -77,8 +78,11 @@ def spec_tokens(
                 f"{spec} was prepared with tokenizer {theirs.get('name')!r} (C = {sh.vocab_size}); "
                 f"the run uses {tokenizer.name!r} (C = {tokenizer.vocab_size})"
             )
-        n = max_sequences or max(1, sh.num_tokens(split) // seq_len)
-        return sh.valid_windows(n, seq_len, split), sh.characters_per_token(split)
+        chunks = max(1, sh.num_tokens(split) // seq_len)
+        # at most 512 sequences: the same windows as a shards run's own held-out set (shards_task_kwargs)
+        n = chunks if max_sequences is None else max(min(512, chunks), max_sequences)
+        x = sh.valid_windows(n, seq_len, split)
+        return (x if max_sequences is None else x[:max_sequences]), sh.characters_per_token(split)
     if source.kind != "text":
         raise ValueError(f"--data scores text; {spec!r} is {source.kind} data (give a text spec or shards:DIR)")
     docs = source.documents()
