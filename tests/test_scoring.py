@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mdm_prime.scoring import score_corpus
 from mdm_prime.oracle import ExactPosterior, exact_objectives
+from mdm_prime.scoring import score_corpus
 from mdm_prime.subtokenizer import SubTokenizer
 
 

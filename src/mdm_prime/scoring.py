@@ -64,7 +64,12 @@ def spec_tokens(
     import numpy as np
 
     from .data import load_data
-    from .data.dataset import chunk_tokens, concat_documents, parse_text_spec, split_documents
+    from .data.dataset import (
+        chunk_tokens,
+        concat_documents,
+        parse_text_spec,
+        split_documents,
+    )
 
     splits = ("train", "valid", "test")
     if split not in splits:

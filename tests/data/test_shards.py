@@ -619,7 +619,7 @@ def test_cli_data_prepare_out_round_trip(small_text, tmp_path, capsys):
     back to the corpus (each once, all splits together); without --out the in-memory prepare still runs."""
     from mdm_prime.cli import main
 
-    path, docs = small_text
+    path, _ = small_text
     out = tmp_path / "shards"
     argv = ["data", "prepare", f"text:{path}", "--tokenizer", "byte", "--out", str(out), "--workers", "1"]
     assert main(argv) == 0
@@ -659,8 +659,8 @@ def test_train_on_shards_end_to_end_with_exact_resume(small_text, tmp_path, caps
     a = load_pretrained(tmp_path / "ref" / "checkpoint", use_ema=False).state_dict()
     b = load_pretrained(tmp_path / "run" / "checkpoint", use_ema=False).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ref_losses = [json.loads(x).get("loss") for x in open(tmp_path / "ref" / "metrics.jsonl")]
-    run_losses = [json.loads(x).get("loss") for x in open(tmp_path / "run" / "metrics.jsonl")]
+    ref_losses = [json.loads(x).get("loss") for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    run_losses = [json.loads(x).get("loss") for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [v for v in ref_losses if v is not None] == [v for v in run_losses if v is not None]
     cfg = json.loads((tmp_path / "ref" / "train_config.json").read_text())
     assert cfg["tokenizer"] == "byte" and cfg["data"] == spec
