@@ -523,14 +523,14 @@ def test_run_folder_with_gpt2_likelihood_and_infill(tmp_path):
     res = likelihood(model, x, model.subtokenizer, num_times=4, seed=0)
     assert torch.isfinite(res.nelbo).all() and float(res.nelbo[0]) > 0
     from mdm_prime.evaluate import load_run
-    from mdm_prime.generate import generate_tokens
-    from mdm_prime.sampling import infill_condition
+    from mdm_prime.families import family_of
+    from mdm_prime.tasks import TextTask
 
     _, task, m = load_run(run, with_data=False)
+    assert isinstance(task, TextTask) and task.tokenizer.vocab_size == 50257  # through load_task
     generate = torch.zeros(12, dtype=torch.bool)
     generate[3:6] = True
-    cond = infill_condition(x[0], generate, m.subtokenizer, num_samples=2)
-    tokens, stats = generate_tokens(m, task, num=2, steps=6, seed=0, condition=cond)
+    tokens, stats = family_of(m).generate(m, num=2, num_tokens=12, steps=6, seed=0, infill=(x[0], generate))
     assert torch.equal(tokens[:, ~generate], x[:, ~generate].expand(2, -1))
     assert stats["network_calls_mean"] <= 6
     with pytest.raises(ValueError, match="tokenizer 'byte' has 256 tokens"):
@@ -562,31 +562,11 @@ def test_protocol_zero_records_and_state(tmp_path):
     assert to_plain(tree["hyper_parameters"]) == {"n": 7}
 
 
-def test_fine_tuning_resumes_from_the_imported_run(tmp_path, data_env, monkeypatch):
-    """``train --resume`` on an imported run, with the one-branch hook the trainer needs for the
-    ``mdlm_dit`` architecture (``tasks.build_model_for``), emulated here."""
+def test_fine_tuning_resumes_from_the_imported_run(tmp_path, data_env):
+    """``train --resume`` on an imported run: the family builds the ``mdlm_dit`` architecture itself."""
     import mdm_prime.train as T
     from mdm_prime.configs import TrainConfig
 
-    original = T.build_model_for
-
-    def build_model_for(cfg, task):
-        if cfg.architecture != "mdlm_dit":
-            return original(cfg, task)
-        extra = {"precision": cfg.precision, **cfg.model_overrides}
-        return build_model(
-            mdlm_dit_config(
-                cfg.model_size,
-                num_classes=task.num_classes,
-                length=cfg.subtokens,
-                base=cfg.base,
-                schedule=cfg.schedule,
-                seq_len=task.seq_len,
-                **extra,
-            )
-        )
-
-    monkeypatch.setattr(T, "build_model_for", build_model_for)
     raw = _random_model(num_classes=256, length=2, seq_len=16)
     run = write_run_folder(
         raw,

@@ -33,6 +33,8 @@ from .checkpoint import load_pretrained, save_pretrained
 from .discrete_bound import DiscreteTimeBound, discrete_time_bound
 from .families import FAMILIES, family_of, get_family
 from .sampling import SampleResult, sample
+from .scoring import auto_batch_size, score_corpus
+from .importing import import_checkpoint, write_run_folder
 
 __version__ = "0.1.0"
 
@@ -73,5 +75,9 @@ __all__ = [
     "family_of",
     "save_pretrained",
     "load_pretrained",
+    "score_corpus",
+    "auto_batch_size",
+    "import_checkpoint",
+    "write_run_folder",
     "__version__",
 ]

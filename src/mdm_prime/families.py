@@ -191,7 +191,8 @@ class DiffusionFamily(Family):
         self.name, self.description, self.fixed_subtokens = name, description, fixed_subtokens
 
     def build_model(self, cfg, task):
-        """Transformer (text, synthetic), U-Net (images) or MLP (toy) over ``cfg.subtokens`` digits;
+        """Transformer (text, synthetic), U-Net (images), MLP (toy) or the published models' DiT
+        (``mdlm_dit``, run folders of ``mdm-prime import``) over ``cfg.subtokens`` digits;
         ``cfg.architecture`` (``auto``: the task's default) and ``cfg.model_overrides`` choose."""
         from . import models as M
 
@@ -209,8 +210,14 @@ class DiffusionFamily(Family):
             conf = M.unet_config(cfg.model_size, image_shape=list(task.image_shape), **common, **extra)
         elif arch == "mlp":
             conf = M.mlp_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
+        elif arch == "mdlm_dit":  # the published MDLM / MDLM-Prime network (mdm_prime.importing)
+            from .models.mdlm_dit import mdlm_dit_config
+
+            conf = mdlm_dit_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
         else:
-            raise ValueError(f"unknown architecture {arch!r}; expected auto, transformer, unet or mlp")
+            raise ValueError(
+                f"unknown architecture {arch!r}; expected auto, transformer, unet, mlp or mdlm_dit"
+            )
         return M.build_model(conf)
 
     def loss(self, model, x0, noise, *, objective="prime", schedule=None):

@@ -23,7 +23,9 @@ __all__ = [
     "ImageTask",
     "ToyTask",
     "SyntheticTask",
+    "ShardsTask",
     "TASK_TYPES",
+    "shards_tokenizer",
     "TASK_FILE",
     "build_task",
     "load_task",
@@ -399,7 +401,51 @@ class SyntheticTask(Task):
         )
 
 
-TASK_TYPES: dict[str, type[Task]] = {cls.kind: cls for cls in (TextTask, ImageTask, ToyTask, SyntheticTask)}
+class ShardsTask(TextTask):
+    """Text streamed from a prepared shard folder (``shards:DIR``, written by ``mdm-prime data prepare
+    SPEC --tokenizer T --out DIR``): an *infinite* task whose training windows are drawn by memory map
+    from the trainer's generator (:meth:`mdm_prime.data.shards.ShardedTokens.sample_windows`, so exact
+    resume holds), with fixed held-out validation / test windows, the tokenizer saved in the shard folder,
+    and bits per character from the index's character and token counts of the valid split."""
+
+    kind = "shards"
+
+    def describe_size(self) -> str:
+        info = self.info
+        return (
+            f"{self.spec}: windows of {self.seq_len} tokens drawn from {info.get('train_tokens', 0):,} "
+            f"training tokens ({info.get('train_documents', 0):,} documents, {info.get('window_mode')} "
+            f"windows), {self.valid_tokens.shape[0]:,} validation windows"
+        )
+
+    @classmethod
+    def from_source(cls, cfg, source):
+        """Raises ValueError when ``cfg.tokenizer`` names another tokenizer than the shards' own
+        (``""`` / ``"none"`` mean: use the shards' tokenizer)."""
+        from .data.shards import shards_task_kwargs
+
+        shards = source.load()
+        kwargs = shards_task_kwargs(shards, cfg.seq_len, spec=cfg.data, tokenizer_spec=cfg.tokenizer)
+        if cfg.max_train_tokens:
+            raise ValueError("max_train_tokens limits an in-memory corpus; shards:DIR draws windows instead")
+        return cls(**kwargs)
+
+
+def shards_tokenizer(spec: str) -> str | None:
+    """The tokenizer spec a ``shards:DIR`` data spec was prepared with (``None`` for other specs), for
+    command lines that fill in ``--tokenizer`` when it is not given. Raises like :func:`build_task` on a
+    missing shard folder."""
+    from .data import load_data
+
+    if not isinstance(spec, str) or not spec.startswith("shards:"):
+        return None
+    source = load_data(spec)
+    return source.load().index["tokenizer"]["spec"]
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    cls.kind: cls for cls in (TextTask, ImageTask, ToyTask, SyntheticTask, ShardsTask)
+}
 
 
 def _task_type(kind: str) -> type[Task]:

@@ -39,6 +39,7 @@ from .configs import TrainConfig
 from .evaluate import evaluate_model
 from .families import Family, Noise, get_family
 from .schedules import get_schedule
+from .data.shards import to_device
 from .tasks import Task, build_task
 
 __all__ = ["train", "Trainer"]
@@ -181,7 +182,8 @@ class Trainer:
         for m in range(cfg.grad_accum):
             lo = m * micro + info.rank * per_rank
             sl = slice(lo, lo + per_rank)
-            per_seq = self.loss(x_global[sl].to(info.device), noise_global[sl].to(info.device))
+            x0, t, u = to_device((x_global[sl], noise_global[sl].t, noise_global[sl].uniforms), info.device)
+            per_seq = self.loss(x0, Noise(t, u))
             loss = per_seq.sum() * info.world_size / (B * L)
             sync = m == cfg.grad_accum - 1 or not info.enabled
             ctx = self.train_model.no_sync() if (info.enabled and not sync) else contextlib.nullcontext()

@@ -208,3 +208,92 @@ def test_eval_rejects_bad_metric_options_before_work(runs, capsys):
                       (["--gen-ppl", "/nonexistent"], "not a run folder")):
         assert main(["eval", str(runs["markov"]), *args]) == 2
         assert msg in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- budgets, --data, the gap
+def _counting_likelihood(monkeypatch):
+    """Wrap the likelihood that ``score_corpus`` calls and count the tokens it is given."""
+    import mdm_prime.scoring as S
+
+    seen = []
+    original = S.likelihood
+
+    def counting(model, x0, *args, **kwargs):
+        seen.append(x0.numel())
+        return original(model, x0, *args, **kwargs)
+
+    monkeypatch.setattr(S, "likelihood", counting)
+    return seen
+
+
+def test_eval_budget_counts_the_scored_tokens(runs, capsys, monkeypatch):
+    seen = _counting_likelihood(monkeypatch)
+    r = _eval_json(capsys, runs["text"], "--max-sequences", 11, "--num-times", 2, "--no-progress")
+    assert sum(seen) == 11 * 16 and r["num_sequences"] == 11 and r["num_tokens"] == 11 * 16
+    seen.clear()
+    r = _eval_json(capsys, runs["text"], "--max-tokens", 50, "--num-times", 2, "--no-progress")
+    assert sum(seen) == 3 * 16 and r["num_sequences"] == 3  # whole sequences: 50 // 16
+    seen.clear()
+    # --num-sequences and a budget together: the smaller wins
+    r = _eval_json(capsys, runs["text"], "--num-sequences", 4, "--max-tokens", 1000, "--num-times", 2)
+    assert sum(seen) == 4 * 16 and r["num_sequences"] == 4
+    # the autoregressive run obeys the same budget
+    r = _eval_json(capsys, runs["ar"], "--max-tokens", 40)
+    assert r["num_sequences"] == 2 and r["num_times"] == 0
+    assert main(["eval", str(runs["text"]), "--max-tokens", "15"]) == 2
+    assert "below one sequence" in capsys.readouterr().err
+    assert main(["eval", str(runs["text"]), "--max-sequences", "0"]) == 2
+    assert "--max-sequences must be >= 1" in capsys.readouterr().err
+
+
+def test_eval_data_spec_uses_the_run_tokenizer_and_the_training_split(runs, capsys):
+    """``--data`` on the run's own corpus re-tokenizes it with the run's saved tokenizer and splits it by
+    document as training did: the same valid sequences, hence the same numbers and bits/char."""
+    spec = json.loads((runs["text"] / "task.json").read_text())["spec"]
+    own = _eval_json(capsys, runs["text"], "--num-sequences", 5, "--num-times", 2, "--no-progress")
+    other = _eval_json(capsys, runs["text"], "--data", spec, "--num-sequences", 5, "--num-times", 2)
+    assert other["data"] == spec and other["num_sequences"] == 5
+    assert other["nelbo_nats_per_token"] == own["nelbo_nats_per_token"]
+    assert other["bits_per_char"] == pytest.approx(own["bits_per_char"], rel=1e-12)
+    from mdm_prime.data import load_data
+    from mdm_prime.data.dataset import split_documents
+
+    docs = load_data(spec).documents()
+    valid = [docs[i] for i in split_documents(docs)["valid"]]
+    stream = "".join(d + "\n" for d in valid).encode()  # byte tokens; the separator is one token
+    assert other["bits_per_char"] == pytest.approx(other["bits_per_token"] * len(stream) / sum(map(len, valid)))
+    assert main(["eval", str(runs["text"]), "--data", "markov:states=3"]) == 2
+    assert "--data scores text" in capsys.readouterr().err
+    assert main(["eval", str(runs["digits"]), "--data", spec]) == 2
+    assert "needs a text run" in capsys.readouterr().err
+
+
+def test_eval_prints_the_gap_between_the_valid_bound_and_the_objective(runs, capsys):
+    r = _eval_json(capsys, runs["text"], "--num-sequences", 6, "--num-times", 2)
+    assert r["gap_nats_per_token"] == pytest.approx(r["nelbo_nats_per_token"] - r["prime_objective_nats_per_token"])
+    assert r["prime_perplexity"] == pytest.approx(math.exp(r["prime_objective_nats_per_token"]))
+    capsys.readouterr()
+    assert main(["eval", str(runs["text"]), "--num-sequences", "6", "--num-times", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    gap_line = next(line for line in out.splitlines() if "gap L_valid − L_prime" in line)
+    printed = float(gap_line.split(":")[1].split()[0])
+    assert printed == pytest.approx(r["nelbo_nats_per_token"] - r["prime_objective_nats_per_token"], abs=5e-5)
+    assert f"perplexity {r['perplexity']:.3f}" in out
+
+
+def test_auto_batch_size_keeps_the_logits_within_one_gib(runs, capsys):
+    from mdm_prime.scoring import auto_batch_size
+
+    assert auto_batch_size(50257, 1024) == 5  # the published models: 5 rows, 1.03 GB (not 64 rows, 13 GB)
+    for c, length in ((50257, 1024), (50257, 128), (256, 16), (10**6, 4096), (7, 3)):
+        rows = auto_batch_size(c, length)
+        assert 1 <= rows <= 64
+        assert rows == 1 or rows * c * length * 4 <= 2**30
+        assert rows == 64 or (rows + 1) * c * length * 4 > 2**30 or rows == 1
+    assert auto_batch_size(10**6, 4096) == 1
+    r = _eval_json(capsys, runs["text"], "--num-sequences", 2, "--num-times", 2)
+    assert r["batch_size"] == 64  # C = 256, L = 16
+    r = _eval_json(capsys, runs["text"], "--num-sequences", 2, "--num-times", 2, "--batch-size", 3)
+    assert r["batch_size"] == 3
+    with pytest.raises(ValueError, match="num_classes"):
+        auto_batch_size(0, 16)

@@ -445,7 +445,7 @@ def test_window_argument_errors(byte_corpus):
 
 
 def test_registry_spec_task_adapter_and_to_device(byte_corpus):
-    from mdm_prime.tasks import Task
+    from mdm_prime.tasks import ShardsTask
 
     _, _, out, _ = byte_corpus
     src = load_data(f"shards:{out}")
@@ -456,7 +456,7 @@ def test_registry_spec_task_adapter_and_to_device(byte_corpus):
     assert load_data(f"shards:{out},mode=doc").load(mode="random").mode == "random"
     with pytest.raises(MissingDataError, match="index.json"):
         load_data(f"shards:{out.parent / 'missing'}")
-    task = Task(**shards_task_kwargs(sh, 32, spec=f"shards:{out}", n_valid=5, tokenizer_spec="byte"))
+    task = ShardsTask(**shards_task_kwargs(sh, 32, spec=f"shards:{out}", n_valid=5, tokenizer_spec="byte"))
     assert task.infinite and task.num_classes == 256 and task.valid_tokens.shape == (5, 32)
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(task.sample_train(4, g1), sh.sample_windows(4, 32, g2, mode="doc"))
@@ -599,3 +599,84 @@ def test_resume_after_sigkill(byte_corpus, tmp_path):
         if p.suffix in (".bin", ".idx"):
             assert (out / p.relative_to(full)).read_bytes() == p.read_bytes(), p
     assert not list(out.rglob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------- wiring: CLI and training
+
+
+@pytest.fixture
+def small_text(tmp_path, monkeypatch):
+    """A few-KB text corpus (documents separated by blank lines) and a private data root."""
+    monkeypatch.setenv("MDM_PRIME_DATA", str(tmp_path / "data_root"))
+    docs = make_docs(60, seed=5, max_words=25)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(docs))
+    return path, docs
+
+
+def test_cli_data_prepare_out_round_trip(small_text, tmp_path, capsys):
+    """``mdm-prime data prepare SPEC --tokenizer byte --out DIR`` writes shards whose documents decode
+    back to the corpus (each once, all splits together); without --out the in-memory prepare still runs."""
+    from mdm_prime.cli import main
+
+    path, _ = small_text
+    out = tmp_path / "shards"
+    argv = ["data", "prepare", f"text:{path}", "--tokenizer", "byte", "--out", str(out), "--workers", "1"]
+    assert main(argv) == 0
+    assert "MB/s" in capsys.readouterr().out
+    sh = ShardedTokens(out)
+    got = [bytes(d.astype(np.uint8)).decode() for s in ("train", "valid", "test") for d in sh.iter_documents(s)]
+    assert sorted(got) == sorted(load_text_file(path))
+    assert sum(sh.num_documents(s) for s in ("train", "valid", "test")) == len(load_text_file(path))
+    assert main(["data", "prepare", f"text:{path}", "--tokenizer", "byte", "--seq-len", "16"]) == 0
+    assert "train" in capsys.readouterr().out and not (tmp_path / "data_root" / "shards").exists()
+
+
+def _train_argv(data, out, steps):
+    return ["train", "--data", data, "--seq-len", "16", "--batch-size", "4", "--max-steps", str(steps),
+            "--no-progress", "--precision", "fp32", "--subtokens", "2", "--out", str(out),
+            "--set", "model_overrides.dim=32", "--set", "model_overrides.depth=1", "--set", "model_overrides.heads=2",
+            "--set", "eval_every=0", "--set", "log_every=1", "--set", "checkpoint_every=0",
+            "--set", "num_preview_samples=0", "--set", "final_eval_sequences=2", "--set", "final_eval_num_times=2",
+            "--set", "warmup_steps=0"]
+
+
+def test_train_on_shards_end_to_end_with_exact_resume(small_text, tmp_path, capsys):
+    """``train --data shards:DIR``: the tokenizer comes from the shards, windows are drawn from the run's
+    generator (3 steps in one go = 1 step then a resume to 3, bit for bit), validation uses the fixed
+    held-out windows, and a conflicting --tokenizer is refused."""
+    from mdm_prime.checkpoint import load_pretrained
+    from mdm_prime.cli import main
+    from mdm_prime.tasks import ShardsTask, load_task
+
+    path, _ = small_text
+    shards = tmp_path / "shards"
+    prepare_shards(f"text:{path}", shards, "byte", fractions=(0.8, 0.1, 0.1), workers=1, log=None)
+    spec = f"shards:{shards}"
+    assert main(_train_argv(spec, tmp_path / "ref", 3)) == 0
+    assert main(_train_argv(spec, tmp_path / "run", 1)) == 0
+    assert main([*_train_argv(spec, tmp_path / "run", 3), "--resume"]) == 0
+    a = load_pretrained(tmp_path / "ref" / "checkpoint", use_ema=False).state_dict()
+    b = load_pretrained(tmp_path / "run" / "checkpoint", use_ema=False).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref_losses = [json.loads(x).get("loss") for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    run_losses = [json.loads(x).get("loss") for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [v for v in ref_losses if v is not None] == [v for v in run_losses if v is not None]
+    cfg = json.loads((tmp_path / "ref" / "train_config.json").read_text())
+    assert cfg["tokenizer"] == "byte" and cfg["data"] == spec
+    task = load_task(tmp_path / "ref")
+    assert isinstance(task, ShardsTask) and task.tokenizer.name == "byte"
+    index = read_index(shards)
+    cpt = index["splits"]["valid"]["characters"] / index["splits"]["valid"]["tokens"]
+    assert task.characters_per_token == pytest.approx(cpt)
+    # the held-out windows are the shards' fixed valid windows: scoring them through --data gives the run's
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ref"), "--num-sequences", "3", "--num-times", "2", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(tmp_path / "ref"), "--data", spec, "--num-sequences", "3", "--num-times", "2",
+                 "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["nelbo_nats_per_token"] == own["nelbo_nats_per_token"]
+    assert own["bits_per_char"] == pytest.approx(own["bits_per_token"] / cpt)
+    assert main([*_train_argv(spec, tmp_path / "bad", 1), "--tokenizer", "gpt2"]) == 2
+    assert "prepared with 'byte'" in capsys.readouterr().err

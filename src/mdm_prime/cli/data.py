@@ -65,10 +65,24 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", default=None, help="data root (default: $MDM_PRIME_DATA or ~/.cache/mdm-prime)"
     )
+    from ..data.prepare import add_arguments as add_shard_arguments
+
+    g = parser.add_argument_group(
+        "streaming shards (with --out DIR: memory-mappable token shards for shards:DIR; spec may also be "
+        "txt:DIR, jsonl:PATH, parquet:PATH, hf:DIR)"
+    )
+    add_shard_arguments(g, common=False)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    """Without ``--out``: tokenize and cache a text spec in memory and report its sizes; with ``--out
+    DIR``: write token shards (:func:`mdm_prime.data.prepare.prepare_shards`) for ``shards:DIR``."""
     from ..data.registry import parse_data_spec
+
+    if args.out is not None:
+        from ..data.prepare import run as run_shards
+
+        return run_shards(args)
 
     src = parse_data_spec(args.spec)
     if src.kind != "text":
@@ -101,7 +115,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_prepare_arguments(
         sub.add_parser(
-            "prepare", help="tokenize and cache a text spec; report sizes", formatter_class=HelpFormatter
+            "prepare",
+            help="tokenize and cache a text spec and report sizes; with --out DIR write token shards",
+            formatter_class=HelpFormatter,
         )
     )
 

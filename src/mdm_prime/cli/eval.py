@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,10 +21,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--num-times", type=int, default=32, metavar="K", help="Monte Carlo draws per sequence (>= 2)"
     )
     p.add_argument(
-        "--num-sequences", type=int, default=256, metavar="N", help="sequences of the split to score"
+        "--num-sequences",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sequences of the split to score (default: 256, or the whole split when --max-sequences / "
+        "--max-tokens sets the budget)",
+    )
+    p.add_argument(
+        "--max-sequences", type=int, default=None, metavar="N", help="stop after N sequences (default: none)"
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="T",
+        help="stop once T tokens are scored (whole sequences; default: none)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="SPEC",
+        help="score this text spec (text:PATH, owt:DIR, mix, …) or shards:DIR with the run's tokenizer, "
+        "split by document as training splits it (default: the run's own data)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the time draws and samples")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences per network call")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows (sequence × time draw) per network call (default: automatic, float32 logits of one "
+        "call ≲ 1 GiB: floor(2^30 / (4·C·L)), at most 64)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -80,8 +110,15 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.num_times < 2:
         raise ValueError(f"--num-times must be >= 2, got {args.num_times}")
-    if args.num_sequences < 1:
-        raise ValueError(f"--num-sequences must be >= 1, got {args.num_sequences}")
+    for flag in ("num_sequences", "max_sequences", "max_tokens", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.data is not None:
+        from ..data import load_data
+
+        if load_data(args.data).kind not in ("text", "shards"):
+            raise ValueError(f"--data scores text: give a text spec or shards:DIR, got {args.data!r}")
     run_paths(args.run_dir)
     if args.num_samples < 2:
         raise ValueError(f"--num-samples must be >= 2, got {args.num_samples}")
@@ -166,38 +203,97 @@ def _load_scorers(args: argparse.Namespace, task) -> dict:
     return out
 
 
+def _scored_tokens(args: argparse.Namespace):
+    """``(cfg, task, model, tokens)``: the run and the ``LongTensor[N, L]`` that ``eval`` scores."""
+    from ..evaluate import load_run
+    from ..scoring import spec_tokens
+
+    cap = args.num_sequences
+    if cap is None and args.max_sequences is None and args.max_tokens is None:
+        cap = 256
+    if args.data is None:
+        cfg, task, model = load_run(args.run_dir, use_ema=not args.no_ema, device=args.device)
+        x = task.split(args.split)
+        return cfg, task, model, x if cap is None else x[:cap]
+    cfg, task, model = load_run(args.run_dir, use_ema=not args.no_ema, device=args.device, with_data=False)
+    if task.tokenizer is None:
+        raise ValueError(f"--data needs a text run with a tokenizer; {args.run_dir} holds {task.kind} data")
+    budget = [v for v in (cap, args.max_sequences) if v is not None]
+    if args.max_tokens is not None:
+        budget.append(max(1, args.max_tokens // task.seq_len))
+    x, cpt = spec_tokens(
+        args.data, task.tokenizer, task.seq_len, split=args.split, max_sequences=min(budget, default=None)
+    )
+    task.spec, task.characters_per_token = args.data, cpt
+    return cfg, task, model, x
+
+
+def score(args: argparse.Namespace, task, model, x) -> dict:
+    """The likelihood summary of ``model`` on ``x`` within the budget of ``args``: the valid bound by
+    :func:`mdm_prime.scoring.score_corpus` (chunks of 8 sequences, chunk ``i`` seeded ``seed + i``, so
+    the numbers do not depend on ``--batch-size``) with ``L_prime``, the gap and ``prime_perplexity``
+    beside it; the exact NLL for an autoregressive run."""
+    from ..families import family_of
+    from ..scoring import auto_batch_size, score_corpus
+
+    L = x.shape[1]
+    rows = args.batch_size or auto_batch_size(task.num_classes, L)
+    family = family_of(model)
+    if family.exact_likelihood:
+        n = x.shape[0]
+        if args.max_sequences is not None:
+            n = min(n, args.max_sequences)
+        if args.max_tokens is not None:
+            n = min(n, args.max_tokens // L)
+        if n < 1:
+            raise ValueError(f"--max-tokens {args.max_tokens} is below one sequence of {L} tokens")
+        r = family.score(model, x[:n], num_times=args.num_times, seed=args.seed, batch_size=rows)
+    else:
+        if args.max_tokens is not None and args.max_tokens < L:
+            raise ValueError(f"--max-tokens {args.max_tokens} is below one sequence of {L} tokens")
+        r = score_corpus(
+            model,
+            x,
+            num_times=args.num_times,
+            seed=args.seed,
+            batch_size=8,
+            rows_per_call=rows,
+            max_sequences=args.max_sequences,
+            max_tokens=args.max_tokens,
+            progress=not args.no_progress,
+        )
+        r.update(stderr_kind="Monte Carlo (time draws)", family=family.name)
+    r["split"] = args.split
+    r["batch_size"] = rows
+    if args.data is not None:
+        r["data"] = args.data
+    return task.add_units(r)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import discrete_bound_metrics, evaluate_model, load_run, sample_metrics
+    from ..evaluate import discrete_bound_metrics, sample_metrics
 
     _check(args)
-    _, task, model = load_run(args.run_dir, use_ema=not args.no_ema, device=args.device)
+    _, task, model, x = _scored_tokens(args)
     scorers = _load_scorers(args, task)
-    r = evaluate_model(
-        model,
-        task,
-        split=args.split,
-        num_sequences=args.num_sequences,
-        num_times=args.num_times,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    r = score(args, task, model, x)
     r["weights"] = "raw" if args.no_ema else "ema"
     r["run_dir"] = str(args.run_dir)
     r.update(scorers.pop("info"))
+    scored = x[: r["num_sequences"]]
     if args.discrete_steps:
-        x = task.split(args.split)[: args.num_sequences]
         r.update(
             discrete_bound_metrics(
                 model,
-                x,
+                scored,
                 steps=args.discrete_steps,
                 num_draws=args.discrete_draws,
                 seed=args.seed,
-                batch_size=args.batch_size,
+                batch_size=r["batch_size"],
             )
         )
     if scorers:
-        reference = task.split(args.split)[: args.num_samples]
+        reference = x[: args.num_samples] if args.data is not None else task.split(args.split)[: args.num_samples]
         r.update(
             sample_metrics(
                 model,
@@ -206,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
                 num_samples=args.num_samples,
                 steps=args.steps or None,
                 seed=args.seed,
-                batch_size=args.batch_size,
+                batch_size=r["batch_size"],
                 **scorers,
             )
         )
@@ -221,7 +317,8 @@ def _print(args: argparse.Namespace, r: dict) -> None:
     draws = "exact likelihood" if r["num_times"] == 0 else f"K = {r['num_times']} time draws"
     name = "NLL (exact):      " if r["num_times"] == 0 else "NLL bound (valid):"
     print(
-        f"{args.run_dir} [{r['family']}], {r['split']} split, {r['num_sequences']} sequences × "
+        f"{args.run_dir} [{r['family']}], {r.get('data', 'run data')} {r['split']} split, "
+        f"{r['num_sequences']} sequences × "
         f"{r['tokens_per_sequence']} tokens, {draws}, {r['weights']} weights"
     )
     print(
@@ -237,9 +334,15 @@ def _print(args: argparse.Namespace, r: dict) -> None:
             f"  data entropy:       {r['data_entropy_nats_per_token']:.4f} nats/token (exact; a bound may not go below it)"
         )
     if "prime_objective_nats_per_token" in r:
+        prime_ppl = r.get("prime_perplexity", math.exp(r["prime_objective_nats_per_token"]))
+        gap = r.get("gap_nats_per_token", r["nelbo_nats_per_token"] - r["prime_objective_nats_per_token"])
         print(
-            f"  training objective L_prime: {r['prime_objective_nats_per_token']:.4f} nats/token "
-            f"(NOT a likelihood bound for ℓ > 1)"
+            f"  training objective L_prime: {r['prime_objective_nats_per_token']:.4f} nats/token, "
+            f"'perplexity' {prime_ppl:.3f} (NOT a likelihood bound for ℓ > 1)"
+        )
+        print(
+            f"  gap L_valid − L_prime: {gap:.4f} nats/token (valid perplexity {r['perplexity']:.3f} vs "
+            f"{prime_ppl:.3f} from the objective)"
         )
     if "discrete_time_nelbo_nats_per_token" in r:
         print(

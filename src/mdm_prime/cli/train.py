@@ -122,6 +122,11 @@ def resolve_train_config(args: argparse.Namespace):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    if "tokenizer" not in overrides:  # shards:DIR carries its tokenizer (an explicit one must agree)
+        from ..tasks import shards_tokenizer
+
+        if shards_tokenizer(overrides.get("data")):
+            overrides["tokenizer"] = shards_tokenizer(overrides["data"])
     if "family" in overrides and "subtokens" not in overrides:
         fixed = get_family(overrides["family"]).fixed_subtokens
         if fixed is not None:

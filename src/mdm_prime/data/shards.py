@@ -409,9 +409,10 @@ def shards_task_kwargs(
     n_test: int = 512,
     tokenizer_spec: str | None = None,
 ) -> dict:
-    """Keyword arguments of an *infinite* text ``Task`` (:mod:`mdm_prime.tasks`) drawn from shards::
+    """Keyword arguments of an *infinite* text task (:class:`mdm_prime.tasks.ShardsTask`, the task of
+    a ``shards:DIR`` spec) drawn from shards::
 
-        Task(**shards_task_kwargs(source.load(), cfg.seq_len, spec=cfg.data, tokenizer_spec=cfg.tokenizer))
+        ShardsTask(**shards_task_kwargs(source.load(), cfg.seq_len, spec=cfg.data, tokenizer_spec=cfg.tokenizer))
 
     ``sampler(n, g)`` is :meth:`ShardedTokens.sample_windows` (all randomness from the trainer's
     generator); ``valid_tokens`` / ``test_tokens`` are :meth:`ShardedTokens.valid_windows` (at most
@@ -436,7 +437,6 @@ def shards_task_kwargs(
     valid = sh.valid_windows(n_valid, seq_len, "valid")
     test = sh.valid_windows(n_test, seq_len, "test") if sh.num_tokens("test") >= seq_len else None
     return dict(
-        kind="text",
         spec=spec or f"shards:{sh.directory}",
         num_classes=sh.vocab_size,
         seq_len=seq_len,

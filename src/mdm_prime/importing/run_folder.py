@@ -113,7 +113,7 @@ def write_run_folder(
     Raises ValueError (tokenizer size ≠ C, bad settings), FileExistsError (``out`` holds files).
     """
     from ..data.tokenizers import get_tokenizer
-    from ..tasks import Task
+    from ..tasks import TextTask
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -132,8 +132,7 @@ def write_run_folder(
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(cfg.to_json())
     meta = json.loads(json.dumps(metadata or {}, default=str))
-    task = Task(
-        kind="text",
+    task = TextTask(
         spec=data,
         num_classes=model.num_classes,
         seq_len=model.seq_len,

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..subtokenizer import SubTokenizer
 from .base import PRECISIONS, autocast_context, check_int_tensor, check_json, check_positive_int, check_range
-from .layers import Block, KVCache, Rotary
+from .layers import Block, KVCache, Rotary, compute_dtype
 from .transformer import check_transformer_shape, transformer_matmul_flops
 
 __all__ = ["CausalTransformer", "sample_categorical"]
@@ -104,7 +104,7 @@ class CausalTransformer(nn.Module):
         offset = 0 if cache is None else cache.length
         with autocast_context(self.precision, inputs.device):
             h = self.embed(inputs)
-            cos, sin = self.rotary(h.shape[1], offset, h.device, h.dtype)
+            cos, sin = self.rotary(h.shape[1], offset, h.device, compute_dtype(h))
             for i, block in enumerate(self.blocks):
                 h = block(h, cos, sin, cache=cache, layer=i)
             logits = self.head(self.norm_out(h))

@@ -1,4 +1,4 @@
-"""``mdm_prime.importing.score_corpus``: chunked valid-bound scoring with a budget, checked against the
+"""``mdm_prime.score_corpus``: chunked valid-bound scoring with a budget, checked against the
 exact oracle (enumeration over mask patterns and quadrature, :mod:`mdm_prime.oracle`)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mdm_prime.importing.scoring import score_corpus
 from mdm_prime.oracle import ExactPosterior, exact_objectives
+from mdm_prime.scoring import score_corpus
 from mdm_prime.subtokenizer import SubTokenizer
 
 

@@ -1,6 +1,8 @@
-"""Score a large corpus with the valid bound in bounded memory: :func:`score_corpus`.
+"""Score a large corpus with the valid bound in bounded memory: :func:`score_corpus`; the tokens of
+any text spec or shard folder under a run's tokenizer: :func:`spec_tokens`; the network-call size
+that keeps the logits near a memory budget: :func:`auto_batch_size`.
 
-The library part of ``mdm-prime eval --max-sequences/--max-tokens`` (docs/method.md §5, §8): token
+The library part of ``mdm-prime eval`` (docs/method.md §5, §8): token
 sequences are taken in chunks of ``batch_size``, each chunk is scored by :func:`mdm_prime.likelihood`
 (``num_times`` draws per sequence, chunk ``i`` seeded ``seed + i``), and only per-sequence numbers are
 kept. Returns the valid bound ``L_valid`` per token with its Monte Carlo standard error, the paper's
@@ -14,9 +16,92 @@ from collections.abc import Iterable
 
 import torch
 
-from ..likelihood import likelihood
+from .likelihood import likelihood
 
-__all__ = ["score_corpus"]
+__all__ = ["LOGITS_BUDGET_BYTES", "auto_batch_size", "score_corpus", "spec_tokens"]
+
+LOGITS_BUDGET_BYTES = 2**30
+"""Default budget of :func:`auto_batch_size`: 1 GiB of float32 logits per network call."""
+
+
+def auto_batch_size(
+    num_classes: int, seq_len: int, *, budget_bytes: int = LOGITS_BUDGET_BYTES, max_rows: int = 64
+) -> int:
+    """Rows per network call so that one call's float32 logits ``rows × L × C × 4`` bytes stay within
+    ``budget_bytes``: ``clamp(floor(budget / (4·C·L)), 1, max_rows)``. At C = 50257, L = 1024 (the
+    published models) that is 5 rows (1.03 GB) instead of 64 rows (13 GB)."""
+    for name, v in (("num_classes", num_classes), ("seq_len", seq_len), ("budget_bytes", budget_bytes),
+                    ("max_rows", max_rows)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    return max(1, min(max_rows, budget_bytes // (4 * num_classes * seq_len)))
+
+
+def spec_tokens(
+    spec: str,
+    tokenizer,
+    seq_len: int,
+    *,
+    split: str = "valid",
+    max_sequences: int | None = None,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    seed: int = 0,
+) -> tuple[torch.Tensor, float | None]:
+    """The ``split`` of a data spec as ``LongTensor[N, seq_len]`` under ``tokenizer`` (a run's own), and
+    characters per token (separators counted as tokens; ``None`` if unknown).
+
+    Text specs (``text:PATH``, ``owt:DIR``, ``mix``, …) are split by document exactly as training splits
+    them (hash of seed ``seed``, ``fractions``; ``text8`` contiguously), each document tokenized and
+    followed by the separator, the stream cut into non-overlapping chunks of ``seq_len``. ``shards:DIR``
+    gives the fixed held-out windows of :meth:`~mdm_prime.data.shards.ShardedTokens.valid_windows` (at most
+    ``max_sequences``; up to 512 they are those a ``shards:DIR`` run holds out); its tokenizer must be the
+    run's.
+
+    Raises:
+        ValueError: not a text or shards spec; a shard folder prepared with another tokenizer; an empty split.
+        MissingDataError: the corpus is not installed / the path does not exist.
+    """
+    import numpy as np
+
+    from .data import load_data
+    from .data.dataset import (
+        chunk_tokens,
+        concat_documents,
+        parse_text_spec,
+        split_documents,
+    )
+
+    splits = ("train", "valid", "test")
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(splits)}")
+    source = load_data(spec)
+    if source.kind == "shards":
+        sh = source.load()
+        theirs = sh.index["tokenizer"]
+        if sh.vocab_size != tokenizer.vocab_size or theirs.get("name") != tokenizer.name:
+            raise ValueError(
+                f"{spec} was prepared with tokenizer {theirs.get('name')!r} (C = {sh.vocab_size}); "
+                f"the run uses {tokenizer.name!r} (C = {tokenizer.vocab_size})"
+            )
+        chunks = max(1, sh.num_tokens(split) // seq_len)
+        # at most 512 sequences: the same windows as a shards run's own held-out set (shards_task_kwargs)
+        n = chunks if max_sequences is None else max(min(512, chunks), max_sequences)
+        x = sh.valid_windows(n, seq_len, split)
+        return (x if max_sequences is None else x[:max_sequences]), sh.characters_per_token(split)
+    if source.kind != "text":
+        raise ValueError(f"--data scores text; {spec!r} is {source.kind} data (give a text spec or shards:DIR)")
+    docs = source.documents()
+    mode = "contiguous" if parse_text_spec(spec)[0] == "text8" else "hash"
+    chosen = [docs[i] for i in split_documents(docs, fractions, seed, mode)[split]]
+    if not chosen:
+        raise ValueError(f"{spec}: the {split} split holds no document ({len(docs)} documents in all)")
+    stream = concat_documents(tokenizer.encode_batch(chosen), tokenizer.eos_id)
+    x = chunk_tokens(np.asarray(stream), seq_len)
+    if x.shape[0] == 0:
+        raise ValueError(f"{spec}: the {split} split has {len(stream)} tokens, fewer than L = {seq_len}")
+    if max_sequences is not None:
+        x = x[:max_sequences]
+    return x, sum(map(len, chosen)) / max(len(stream), 1)
 
 
 def _chunks(tokens, batch_size: int) -> Iterable[torch.Tensor]:
