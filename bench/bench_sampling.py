@@ -1,4 +1,4 @@
-"""Sampling benchmark: wall time and network calls with per-sequence caching on vs off (MATH.md §6).
+"""Sampling benchmark: wall time and network calls with per-sequence caching on vs off (docs/method.md §6).
 
 Generates a batch at T = L and T = 4L for ℓ ∈ {1, 2, 4} with a small time-independent transformer
 (``mdm_prime.models.build_model``; a self-contained fallback if the models package is absent), and
@@ -89,7 +89,7 @@ def run(args) -> str:
                   f"{r['calls_off']:.1f} → {r['calls_on']:.1f}, wall {r['wall_off']:.2f}s → {r['wall_on']:.2f}s, "
                   f"identical samples: {r['same']}", flush=True)
     lines = [
-        "# Sampling benchmark: per-sequence caching (MATH.md §6)",
+        "# Sampling benchmark: per-sequence caching (docs/method.md §6)",
         "",
         f"Command: `python bench/bench_sampling.py{' --quick' if args.quick else ''}`. Model: {model_name} "
         f"(untrained, time-independent; dim {args.dim}, depth {args.depth}, heads {args.heads}), "

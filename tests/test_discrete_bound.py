@@ -1,4 +1,4 @@
-"""The T-step sampler's discrete-time bound (MATH.md §5 last bullet) against exact cases."""
+"""The T-step sampler's discrete-time bound (docs/method.md §5 last bullet) against exact cases."""
 
 import itertools
 import math

@@ -75,7 +75,7 @@ def test_prime_objective_sits_below_the_entropy(C, ell, L):
 
 
 def test_prime_gap_is_half_the_digit_mutual_information():
-    # one token, ℓ = 2: L_prime = H − ½ I(d0; d1) (MATH.md §5)
+    # one token, ℓ = 2: L_prime = H − ½ I(d0; d1) (docs/method.md §5)
     sub = SubTokenizer(9, 2)
     probs = random_joint(9, 1, seed=3).reshape(9)
     model = ExactPosterior(probs, sub)

@@ -1,4 +1,4 @@
-"""Likelihood evaluation with the valid bound (MATH.md §5): the public entry point for every number
+"""Likelihood evaluation with the valid bound (docs/method.md §5): the public entry point for every number
 this project reports.
 
 ``likelihood(model, x0, sub)`` returns, per sequence, ``L_valid`` (an upper bound on ``−log p_θ(x)``,
@@ -183,7 +183,7 @@ def likelihood(
             model has one; the logits must have ``C = subtokenizer.num_classes`` classes).
         schedule: a :class:`Schedule` or a name; only used to convert masking probability to the
             ``t`` a time-conditioned model receives (the bound itself is schedule-free in continuous time).
-        num_times: K ≥ 2 draws per sequence (MATH.md recommends ≥ 32 for reporting).
+        num_times: K ≥ 2 draws per sequence (docs/method.md recommends ≥ 32 for reporting).
         seed: seeds a private generator; results are reproducible and leave global RNG untouched.
         estimator: ``"integrated"`` (default, low variance) or ``"stratified"`` (in ``t``).
         eps: lower clip on ``t`` for the stratified estimator.

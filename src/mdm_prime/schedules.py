@@ -1,4 +1,4 @@
-"""Masking schedules ``α(t)`` (MATH.md §2).
+"""Masking schedules ``α(t)`` (docs/method.md §2).
 
 ``α(t)`` is the probability that a sub-token is still *unmasked* at time ``t ∈ [0, 1]``
 (``α(0) = 1``, ``α(1) = 0`` up to ``eps`` for log-linear). ``weight(t) = -α'(t) / (1 - α(t))`` is the

@@ -1,4 +1,4 @@
-"""Generative perplexity and unigram entropy (MATH.md §8)."""
+"""Generative perplexity and unigram entropy (docs/method.md §8)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The input adapter (MATH.md §3): ℓ digit embeddings concatenated into one token vector."""
+"""The input adapter (docs/method.md §3): ℓ digit embeddings concatenated into one token vector."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Input adapter: ℓ sub-tokens per token → one width-``d`` token vector (MATH.md §3).
+"""Input adapter: ℓ sub-tokens per token → one width-``d`` token vector (docs/method.md §3).
 
 Variants (``variant=``):
 

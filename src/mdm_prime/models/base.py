@@ -1,7 +1,7 @@
 """What every network in :mod:`mdm_prime.models` shares: the model contract, input checks,
 precision (bf16 autocast) and parameter / FLOP counting.
 
-The diffusion contract (MATH.md §3)::
+The diffusion contract (docs/method.md §3)::
 
     model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B] | None = None) -> FloatTensor[B, L, C]
 

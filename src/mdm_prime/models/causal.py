@@ -1,4 +1,4 @@
-"""Autoregressive baseline (MATH.md §7): the same transformer blocks with causal attention, over tokens.
+"""Autoregressive baseline (docs/method.md §7): the same transformer blocks with causal attention, over tokens.
 
 ``forward(x: LongTensor[B, L]) -> logits FloatTensor[B, L, C]``: position ``i`` predicts ``x[i]`` from
 ``x[<i]`` (the input is shifted right behind a BOS symbol, embedding row ``C``). The likelihood is

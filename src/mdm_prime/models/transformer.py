@@ -1,4 +1,4 @@
-"""DiT-style bidirectional transformer over ``L`` token positions (MATH.md §3).
+"""DiT-style bidirectional transformer over ``L`` token positions (docs/method.md §3).
 
 ``y_t: LongTensor[B, L·ℓ]`` → :class:`SubTokenEmbedding` (ℓ digits → one width-``d`` vector per token)
 → ``depth`` pre-norm blocks with rotary positions and ``scaled_dot_product_attention`` → final norm →

@@ -1,4 +1,4 @@
-"""Image U-Net for ``(B, ch, H, W)`` tokens with digits stacked as channels (MATH.md §1, §3).
+"""Image U-Net for ``(B, ch, H, W)`` tokens with digits stacked as channels (docs/method.md §1, §3).
 
 Input ``y: LongTensor[B, ch·ℓ, H, W]`` (``SubTokenizer.encode_image`` layout, channel ``c·ℓ + j``):
 every digit is embedded by the concat adapter into width ``e/ℓ`` and the ℓ digits of a pixel channel
