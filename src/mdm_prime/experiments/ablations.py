@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .common import (
     MAIN_JOB_STEPS,
+    PRIME,
     fmt_pm,
     payload,
     scaled_steps,
@@ -34,14 +35,14 @@ CPU_MINUTES = 25.0
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
     rows = [
-        ("L_prime, carry-over (default)", text_spec("prime", 2, steps=steps, smoke=smoke, data=data)),
+        ("L_prime, carry-over (default)", text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data)),
         (
             "L_valid, carry-over",
-            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, objective="valid"),
+            text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data, objective="valid"),
         ),
         (
             "L_prime, no carry-over",
-            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, carry_over=False),
+            text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data, carry_over=False),
         ),
     ]
     return [

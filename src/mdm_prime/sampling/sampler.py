@@ -31,6 +31,12 @@ rate ``(2+κ)w`` and no longer follow the schedule's marginals. ``κ = 0`` at ``
 
 **Memory.** The cache holds one ``float64`` distribution per token: ``8·B·L·C`` bytes.
 
+**Recording** (``record=True``, for animations): the digits ``y_t`` before the first step and after
+each step, ``[T+1, B, L·ℓ]`` on the CPU in the smallest integer type that holds the mask id
+(``uint8`` for ``b < 256``), and which rows called the network at each step, ``Bool[T, B]``.
+``on_step(k, y)`` is called after step ``k`` with the current digits. Both are off by default and
+cost nothing then.
+
 **Counters** (per sequence): ``network_calls`` (rows of network evaluations spent on that sequence)
 and ``idle_steps`` (steps in which none of its digits changed). For the joint sampler without
 corrector and with caching, ``network_calls + idle_steps = T`` for every sequence with at least one
@@ -76,6 +82,11 @@ class SampleResult:
         steps: number of steps ``T``.
         wall_time: seconds spent in :func:`sample` (wall clock).
         time_grid: ``float64[T+1]`` the grid used, from 1 to 0.
+        trajectory: with ``record=True``, the digits before the first step and after each step,
+            ``[T+1, B, L·ℓ]`` (CPU; ``uint8``/``int16``/``int32``, the smallest holding the mask id
+            ``b``); else ``None``. ``trajectory[-1] == subtokens``.
+        trajectory_calls: with ``record=True``, ``Bool[T, B]``: the rows the network was called on at
+            each step (their sum over steps is ``network_calls``); else ``None``.
     """
 
     tokens: torch.Tensor
@@ -86,6 +97,8 @@ class SampleResult:
     steps: int
     wall_time: float
     time_grid: torch.Tensor = field(repr=False)
+    trajectory: torch.Tensor | None = field(default=None, repr=False)
+    trajectory_calls: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def idle_fraction(self) -> float:
@@ -161,6 +174,8 @@ def sample(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    record: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> SampleResult:
     """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
 
@@ -193,6 +208,9 @@ def sample(
         seed / generator: randomness (a ``torch.Generator`` on ``device``); ``seed`` builds one.
         device: where the digits live (default: the condition's device, else the model's parameters',
             else CPU). The model is called under ``torch.inference_mode``; put it in ``eval()`` mode first.
+        record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
+        on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
+            (do not modify them).
 
     Returns:
         :class:`SampleResult`.
@@ -206,6 +224,10 @@ def sample(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
     if time_conditioned is not None and not isinstance(time_conditioned, bool):
         raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
     if callable(temperature):
@@ -262,6 +284,12 @@ def sample(
     calls = torch.zeros(batch, dtype=torch.long, device=device)
     idle = torch.zeros(batch, dtype=torch.long, device=device)
     rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
+    traj = traj_calls = None
+    if record:
+        traj_dtype = torch.uint8 if mask_id < 256 else torch.int16 if mask_id < 2**15 else torch.int32
+        traj = torch.empty(steps + 1, batch, n_dig, dtype=traj_dtype)
+        traj[0] = y.to("cpu", traj_dtype)
+        traj_calls = torch.zeros(steps, batch, dtype=torch.bool)
 
     with torch.inference_mode():
         for k in range(steps):
@@ -297,6 +325,8 @@ def sample(
                     store.index_copy_(0, rows, new)
                 calls += need.long()
                 fresh |= need
+                if record:
+                    traj_calls[k] = need.cpu()
 
             # which digits jump this step (decided before their values)
             if last:
@@ -342,6 +372,10 @@ def sample(
             idle += (~changed).long()
             fresh &= ~changed
             y = y_new
+            if record:
+                traj[k + 1] = y.to("cpu", traj.dtype)
+            if on_step is not None:
+                on_step(k, y)
 
     tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
     return SampleResult(
@@ -353,6 +387,8 @@ def sample(
         steps=steps,
         wall_time=time.perf_counter() - start_time,
         time_grid=grid_t,
+        trajectory=traj,
+        trajectory_calls=traj_calls,
     )
 
 
