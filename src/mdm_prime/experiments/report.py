@@ -15,7 +15,11 @@ from pathlib import Path
 from . import STUDIES, get_study
 from .common import fmt_pm
 
-__all__ = ["load_studies", "render", "write_results_md"]
+__all__ = ["EXTRA_PAGES", "load_studies", "render", "write_results_md"]
+
+EXTRA_PAGES = ("animation.md", "determinism.md")
+"""Sections written by their own commands (``mdm-prime sample --animate``, the determinism
+measurement) and appended to the page when present in the results folder."""
 
 HEADER = """# Results
 
@@ -108,9 +112,9 @@ def write_results_md(
     results_dir = Path(results_dir)
     studies = load_studies(results_dir, include_smoke=include_smoke)
     extra = []
-    det = results_dir / "determinism.md"
-    if det.exists():
-        extra = ["", det.read_text().strip()]
+    for page in EXTRA_PAGES:  # hand-run sections with their own commands, appended as they are
+        if (results_dir / page).exists():
+            extra += ["", (results_dir / page).read_text().strip()]
     out = Path(out) if out is not None else results_dir.parent / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(studies, extra))
