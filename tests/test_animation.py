@@ -102,3 +102,29 @@ def test_bad_shapes_raise():
         image_frames(torch.zeros(2, 1, 10, dtype=torch.uint8), sub, (1, 2, 3))
     with pytest.raises(ValueError, match="sample must be"):
         text_frames(torch.zeros(2, 1, 4, dtype=torch.uint8), sub, chr, sample=3)
+
+
+def test_family_generate_records_in_chunks_for_ar_and_diffusion():
+    """``family.generate(record=True)``: the trajectory ends at the samples, chunks are concatenated
+    along the batch, the autoregressive one reveals one token per step from the left."""
+    from mdm_prime.families import get_family
+    from mdm_prime.models import build_model, causal_transformer_config
+
+    ar = build_model(causal_transformer_config("tiny", num_classes=5, seq_len=4))
+    tokens, stats = get_family("ar").generate(ar, num=5, num_tokens=4, batch_size=2, seed=1, record=True)
+    traj = stats["trajectory"]
+    assert traj.shape == (5, 5, 4) and torch.equal(traj[-1].long(), tokens)
+    for k in range(5):
+        assert (traj[k, :, :k].long() == tokens[:, :k]).all() and (traj[k, :, k:] == 5).all()
+    assert stats["trajectory_calls"].shape == (4, 5)
+
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, 3, seed=0)
+    model.subtokenizer, model.schedule = sub, "linear"
+    model.anchor = torch.nn.Parameter(torch.zeros(1))  # generate reads the device from a parameter
+    tokens, stats = get_family("prime").generate(model, num=5, num_tokens=3, steps=6, batch_size=2, seed=0,
+                                                 record=True)
+    traj = stats["trajectory"]
+    assert traj.shape == (7, 5, 6) and torch.equal(sub.decode(traj[-1].long()), tokens)
+    assert torch.equal(stats["trajectory_calls"].long().sum(0).double().mean(),
+                       torch.tensor(stats["network_calls_mean"], dtype=torch.float64))

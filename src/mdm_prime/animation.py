@@ -176,7 +176,7 @@ def text_frames(
         top = pad + header
         for (c, r, width), w, kn in zip(boxes, words, known):
             x0, y0 = pad + c * cw, top + r * lh
-            x1, y1 = x0 + width * cw - 1, y0 + lh - 2
+            x1, y1 = x0 + width * cw - 2, y0 + lh - 2  # 1 px apart: neighbouring boxes stay distinct
             if kn == sub.length:
                 draw.text((x0, y0 + 1), w[:width], fill=INK, font=font)
             elif kn == 0:
@@ -187,7 +187,7 @@ def text_frames(
                 draw.rectangle((x0, fill_top, x1, y1), fill=PARTIAL_FG)
         legend_y = size[1] - pad - lh + 4
         x = pad
-        for label, colour in (("known", None), ("partly known (height: digits known)", PARTIAL_FG),
+        for label, colour in (("Aa known", None), ("partly known (height: digits known)", PARTIAL_FG),
                               ("masked", MASKED_BG)):
             if colour is not None:
                 draw.rectangle((x, legend_y + 2, x + cw - 1, legend_y + lh - 6), fill=colour)

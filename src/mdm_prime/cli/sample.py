@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if args.animate is not None:
         from ..animation import animate
 
-        title = f"{family.name}, ℓ = {model.subtokenizer.length}, T = {stats['steps']}, seed {args.seed}"
+        ell = model.subtokenizer.length
+        title = f"{family.name}, {ell} digit{'s' if ell > 1 else ''} per token, T = {stats['steps']}, seed {args.seed}"
         gif = animate(
             trajectory, model.subtokenizer, task, args.animate, calls=traj_calls,
             max_frames=args.animate_frames, title=title,
