@@ -3,11 +3,11 @@
 Three runs with the same backbone, tokens and seed: objective ``L_prime`` with carry-over (the
 default, docs/method.md §3–4), objective ``L_valid`` with carry-over (§5), and ``L_prime``
 **without** carry-over (the loss uses the plain softmax over all C classes, as the paper's released
-text models were trained; implemented in :mod:`.runs` as a trainer subclass because the trainer
-has no switch for it). All three are *evaluated* the same way, with the valid bound of the
+text models were trained; implemented in :mod:`.runs` as :class:`~.runs.NoCarryOverFamily`, a
+diffusion family whose ``loss`` skips carry-over, used only to train this run). All three are *evaluated* the same way, with the valid bound of the
 carry-over model: which training choice gives the better valid bound at equal compute?
 
-    python -m mdm_prime.experiments ablations [--budget X] [--smoke]
+    mdm-prime experiment ablations [--budget X] [--smoke]
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def fmt_pm(value: float | None, se: float | None = None, digits: int = 3) -> str
 
 
 def study_command(study: str, smoke: bool, budget: float) -> str:
-    cmd = f"python -m mdm_prime.experiments {study}"
+    cmd = f"mdm-prime experiment {study}"
     if smoke:
         cmd += " --smoke"
     if budget != 1.0:

@@ -8,7 +8,7 @@ piecewise log-linearly** between the measured budgets; the FLOPs where it reache
 divided by the AR run's FLOPs, is the factor. No extrapolation: when the diffusion curve never gets
 that low within the measured range, the table says "> X×" with X the largest measured ratio.
 
-    python -m mdm_prime.experiments compute_scaling [--budget X] [--smoke]
+    mdm-prime experiment compute_scaling [--budget X] [--smoke]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Columns: the valid bound in bits/char ± s.e. (docs/method.md §5), the Prime ob
 have subtracted), and idle steps at ``T = L`` (§6): the closed form ``T (1 − 1/T)^{L·ℓ}`` and the
 sampler's per-sequence counters on 16 samples.
 
-    python -m mdm_prime.experiments ell_sweep [--budget X] [--smoke]
+    mdm-prime experiment ell_sweep [--budget X] [--smoke]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ distance (§8) on the penultimate features of the in-project classifier
 samples at NFE = T ∈ {32, 64, 128} and as many validation images; a sample grid per row.
 The ``mnist-small`` preset's U-Net (``toy`` size), batch 64, ``STEPS`` (600) × budget steps.
 
-    python -m mdm_prime.experiments images [--budget X] [--smoke]
+    mdm-prime experiment images [--budget X] [--smoke]
 """
 
 from __future__ import annotations

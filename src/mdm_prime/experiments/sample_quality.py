@@ -7,7 +7,7 @@ and budget) with the samples' unigram entropy beside it (a low perplexity with a
 repetition, not quality), network calls per sequence, and wall time. Reference rows: the AR
 model's own samples and validation text scored by the same AR model.
 
-    python -m mdm_prime.experiments sample_quality [--budget X] [--smoke]
+    mdm-prime experiment sample_quality [--budget X] [--smoke]
 """
 
 from __future__ import annotations

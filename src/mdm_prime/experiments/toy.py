@@ -5,7 +5,7 @@ The ``camera`` photo as a pmf over 256 × 256 cells (two tokens of C = 256 class
 (± Monte Carlo s.e.) against the exact data entropy (a bound must sit above it), the Prime objective,
 and 20,000 samples at T = 64 drawn next to the target.
 
-    python -m mdm_prime.experiments toy [--budget X] [--smoke]
+    mdm-prime experiment toy [--budget X] [--smoke]
 """
 
 from __future__ import annotations
