@@ -229,7 +229,7 @@ def image_frames(
     grid_rows = -(-n // cols)
     gap, header = 2, 40
     font = _font(13)
-    width = max(cols * (w * scale + gap) + gap, 300)  # room for the counters (every frame differs)
+    width = max(cols * (w * scale + gap) + gap, 380)  # room for the counters (every frame differs)
     height = header + grid_rows * (h * scale + gap) + gap
     steps = traj.shape[0] - 1
     counters = [_counters(traj, calls, i) for i in range(n)]
