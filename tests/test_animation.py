@@ -75,8 +75,9 @@ def test_partly_known_tokens_look_different_from_known_and_masked():
 def test_images_sharpen_and_the_gif_has_the_frames(tmp_path):
     sub = SubTokenizer(256, 4)
     shape = (1, 6, 5)
-    out = sample(RandomDigitModel(sub, 30, seed=0), sub, num_samples=4, num_tokens=30, steps=40, seed=1,
-                 record=True)
+    out = sample(
+        RandomDigitModel(sub, 30, seed=0), sub, num_samples=4, num_tokens=30, steps=40, seed=1, record=True
+    )
     frames = image_frames(out.trajectory, sub, shape, calls=out.trajectory_calls, max_frames=16, scale=2)
     assert len(frames) == 16
     final = out.tokens.double()
@@ -122,9 +123,12 @@ def test_family_generate_records_in_chunks_for_ar_and_diffusion():
     model = RandomDigitModel(sub, 3, seed=0)
     model.subtokenizer, model.schedule = sub, "linear"
     model.anchor = torch.nn.Parameter(torch.zeros(1))  # generate reads the device from a parameter
-    tokens, stats = get_family("prime").generate(model, num=5, num_tokens=3, steps=6, batch_size=2, seed=0,
-                                                 record=True)
+    tokens, stats = get_family("prime").generate(
+        model, num=5, num_tokens=3, steps=6, batch_size=2, seed=0, record=True
+    )
     traj = stats["trajectory"]
     assert traj.shape == (7, 5, 6) and torch.equal(sub.decode(traj[-1].long()), tokens)
-    assert torch.equal(stats["trajectory_calls"].long().sum(0).double().mean(),
-                       torch.tensor(stats["network_calls_mean"], dtype=torch.float64))
+    assert torch.equal(
+        stats["trajectory_calls"].long().sum(0).double().mean(),
+        torch.tensor(stats["network_calls_mean"], dtype=torch.float64),
+    )

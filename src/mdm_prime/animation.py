@@ -187,8 +187,11 @@ def text_frames(
                 draw.rectangle((x0, fill_top, x1, y1), fill=PARTIAL_FG)
         legend_y = size[1] - pad - lh + 4
         x = pad
-        for label, colour in (("Aa known", None), ("partly known (height: digits known)", PARTIAL_FG),
-                              ("masked", MASKED_BG)):
+        for label, colour in (
+            ("Aa known", None),
+            ("partly known (height: digits known)", PARTIAL_FG),
+            ("masked", MASKED_BG),
+        ):
             if colour is not None:
                 draw.rectangle((x, legend_y + 2, x + cw - 1, legend_y + lh - 6), fill=colour)
                 x += cw + 4
@@ -242,7 +245,9 @@ def image_frames(
             arr = pix[i].numpy()
             tile = Image.fromarray(arr[..., 0] if ch == 1 else arr, "L" if ch == 1 else "RGB")
             tile = tile.resize((w * scale, h * scale), Image.NEAREST).convert("RGB")
-            img.paste(tile, (gap + (i % cols) * (w * scale + gap), header + gap + (i // cols) * (h * scale + gap)))
+            img.paste(
+                tile, (gap + (i % cols) * (w * scale + gap), header + gap + (i // cols) * (h * scale + gap))
+            )
         draw = ImageDraw.Draw(img)
         idle = sum(c[0][k] for c in counters) / n
         head = f"step {k}/{steps} · idle {idle:.1f}"
@@ -266,8 +271,9 @@ def save_gif(
     path.parent.mkdir(parents=True, exist_ok=True)
     durations = [duration_ms] * (len(frames) - 1) + [hold_last_ms]
     pal = [f.convert("P", palette=Image.ADAPTIVE, colors=64) for f in frames]
-    pal[0].save(path, save_all=True, append_images=pal[1:], duration=durations, loop=0, optimize=True,
-                disposal=1)
+    pal[0].save(
+        path, save_all=True, append_images=pal[1:], duration=durations, loop=0, optimize=True, disposal=1
+    )
     return path
 
 
@@ -285,7 +291,9 @@ def animate(
     the task has an ``image_shape``, else text frames of sample 0 (the task's tokenizer decodes a
     token; without one, token ids are shown)."""
     if getattr(task, "image_shape", None) is not None:
-        frames = image_frames(trajectory, sub, task.image_shape, calls=calls, max_frames=max_frames, title=title)
+        frames = image_frames(
+            trajectory, sub, task.image_shape, calls=calls, max_frames=max_frames, title=title
+        )
     else:
         tokenizer = getattr(task, "tokenizer", None)
         decode = (lambda i: tokenizer.decode([i])) if tokenizer is not None else (lambda i: f"{i} ")

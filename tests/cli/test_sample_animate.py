@@ -8,8 +8,17 @@ from mdm_prime.cli import main
 from mdm_prime.configs import resolve_config
 from mdm_prime.train import train
 
-COMMON = {"batch_size": 8, "max_steps": 3, "warmup_steps": 0, "eval_every": 0, "num_preview_samples": 0,
-          "final_eval_sequences": 4, "final_eval_num_times": 2, "checkpoint_every": 0, "precision": "fp32"}
+COMMON = {
+    "batch_size": 8,
+    "max_steps": 3,
+    "warmup_steps": 0,
+    "eval_every": 0,
+    "num_preview_samples": 0,
+    "final_eval_sequences": 4,
+    "final_eval_num_times": 2,
+    "checkpoint_every": 0,
+    "precision": "fp32",
+}
 TINY = {"model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
 
 
@@ -38,8 +47,18 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("name,steps,frames", [("text", 40, 41), ("ar", 0, 17), ("digits", 80, 64)])
 def test_sample_animate_writes_a_gif_with_capped_frames(runs, tmp_path, name, steps, frames):
     gif = tmp_path / f"{name}.gif"
-    argv = ["sample", str(runs[name]), "--num", "2", "--steps", str(steps), "--out", str(tmp_path / name),
-            "--animate", str(gif)]
+    argv = [
+        "sample",
+        str(runs[name]),
+        "--num",
+        "2",
+        "--steps",
+        str(steps),
+        "--out",
+        str(tmp_path / name),
+        "--animate",
+        str(gif),
+    ]
     assert main(argv) == 0
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == frames  # T+1 states, at most 64

@@ -30,7 +30,14 @@ def test_trajectory_is_what_the_model_saw_and_changes_nothing():
     rec = Recorder(RandomDigitModel(sub, length, seed=1))
     seen = []
     out = sample(
-        rec, sub, num_samples=batch, num_tokens=length, steps=steps, seed=4, cache=False, record=True,
+        rec,
+        sub,
+        num_samples=batch,
+        num_tokens=length,
+        steps=steps,
+        seed=4,
+        cache=False,
+        record=True,
         on_step=lambda k, y: seen.append((k, y.clone())),
     )
     traj = out.trajectory
@@ -46,8 +53,15 @@ def test_trajectory_is_what_the_model_saw_and_changes_nothing():
     for k in range(steps):
         known = traj[k] != sub.mask_id
         assert torch.equal(traj[k + 1][known], traj[k][known])
-    plain = sample(RandomDigitModel(sub, length, seed=1), sub, num_samples=batch, num_tokens=length,
-                   steps=steps, seed=4, cache=False)
+    plain = sample(
+        RandomDigitModel(sub, length, seed=1),
+        sub,
+        num_samples=batch,
+        num_tokens=length,
+        steps=steps,
+        seed=4,
+        cache=False,
+    )
     assert plain.trajectory is None and plain.trajectory_calls is None
     assert torch.equal(plain.subtokens, out.subtokens)
 
@@ -70,8 +84,15 @@ def test_recorded_calls_and_idle_steps_match_the_counters():
 
 def test_trajectory_dtype_holds_the_mask_id():
     sub = SubTokenizer(300, 1)  # b = 300: the mask id 300 needs int16
-    out = sample(lambda y, t: torch.zeros(y.shape[0], 2, 300), sub, num_samples=2, num_tokens=2, steps=3,
-                 seed=0, record=True)
+    out = sample(
+        lambda y, t: torch.zeros(y.shape[0], 2, 300),
+        sub,
+        num_samples=2,
+        num_tokens=2,
+        steps=3,
+        seed=0,
+        record=True,
+    )
     assert out.trajectory.dtype == torch.int16 and int(out.trajectory[0].max()) == 300
 
 

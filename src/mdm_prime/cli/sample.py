@@ -167,8 +167,13 @@ def run(args: argparse.Namespace) -> int:
         ell = model.subtokenizer.length
         title = f"{family.name}, {ell} digit{'s' if ell > 1 else ''} per token, T = {stats['steps']}, seed {args.seed}"
         gif = animate(
-            trajectory, model.subtokenizer, task, args.animate, calls=traj_calls,
-            max_frames=args.animate_frames, title=title,
+            trajectory,
+            model.subtokenizer,
+            task,
+            args.animate,
+            calls=traj_calls,
+            max_frames=args.animate_frames,
+            title=title,
         )
         print(f"wrote {gif}", file=sys.stderr)
     return 0

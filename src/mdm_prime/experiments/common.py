@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 
-
 def _family_name(kind: type, fixed_subtokens: int | None) -> str:
     """The first name in :data:`~mdm_prime.families.FAMILIES` whose family is a ``kind`` with that
     ``fixed_subtokens`` (the studies name families through the table, never by a literal)."""

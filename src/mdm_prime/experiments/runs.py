@@ -203,13 +203,16 @@ def family_for(cfg, variant: dict | None = None) -> Family:
         if not isinstance(family, DiffusionFamily):
             raise ValueError(f"carry_over=False needs a diffusion family, got {cfg.family!r}")
         if cfg.objective != "prime":
-            raise ValueError(f"carry_over=False is implemented for objective 'prime' only, got {cfg.objective!r}")
+            raise ValueError(
+                f"carry_over=False is implemented for objective 'prime' only, got {cfg.objective!r}"
+            )
         return NoCarryOverFamily(family)
     return family
 
 
-def make_trainer(cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None,
-                 show_progress: bool = False):
+def make_trainer(
+    cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None, show_progress: bool = False
+):
     """A :class:`~mdm_prime.train.Trainer` for ``cfg`` whose family is :func:`family_for` (the trainer
     calls ``self.family.loss`` at every step; the network it builds is the config family's)."""
     from ..train import Trainer

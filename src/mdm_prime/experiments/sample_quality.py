@@ -175,8 +175,11 @@ def section(data: dict) -> str:
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def f(v, d=1):
+        return "—" if v is None else f"{v:.{d}f}"
+
     for r in data["rows"]:
-        f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"
         lines.append(
             f"| {r['model']} | {r['T'] or '—'} | {r['gen_ppl']:.2f} | {r['gen_nats_per_token']:.3f} ± "
             f"{r['gen_stderr_nats_per_token']:.3f} | {r['unigram_entropy_nats']:.3f} | "

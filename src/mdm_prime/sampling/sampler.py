@@ -134,9 +134,13 @@ def _resolve_shape(
         raise TypeError(f"condition must be a Condition(fixed, values), got {type(condition).__name__}")
     fixed, values = condition
     if not isinstance(fixed, torch.Tensor) or fixed.dtype != torch.bool:
-        raise TypeError(f"condition.fixed must be a bool tensor, got {getattr(fixed, 'dtype', type(fixed).__name__)}")
+        raise TypeError(
+            f"condition.fixed must be a bool tensor, got {getattr(fixed, 'dtype', type(fixed).__name__)}"
+        )
     if not isinstance(values, torch.Tensor) or values.dtype.is_floating_point or values.dtype == torch.bool:
-        raise TypeError(f"condition.values must be an integer tensor, got {getattr(values, 'dtype', type(values).__name__)}")
+        raise TypeError(
+            f"condition.values must be an integer tensor, got {getattr(values, 'dtype', type(values).__name__)}"
+        )
     if fixed.dim() != 2 or fixed.shape != values.shape or fixed.shape[1] % sub.length:
         raise ValueError(
             f"condition.fixed and .values must both have shape (B, L·ℓ) with ℓ={sub.length}, "
@@ -150,7 +154,9 @@ def _resolve_shape(
     given = values[fixed]
     if given.numel() and (int(given.min()) < 0 or int(given.max()) >= sub.base):
         bad = int(given.min()) if int(given.min()) < 0 else int(given.max())
-        raise ValueError(f"fixed digit values must lie in [0, {sub.base - 1}] (base b={sub.base}), found {bad}")
+        raise ValueError(
+            f"fixed digit values must lie in [0, {sub.base - 1}] (base b={sub.base}), found {bad}"
+        )
     return b, n // sub.length
 
 
@@ -259,12 +265,16 @@ def sample(
     ell, n_dig, mask_id = sub.length, length * sub.length, sub.mask_id
     if condition is not None:
         fixed = condition.fixed.to(device)
-        y = torch.where(fixed, condition.values.to(device).long(), torch.full_like(condition.values, mask_id, dtype=torch.long, device=device))
+        y = torch.where(
+            fixed,
+            condition.values.to(device).long(),
+            torch.full_like(condition.values, mask_id, dtype=torch.long, device=device),
+        )
         possible = torch.isfinite(consistency_log_mask(y, sub, dtype=torch.float64)).any(-1)  # (B, L)
         if not bool(possible.all()):
             bi, li = (~possible).nonzero()[0].tolist()
             raise ValueError(
-                f"condition fixes digits {y[bi, li * ell:(li + 1) * ell].tolist()} of token {li} in row {bi}, "
+                f"condition fixes digits {y[bi, li * ell : (li + 1) * ell].tolist()} of token {li} in row {bi}, "
                 f"which no class 0..{sub.num_classes - 1} has (mask {mask_id} = free)"
             )
     else:
@@ -312,13 +322,25 @@ def sample(
                 y_in = y if all_rows else y.index_select(0, rows)
                 t_in = torch.full((rows.numel(),), t, dtype=torch.float32, device=device)
                 logits = model(y_in, t_in)
-                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (rows.numel(), length, sub.num_classes):
+                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+                    rows.numel(),
+                    length,
+                    sub.num_classes,
+                ):
                     got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}")
+                    raise ValueError(
+                        f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}"
+                    )
                 logp = carry_over_log_probs(logits.to(torch.float64), y_in, sub)
                 if bool(torch.isnan(logp).any()):
-                    raise ValueError(f"model output gives NaN probabilities at step {k} (t={t}); check its logits")
-                new = process_log_probs(logp, tau, top_p) if store_processed else (logp.exp() if method == "per_digit" else logp)
+                    raise ValueError(
+                        f"model output gives NaN probabilities at step {k} (t={t}); check its logits"
+                    )
+                new = (
+                    process_log_probs(logp, tau, top_p)
+                    if store_processed
+                    else (logp.exp() if method == "per_digit" else logp)
+                )
                 if all_rows:
                     store = new
                 else:
@@ -393,7 +415,12 @@ def sample(
 
 
 def _per_digit_values(
-    probs: torch.Tensor, reveal: torch.Tensor, u_digit: torch.Tensor, sub: SubTokenizer, tau: float, top_p: float
+    probs: torch.Tensor,
+    reveal: torch.Tensor,
+    u_digit: torch.Tensor,
+    sub: SubTokenizer,
+    tau: float,
+    top_p: float,
 ) -> torch.Tensor:
     """Per-digit variant: values for the digits revealed this step, ``LongTensor[A, L·ℓ]``.
 
@@ -428,5 +455,7 @@ def _per_digit_values(
         out[..., j] = v
         if j < ell - 1:
             agree = table[:, j].view(1, 1, -1) == v.unsqueeze(-1)  # (A, L, C)
-            p = torch.where(rev[..., j].unsqueeze(-1) & ~agree, torch.zeros((), dtype=p.dtype, device=p.device), p)
+            p = torch.where(
+                rev[..., j].unsqueeze(-1) & ~agree, torch.zeros((), dtype=p.dtype, device=p.device), p
+            )
     return out.flatten(1)
