@@ -109,6 +109,7 @@ class Family:
         infill: tuple[torch.Tensor, torch.Tensor] | None = None,
         keep_digits: tuple[torch.Tensor, list[int]] | None = None,
         batch_size: int | None = None,
+        record: bool = False,
     ) -> tuple[torch.Tensor, dict]:
         """``num`` samples ``LongTensor[num, num_tokens]`` (on the CPU) and sampling stats (``steps``,
         ``network_calls_mean``, ``idle_steps_mean``, ``wall_time_s``). The app's only sampling entry
@@ -117,7 +118,10 @@ class Family:
         Conditioning (at most one): ``prefix`` ``LongTensor[num, P]`` tokens to continue;
         ``infill`` ``(tokens LongTensor[L], generate BoolTensor[L])``; ``keep_digits``
         ``(tokens LongTensor[num, L], digit indices)``. With ``batch_size``, unconditional samples are
-        drawn in chunks of that size, chunk ``i`` seeded ``seed + i``."""
+        drawn in chunks of that size, chunk ``i`` seeded ``seed + i``. With ``record``, the stats also
+        hold ``trajectory`` (digits after each step, ``[T+1, num, L·ℓ]``, see
+        :class:`mdm_prime.sampling.SampleResult`) and ``trajectory_calls`` (``Bool[T, num]``), for
+        animations."""
         if (
             batch_size is not None
             and num > batch_size
@@ -139,6 +143,7 @@ class Family:
                     cache=cache,
                     corrector_scale=corrector_scale,
                     grid=grid,
+                    record=record,
                 )
                 chunks.append(tokens)
                 stats.append((tokens.shape[0], st))
@@ -147,6 +152,8 @@ class Family:
                 out[key] = sum(n * st[key] for n, st in stats) / num
             out["wall_time_s"] = sum(st["wall_time_s"] for _, st in stats)
             out.pop("idle_fraction", None)
+            for key in ("trajectory", "trajectory_calls") if record else ():
+                out[key] = torch.cat([st[key] for _, st in stats], 1)
             return torch.cat(chunks), out
         return self._generate(
             model,
@@ -163,6 +170,7 @@ class Family:
             prefix=prefix,
             infill=infill,
             keep_digits=keep_digits,
+            record=record,
         )
 
     def _generate(self, model, **kwargs) -> tuple[torch.Tensor, dict]:
@@ -271,6 +279,7 @@ class DiffusionFamily(Family):
         prefix,
         infill,
         keep_digits,
+        record=False,
     ):
         from .sampling import digit_condition, infill_condition, prefix_condition, sample
 
@@ -305,6 +314,7 @@ class DiffusionFamily(Family):
             corrector_scale=corrector_scale,
             seed=seed,
             device=device,
+            record=record,
         )
         stats = {
             "steps": res.steps,
@@ -313,6 +323,8 @@ class DiffusionFamily(Family):
             "idle_fraction": res.idle_fraction,
             "wall_time_s": res.wall_time,
         }
+        if record:
+            stats.update(trajectory=res.trajectory, trajectory_calls=res.trajectory_calls)
         return res.tokens.cpu(), stats
 
 
@@ -393,6 +405,7 @@ class AutoregressiveFamily(Family):
         prefix,
         infill,
         keep_digits,
+        record=False,
     ):
         if infill is not None or keep_digits is not None:
             raise ValueError(
@@ -418,6 +431,15 @@ class AutoregressiveFamily(Family):
             "idle_steps_mean": 0.0,
             "wall_time_s": time.perf_counter() - start,
         }
+        if record:  # left to right, one token per step: state k holds the prefix and k more tokens
+            tokens = tokens.cpu()
+            given = 0 if prefix is None else prefix.shape[-1]
+            mask = model.subtokenizer.mask_id  # ℓ = 1: the mask id is C
+            pos = torch.arange(num_tokens)
+            states = [torch.where(pos < given + k, tokens, torch.full_like(tokens, mask))
+                      for k in range(num_tokens - given + 1)]
+            stats["trajectory"] = torch.stack(states).to(torch.int32)
+            stats["trajectory_calls"] = torch.ones(num_tokens - given, num, dtype=torch.bool)
         return tokens.cpu(), stats
 
 

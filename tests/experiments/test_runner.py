@@ -10,7 +10,13 @@ import torch
 
 from mdm_prime.configs import resolve_config
 from mdm_prime.experiments import runs
-from mdm_prime.experiments.common import interp_loglinear, smoke_text_data, text_spec
+from mdm_prime.experiments.common import (
+    AR,
+    PRIME,
+    interp_loglinear,
+    smoke_text_data,
+    text_spec,
+)
 from mdm_prime.experiments.compute_scaling import compute_factors
 from mdm_prime.experiments.runner import (
     EXPERIMENT_FILE,
@@ -108,28 +114,47 @@ def test_result_row_units_and_flops(tmp_path):
 
 
 def test_no_carry_over_loss_is_the_plain_softmax(tmp_path):
-    """The ablation's trainer loss, against an independent loop over tokens."""
+    """The ablation's training loss (the trainer's, through its family), against an independent loop
+    over tokens; and the trainer of the variant really uses it (it differs from the carry-over loss)."""
+    from mdm_prime.families import Noise
+
     spec = _spec(tmp_path, carry_over=False)
     cfg = runs.resolve(spec)
-    trainer = runs._no_carry_over_trainer()(cfg, tmp_path / "t", show_progress=False)
+    trainer = runs.make_trainer(cfg, tmp_path / "t", resume=False, variant=spec.variant)
+    assert isinstance(trainer.family, runs.NoCarryOverFamily)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(256, (3, 16), generator=g)
     t = torch.tensor([0.2, 0.5, 0.9])
     u = torch.rand(3, 32, generator=g)
-    got = trainer._loss(x0, t, u)
-    sub = trainer.sub
-    y0 = sub.encode(x0)
-    y_t = torch.where(
-        u < trainer.schedule.mask_probability(t).unsqueeze(1), torch.full_like(y0, sub.mask_id), y0
-    )
-    logits = trainer.model(y_t, t).float()
+    got = trainer.loss(x0, Noise(t, u))
+    model, sched = trainer.model, trainer.schedule
+    sub = model.subtokenizer
     want = torch.zeros(3)
     for b in range(3):
+        digits = sub.encode(x0[b : b + 1])[0].tolist()
+        p_mask = float(sched.mask_probability(t[b : b + 1])[0])
+        y_t = [sub.mask_id if float(u[b, j]) < p_mask else d for j, d in enumerate(digits)]
+        with torch.no_grad():
+            logits = model(torch.tensor([y_t]), t[b : b + 1])[0].double()
         for i in range(16):
-            if (y_t[b, 2 * i : 2 * i + 2] == sub.mask_id).any():
-                want[b] += -(logits[b, i, x0[b, i]] - torch.logsumexp(logits[b, i], -1))
-        want[b] *= trainer.schedule.weight(t[b : b + 1])[0]
+            if sub.mask_id in y_t[2 * i : 2 * i + 2]:
+                want[b] += float(torch.logsumexp(logits[i], -1) - logits[i, x0[b, i]])
+        want[b] *= float(sched.weight(t[b : b + 1])[0])
     torch.testing.assert_close(got, want)
+    plain = runs.make_trainer(runs.resolve(_spec(tmp_path)), tmp_path / "u", resume=False)
+    plain.model.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain.loss(x0, Noise(t, u)), got)
+
+
+def test_no_carry_over_needs_a_diffusion_family_and_prime(tmp_path):
+    data = smoke_text_data(tmp_path)
+    ar = text_spec(AR, 1, steps=2, smoke=True, data=data, carry_over=False)
+    with pytest.raises(ValueError, match="diffusion family"):
+        run_study("s", [ar], tmp_path)
+    valid = text_spec(PRIME, 2, steps=2, smoke=True, data=data, objective="valid", carry_over=False)
+    with pytest.raises(ValueError, match="objective 'prime' only"):
+        run_study("s", [valid], tmp_path)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_interp_loglinear_against_hand_values():

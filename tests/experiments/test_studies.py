@@ -21,7 +21,7 @@ def test_smoke_study_writes_json_plots_and_page(study, root):
     assert main([study, "--smoke", "--out-root", str(out), "--results-dir", str(results)]) == 0
     data = json.loads((results / f"{study}-smoke.json").read_text())
     assert data["study"] == study and data["smoke"] is True and data["rows"]
-    assert data["command"] == f"python -m mdm_prime.experiments {study} --smoke"
+    assert data["command"] == f"mdm-prime experiment {study} --smoke"
     for plot in data.get("plots", []):
         assert (results / plot).stat().st_size > 0
     page = (root / "results.md").read_text()

@@ -1,4 +1,4 @@
-"""Command-line interface: ``mdm-prime {train,sample,eval,data,demo,train-classifier}``.
+"""Command-line interface: ``mdm-prime {train,sample,eval,data,demo,train-classifier,experiment,import}``.
 
 One module per command, each with ``add_arguments(parser)`` and ``run(args) -> int``; only this
 package uses argparse (library functions take explicit arguments). Arguments are validated (configs
@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 
 def _commands() -> dict:
     """name → (help, add_arguments, run)."""
-    from . import data, demo, sample, train, train_classifier
+    from . import data, demo, experiment, sample, train, train_classifier
     from . import eval as eval_cmd
 
     cmds = {
@@ -46,6 +46,7 @@ def _commands() -> dict:
             data.run,
         ),
     }
+    cmds["experiment"] = (experiment.HELP, experiment.add_arguments, experiment.run)
     from ..importing import command as import_command
 
     cmds["import"] = (import_command.HELP, import_command.add_arguments, import_command.run)

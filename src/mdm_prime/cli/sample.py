@@ -2,7 +2,8 @@
 
 Each call writes new files (never over earlier ones): ``RUN/samples/sample_seed<S>[_<n>].*`` by
 default, with the settings (seed, T, temperature, top-p, method, conditioning) and the sampling cost
-recorded in ``<stem>.stats.json`` beside the samples. Text is also printed."""
+recorded in ``<stem>.stats.json`` beside the samples. Text is also printed. ``--animate FILE.gif``
+also writes the reverse process as an animated GIF (:mod:`mdm_prime.animation`)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "stem gets a new suffix _1, _2, ... (nothing is overwritten)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--animate",
+        metavar="FILE.gif",
+        help="also write an animated GIF of the reverse process (text: sample 0, tokens revealed "
+        "digit by digit; images: up to 16 samples sharpening) (default: none)",
+    )
+    p.add_argument(
+        "--animate-frames",
+        type=int,
+        default=64,
+        help="at most this many frames in the GIF (the steps are subsampled evenly)",
+    )
 
 
 def free_stem(stem: Path) -> Path:
@@ -82,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 1 (or 0 for T = L), got {args.steps}")
+    if args.animate is not None and not str(args.animate).lower().endswith(".gif"):
+        raise ValueError(f"--animate writes a GIF; give a FILE.gif, got {args.animate!r}")
+    if args.animate_frames < 2:
+        raise ValueError(f"--animate-frames must be >= 2, got {args.animate_frames}")
     run_dir, _ = run_paths(args.run_dir)
     cfg, task, model = load_run(run_dir, device=args.device, with_data=args.keep_digits is not None)
     family = family_of(model)
@@ -115,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         cache=not args.no_cache,
         corrector_scale=args.corrector,
+        record=args.animate is not None,
     )
+    trajectory, traj_calls = stats.pop("trajectory", None), stats.pop("trajectory_calls", None)
     settings = {
         "run_dir": str(run_dir),
         "family": family.name,
@@ -142,4 +161,19 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if args.animate is not None:
+        from ..animation import animate
+
+        ell = model.subtokenizer.length
+        title = f"{family.name}, {ell} digit{'s' if ell > 1 else ''} per token, T = {stats['steps']}, seed {args.seed}"
+        gif = animate(
+            trajectory,
+            model.subtokenizer,
+            task,
+            args.animate,
+            calls=traj_calls,
+            max_frames=args.animate_frames,
+            title=title,
+        )
+        print(f"wrote {gif}", file=sys.stderr)
     return 0

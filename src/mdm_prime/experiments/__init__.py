@@ -1,7 +1,8 @@
 """Reproducible studies of what partial masking buys (issue 12): one module per study, a resumable
 runner keyed by config hash, and the generated ``docs/results.md``.
 
-    python -m mdm_prime.experiments STUDY [--smoke] [--budget X] [--out-root runs/experiments]
+    mdm-prime experiment STUDY [--smoke] [--budget X] [--out-root runs/experiments]
+    python -m mdm_prime.experiments STUDY ...   (the same command)
 
 Studies: ``ell_sweep``, ``compute_scaling``, ``sample_quality``, ``ablations``, ``images``, ``toy``,
 ``paper_scale``. Every likelihood is the valid bound ``L_valid`` (docs/method.md §5).

@@ -14,8 +14,8 @@ from pathlib import Path
 from . import STUDIES, get_study
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mdm_prime.experiments", description=__doc__.splitlines()[0])
+def add_study_arguments(p: argparse.ArgumentParser) -> None:
+    """The study command's arguments (shared with ``mdm-prime experiment``)."""
     p.add_argument(
         "study",
         choices=[*STUDIES, "report", "estimate"],
@@ -33,13 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="where STUDY.json and plots go (default docs/results, or OUT_ROOT/smoke-results with --smoke)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mdm_prime.experiments", description=__doc__.splitlines()[0])
+    add_study_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.budget > 0:
-        raise SystemExit(f"--budget must be > 0, got {args.budget}")
+    try:
+        return run_study_command(args)
+    except ValueError as err:
+        raise SystemExit(f"python -m mdm_prime.experiments: error: {err}") from err
+
+
+def run_study_command(args: argparse.Namespace) -> int:
+    """Run the parsed study command (``ValueError`` for a bad ``--budget`` or ``--threads``)."""
+    import math
+
+    if not (args.budget > 0 and math.isfinite(args.budget)):
+        raise ValueError(f"--budget must be a positive number, got {args.budget}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         import torch
 

@@ -3,11 +3,11 @@
 Three runs with the same backbone, tokens and seed: objective ``L_prime`` with carry-over (the
 default, docs/method.md §3–4), objective ``L_valid`` with carry-over (§5), and ``L_prime``
 **without** carry-over (the loss uses the plain softmax over all C classes, as the paper's released
-text models were trained; implemented in :mod:`.runs` as a trainer subclass because the trainer
-has no switch for it). All three are *evaluated* the same way, with the valid bound of the
+text models were trained; implemented in :mod:`.runs` as :class:`~.runs.NoCarryOverFamily`, a
+diffusion family whose ``loss`` skips carry-over, used only to train this run). All three are *evaluated* the same way, with the valid bound of the
 carry-over model: which training choice gives the better valid bound at equal compute?
 
-    python -m mdm_prime.experiments ablations [--budget X] [--smoke]
+    mdm-prime experiment ablations [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .common import (
     MAIN_JOB_STEPS,
+    PRIME,
     fmt_pm,
     payload,
     scaled_steps,
@@ -34,14 +35,14 @@ CPU_MINUTES = 25.0
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
     rows = [
-        ("L_prime, carry-over (default)", text_spec("prime", 2, steps=steps, smoke=smoke, data=data)),
+        ("L_prime, carry-over (default)", text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data)),
         (
             "L_valid, carry-over",
-            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, objective="valid"),
+            text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data, objective="valid"),
         ),
         (
             "L_prime, no carry-over",
-            text_spec("prime", 2, steps=steps, smoke=smoke, data=data, carry_over=False),
+            text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data, carry_over=False),
         ),
     ]
     return [

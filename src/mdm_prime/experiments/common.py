@@ -13,11 +13,15 @@ from pathlib import Path
 
 import torch
 
+from ..families import FAMILIES, AutoregressiveFamily, DiffusionFamily
 from .runs import RunSpec
 
 __all__ = [
+    "AR",
     "ELL_BASES",
     "MAIN_JOB_STEPS",
+    "MDM",
+    "PRIME",
     "fmt_pm",
     "interp_loglinear",
     "payload",
@@ -26,6 +30,23 @@ __all__ = [
     "study_command",
     "text_spec",
 ]
+
+
+def _family_name(kind: type, fixed_subtokens: int | None) -> str:
+    """The first name in :data:`~mdm_prime.families.FAMILIES` whose family is a ``kind`` with that
+    ``fixed_subtokens`` (the studies name families through the table, never by a literal)."""
+    for name, family in FAMILIES.items():
+        if type(family) is kind and family.fixed_subtokens == fixed_subtokens:
+            return name
+    raise LookupError(f"no {kind.__name__} with fixed_subtokens={fixed_subtokens} in FAMILIES")
+
+
+PRIME = _family_name(DiffusionFamily, None)
+"""MDM-Prime: diffusion over ℓ ≥ 1 sub-tokens (ℓ chosen by the run)."""
+MDM = _family_name(DiffusionFamily, 1)
+"""Masked diffusion over whole tokens (ℓ = 1)."""
+AR = _family_name(AutoregressiveFamily, 1)
+"""The autoregressive baseline (exact likelihood)."""
 
 MAIN_JOB_STEPS = 1700
 """Optimizer steps of the README main job (``text-tiny``: batch 32 × L 128 → 6.96 M training bytes)."""
@@ -86,7 +107,7 @@ def text_spec(
     it. ``smoke`` swaps in a 1-block, 16-wide model on a small corpus (seconds)."""
     ov: dict = {
         "family": family,
-        "subtokens": str(ell if family == "prime" else 1),
+        "subtokens": str(ell if family == PRIME else 1),
         "max_steps": str(steps),
         "seed": str(seed),
     }
@@ -96,7 +117,7 @@ def text_spec(
         ov.update(SMOKE_TEXT)
     if data is not None:
         ov["data"] = data
-    name = family + (f"-l{ell}" if family == "prime" else "")
+    name = family + (f"-l{ell}" if family == PRIME else "")
     if objective != "prime":
         name += f"-{objective}"
     if not carry_over:
@@ -104,9 +125,9 @@ def text_spec(
     name += f"-s{steps}{tag}"
     labels = {
         "family_label": {
-            "prime": f"Prime ℓ={ell} (b={ELL_BASES.get(ell, '?')})",
-            "mdm": "MDM (ℓ=1)",
-            "ar": "autoregressive",
+            PRIME: f"Prime ℓ={ell} (b={ELL_BASES.get(ell, '?')})",
+            MDM: "MDM (ℓ=1)",
+            AR: "autoregressive",
         }[family]
     }
     variant = {} if carry_over else {"carry_over": False}
@@ -130,7 +151,7 @@ def fmt_pm(value: float | None, se: float | None = None, digits: int = 3) -> str
 
 
 def study_command(study: str, smoke: bool, budget: float) -> str:
-    cmd = f"python -m mdm_prime.experiments {study}"
+    cmd = f"mdm-prime experiment {study}"
     if smoke:
         cmd += " --smoke"
     if budget != 1.0:
@@ -165,7 +186,7 @@ def sample_tokens(model, *, num: int, steps: int, seq_len: int, seed: int = 0, b
     start = time.perf_counter()
     for i, lo in enumerate(range(0, num, batch_size)):
         n = min(batch_size, num - lo)
-        if getattr(model, "family", None) == "ar":
+        if FAMILIES[getattr(model, "family", PRIME)].exact_likelihood:
             g = torch.Generator().manual_seed(seed + i)
             chunks.append(model.generate(n, seq_len, generator=g).cpu())
             calls.append(torch.full((n,), float(seq_len)))

@@ -8,7 +8,7 @@ piecewise log-linearly** between the measured budgets; the FLOPs where it reache
 divided by the AR run's FLOPs, is the factor. No extrapolation: when the diffusion curve never gets
 that low within the measured range, the table says "> X×" with X the largest measured ratio.
 
-    python -m mdm_prime.experiments compute_scaling [--budget X] [--smoke]
+    mdm-prime experiment compute_scaling [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import json
 from pathlib import Path
 
 from .common import (
+    AR,
     MAIN_JOB_STEPS,
+    MDM,
+    PRIME,
     fmt_pm,
     interp_loglinear,
     payload,
@@ -43,7 +46,7 @@ def best_prime_ell(results_dir: str | Path) -> int:
     path = Path(results_dir) / "ell_sweep.json"
     if not path.exists():
         return 2
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["family"] == "prime"]
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["family"] == PRIME]
     return min(rows, key=lambda r: r["valid_bits_per_char"])["subtokens"] if rows else 2
 
 
@@ -52,7 +55,7 @@ def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None, ell
     out = []
     for f in FACTORS:
         steps = scaled_steps(base, budget * f)
-        for fam, e in (("mdm", 1), ("prime", ell), ("ar", 1)):
+        for fam, e in ((MDM, 1), (PRIME, ell), (AR, 1)):
             spec = text_spec(fam, e, steps=steps, smoke=smoke, data=data)
             out.append(
                 RunSpec(spec.name, spec.preset, spec.overrides, spec.variant, {**spec.labels, "factor": f})
@@ -93,8 +96,8 @@ def compute_factors(rows: list[dict]) -> list[dict]:
     (interpolated) divided by the AR run's FLOPs; ``factor`` is ``None`` and ``more_than`` set when
     the measured diffusion runs never reach it."""
     out = []
-    fams = sorted({r["family"] for r in rows if r["family"] != "ar"})
-    for ar in sorted((r for r in rows if r["family"] == "ar"), key=lambda r: r["train_flops"]):
+    fams = sorted({r["family"] for r in rows if r["family"] != AR})
+    for ar in sorted((r for r in rows if r["family"] == AR), key=lambda r: r["train_flops"]):
         target = ar["valid_bits_per_char"]
         for fam in fams:
             pts = sorted((r["train_flops"], r["valid_bits_per_char"]) for r in rows if r["family"] == fam)
@@ -119,7 +122,7 @@ def compute_factors(rows: list[dict]) -> list[dict]:
 def _plot(rows: list[dict], path: Path) -> None:
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(6, 4), dpi=100)
-    for fam in ("mdm", "prime", "ar"):
+    for fam in (MDM, PRIME, AR):
         pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r["train_flops"])
         if pts:
             ax.errorbar(
@@ -179,16 +182,16 @@ def section(data: dict) -> str:
 
 def reading(data: dict) -> list[str]:
     out = []
-    for fam in ("prime", "mdm"):
+    for fam in (PRIME, MDM):
         es = [e for e in data["compute_factors"] if e["family"] == fam]
         if es:
             out.append(
-                f"{'Prime ℓ=' + str(data['prime_ell']) if fam == 'prime' else 'MDM'} needs "
+                f"{'Prime ℓ=' + str(data['prime_ell']) if fam == PRIME else 'MDM'} needs "
                 + "; ".join(f"{_factor_text(e)} the AR compute at AR budget {e['ar_factor']:g}" for e in es)
                 + " to match the autoregressive valid bits/char (log-linear interpolation)."
             )
     rows = data["rows"]
-    for fam in ("prime", "mdm", "ar"):
+    for fam in (PRIME, MDM, AR):
         pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r["train_flops"])
         if len(pts) >= 2:
             d = pts[-1]["valid_bits_per_char"] - pts[0]["valid_bits_per_char"]

@@ -1,9 +1,16 @@
-"""Bit-reproducible training on CPU: :func:`enable_determinism`.
+"""Bit-reproducible training: :func:`enable_determinism` and the measurement behind it.
 
-Without it, two runs of one config with the same seed on 2 intra-op threads end with different
-weights after a few dozen steps (identical on 1 thread): a multi-threaded kernel whose float
-summation order depends on thread scheduling, amplified by training. See ``docs/results.md``
-(determinism section) for the op and the measured cost.
+Two runs of one config with the same seed on 2 intra-op threads used to end with different weights
+after a few dozen steps (identical on 1 thread): the sub-token embedding's ``weight[y]`` backward is a
+multi-threaded ``index_put_(accumulate=True)`` whose float summation order depends on thread
+scheduling, amplified by training. The root cause is fixed in ``models/adapter.py`` (``F.embedding``,
+whose CPU backward is deterministic), so CPU training is bit-reproducible **without any flag**
+(``tests/experiments/test_determinism.py`` checks it on 2 threads).
+
+:func:`enable_determinism` is kept, off by default, for what that fix does not cover: CUDA kernels
+that are non-deterministic by design (atomics in scatter/index_add and some cuBLAS paths, which
+need ``CUBLAS_WORKSPACE_CONFIG``) and any future op with the same problem; the experiment runner
+turns it on for its runs. See ``docs/results.md`` (determinism section) for the measured cost.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from .common import AR, MDM, PRIME
 
 __all__ = ["determinism_enabled", "enable_determinism"]
 
@@ -123,9 +132,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     spread = {}
-    for fam in ("prime", "mdm", "ar"):
+    for fam in (PRIME, MDM, AR):
         for mode in ("default", "deterministic", "f_embedding"):
-            ov = {**TINY, "family": fam, "subtokens": "2" if fam == "prime" else "1"}
+            ov = {**TINY, "family": fam, "subtokens": "2" if fam == PRIME else "1"}
             a, _ = _train(mode, ov, 40)
             b, _ = _train(mode, ov, 40)
             spread[f"{fam}/{mode}"] = float((a - b).abs().max())
@@ -135,7 +144,7 @@ def main(argv=None) -> int:
     timing: dict = {m: [] for m in _MODES}
     for _ in range(args.reps):
         for mode in _MODES:
-            _, dt = _train(mode, {"family": "prime", "subtokens": "2"}, args.steps, warmup=3)
+            _, dt = _train(mode, {"family": PRIME, "subtokens": "2"}, args.steps, warmup=3)
             timing[mode].append(dt)
             print(f"main job, {mode:18s}: {dt * 1000:.0f} ms/step", flush=True)
     best = {m: min(v) for m, v in timing.items()}
@@ -165,7 +174,7 @@ def main(argv=None) -> int:
         "| family | default | `enable_determinism()` | `F.embedding` in the adapter, no flag |",
         "|---|---:|---:|---:|",
     ]
-    for fam in ("prime", "mdm", "ar"):
+    for fam in (PRIME, MDM, AR):
         lines.append(
             f"| {fam} | "
             + " | ".join(f"{spread[f'{fam}/{m}']:.3g}" for m in ("default", "deterministic", "f_embedding"))

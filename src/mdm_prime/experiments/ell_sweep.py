@@ -7,7 +7,7 @@ Columns: the valid bound in bits/char ± s.e. (docs/method.md §5), the Prime ob
 have subtracted), and idle steps at ``T = L`` (§6): the closed form ``T (1 − 1/T)^{L·ℓ}`` and the
 sampler's per-sequence counters on 16 samples.
 
-    python -m mdm_prime.experiments ell_sweep [--budget X] [--smoke]
+    mdm-prime experiment ell_sweep [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import itertools
 from pathlib import Path
 
 from .common import (
+    AR,
     ELL_BASES,
     MAIN_JOB_STEPS,
+    MDM,
+    PRIME,
     fmt_pm,
     payload,
     plt,
@@ -40,9 +43,9 @@ CPU_MINUTES = 60.0
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
     return (
-        [text_spec("mdm", 1, steps=steps, smoke=smoke, data=data)]
-        + [text_spec("prime", ell, steps=steps, smoke=smoke, data=data) for ell in ELLS]
-        + [text_spec("ar", 1, steps=steps, smoke=smoke, data=data)]
+        [text_spec(MDM, 1, steps=steps, smoke=smoke, data=data)]
+        + [text_spec(PRIME, ell, steps=steps, smoke=smoke, data=data) for ell in ELLS]
+        + [text_spec(AR, 1, steps=steps, smoke=smoke, data=data)]
     )
 
 
@@ -56,7 +59,7 @@ def run(
     rows = run_study(NAME, specs(smoke, budget, data), out_root, log=log)
     for row in rows:
         L = row["seq_len"]
-        if row["family"] == "ar":
+        if row["family"] == AR:
             row.update(
                 idle_steps_closed_form=0.0, idle_steps_measured=0.0, sample_network_calls_mean=float(L)
             )
@@ -78,7 +81,7 @@ def run(
 
 def _plot(rows: list[dict], path: Path) -> None:
     pyplot = plt()
-    diff = [r for r in rows if r["family"] != "ar"]
+    diff = [r for r in rows if r["family"] != AR]
     ells = [r["subtokens"] for r in diff]
     fig, (a, b) = pyplot.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     a.errorbar(
@@ -90,7 +93,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         label="valid bound (diffusion)",
     )
     for r in rows:
-        if r["family"] == "ar":
+        if r["family"] == AR:
             a.axhline(r["valid_bits_per_char"], color="k", ls="--", label="autoregressive (exact)")
     a.set_xscale("log", base=2)
     a.set_xlabel("ℓ (sub-tokens per byte)")
@@ -118,11 +121,11 @@ def section(data: dict) -> str:
     for r in data["rows"]:
         idle = (
             "—"
-            if r["family"] == "ar"
+            if r["family"] == AR
             else f"{r['idle_steps_closed_form']:.1f} / {r['idle_steps_measured']:.1f}"
         )
         lines.append(
-            f"| {r['family_label']} | {r['base'] if r['family'] != 'ar' else '—'} | "
+            f"| {r['family_label']} | {r['base'] if r['family'] != AR else '—'} | "
             f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | "
             f"{fmt_pm(r['prime_objective_nats_per_token'])} | {fmt_pm(r['gap_nats_per_token'])} | {idle} | "
             f"{r['params']:,} | {r['train_tokens']:,} | {r['train_flops']:.2e} | "
@@ -139,8 +142,8 @@ def _se2(a: dict, b: dict, key: str = "bits_per_char") -> float:
 def reading(data: dict) -> list[str]:
     rows = data["rows"]
     by = {(r["family"], r["subtokens"]): r for r in rows}
-    mdm, ar = by.get(("mdm", 1)), by.get(("ar", 1))
-    primes = sorted((r for r in rows if r["family"] == "prime"), key=lambda r: r["subtokens"])
+    mdm, ar = by.get((MDM, 1)), by.get((AR, 1))
+    primes = sorted((r for r in rows if r["family"] == PRIME), key=lambda r: r["subtokens"])
     if not mdm or not primes:
         return []
     out = []

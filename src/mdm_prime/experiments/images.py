@@ -6,7 +6,7 @@ distance (§8) on the penultimate features of the in-project classifier
 samples at NFE = T ∈ {32, 64, 128} and as many validation images; a sample grid per row.
 The ``mnist-small`` preset's U-Net (``toy`` size), batch 64, ``STEPS`` (600) × budget steps.
 
-    python -m mdm_prime.experiments images [--budget X] [--smoke]
+    mdm-prime experiment images [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import fmt_pm, payload, sample_tokens, scaled_steps
+from .common import MDM, PRIME, fmt_pm, payload, sample_tokens, scaled_steps
 from .runner import run_study
 from .runs import RunSpec
 
@@ -51,7 +51,7 @@ def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
         RunSpec(
             f"img-mdm-s{steps}{'-smoke' if smoke else ''}",
             "mnist-small",
-            {**ov, "family": "mdm", "subtokens": "1"},
+            {**ov, "family": MDM, "subtokens": "1"},
             labels={"family_label": "MDM (ℓ=1)"},
         )
     ]
@@ -60,7 +60,7 @@ def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
             RunSpec(
                 f"img-prime-l{ell}-s{steps}{'-smoke' if smoke else ''}",
                 "mnist-small",
-                {**ov, "family": "prime", "subtokens": str(ell)},
+                {**ov, "family": PRIME, "subtokens": str(ell)},
                 labels={"family_label": f"Prime ℓ={ell}"},
             )
         )
@@ -172,7 +172,7 @@ def section(data: dict) -> str:
 
 def reading(data: dict) -> list[str]:
     rows = data["rows"]
-    mdm = next((r for r in rows if r["family"] == "mdm"), None)
+    mdm = next((r for r in rows if r["family"] == MDM), None)
     if mdm is None:
         return []
     out = []

@@ -9,7 +9,7 @@ exactly the preset's. Reported: parameters, forward FLOPs per token, the preset'
 (``max_steps × batch × L``) and FLOPs (``3 × forward × tokens``), and the GPU time that would take at
 an assumed sustained throughput (:data:`ASSUMED_GPU_FLOPS`).
 
-    python -m mdm_prime.experiments paper_scale [--smoke]
+    mdm-prime experiment paper_scale [--smoke]
 """
 
 from __future__ import annotations

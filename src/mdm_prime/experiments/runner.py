@@ -152,8 +152,8 @@ def run_study(
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"study {study!r} has duplicate run names {dup}")
-    for s in specs:  # validate every config before training anything
-        runs.resolve(s)
+    for s in specs:  # validate every config (and variant) before training anything
+        runs.family_for(runs.resolve(s), s.variant)
     rows = []
     for s in specs:
         folder, action = ensure_run(s, out_root, study, log=log, deterministic=deterministic)

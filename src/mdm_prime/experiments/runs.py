@@ -6,7 +6,8 @@ restructuring of ``train.py`` / ``tasks.py`` needs an update of this module only
 * :class:`RunSpec` — a named run: config preset + ``key=value`` overrides (+ an experiment
   ``variant`` the trainer does not know about, e.g. ``{"carry_over": False}``).
 * :func:`config_hash` — SHA-256 of the resolved config JSON (plus the variant, when there is one).
-* :func:`train_run` — train or resume one run folder (the variant selects a trainer subclass).
+* :func:`train_run` — train or resume one run folder (the variant selects the training family,
+  :func:`family_for`: e.g. :class:`NoCarryOverFamily` for ``carry_over=False``).
 * :func:`final_eval_row` / :func:`run_elapsed_s` — what the run folder's ``metrics.jsonl`` says.
 * :func:`load_model` — the EMA model of a finished run folder.
 * :func:`build_task_for` — the data of a config (for sample metrics and image references).
@@ -27,16 +28,21 @@ from typing import Any
 
 import torch
 
+from ..families import DiffusionFamily, Family, get_family
+
 __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "VARIANTS",
+    "NoCarryOverFamily",
     "RunSpec",
     "build_task_for",
     "config_hash",
+    "family_for",
     "final_eval_row",
     "has_checkpoint",
     "load_model",
+    "make_trainer",
     "resolve",
     "run_elapsed_s",
     "train_run",
@@ -155,37 +161,66 @@ def build_task_for(cfg):
 def model_stats(cfg) -> dict:
     """``{"params": trainable scalars, "fwd_flops_per_token": forward FLOPs per token}`` of the
     network ``cfg`` builds (built on CPU, not trained)."""
-    from ..tasks import build_model_for
-
     task = build_task_for(cfg)
-    model = build_model_for(cfg, task)
+    model = get_family(cfg.family).build_model(cfg, task)
     return {"params": int(model.num_parameters()), "fwd_flops_per_token": float(model.flops_per_token())}
 
 
 # ----------------------------------------------------------------------------- training
-def _no_carry_over_trainer():
-    """A :class:`~mdm_prime.train.Trainer` whose loss uses the plain softmax over all ``C`` classes
-    (no carry-over, docs/method.md §3): ``w(t) Σ_i −log softmax(z^i)[x0^i]`` over the tokens with at
-    least one masked digit. This is how the paper's released text models were trained. Evaluation
-    is unchanged (the model is scored *with* carry-over, which is a valid model for any logits)."""
+class NoCarryOverFamily(DiffusionFamily):
+    """The ablation's family: a :class:`~mdm_prime.families.DiffusionFamily` whose training loss uses
+    the plain softmax over all ``C`` classes (no carry-over, docs/method.md §3):
+    ``w(t) Σ_i −log softmax(z^i)[x0^i]`` in nats per sequence, over the tokens with at least one
+    masked digit. This is how the paper's released text models were trained. It is used only for
+    training (the ``carry_over=False`` variant); the saved model is an ordinary diffusion model and is
+    scored *with* carry-over, which is a valid model for any logits. Objective ``prime`` only."""
+
+    def __init__(self, base: DiffusionFamily) -> None:
+        super().__init__(base.name, base.description + " (trained without carry-over)", base.fixed_subtokens)
+
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+        from ..process import mask_subtokens
+
+        if objective != "prime":
+            raise ValueError(f"carry_over=False is implemented for objective 'prime' only, got {objective!r}")
+        inner = getattr(model, "module", model)
+        schedule = inner.schedule if schedule is None else schedule
+        sub = inner.subtokenizer
+        y_t = mask_subtokens(sub.encode(x0), noise.t, schedule, sub.mask_id, uniforms=noise.uniforms)
+        logits = model(y_t, noise.t).float()
+        batch, length = x0.shape
+        any_masked = (y_t.view(batch, length, -1) == sub.mask_id).any(-1)
+        nll = -torch.log_softmax(logits, -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+        return schedule.weight(noise.t.float()) * (nll * any_masked).sum(-1)
+
+
+def family_for(cfg, variant: dict | None = None) -> Family:
+    """The family that trains ``cfg`` under ``variant``: the config's own family, or
+    :class:`NoCarryOverFamily` for ``carry_over=False`` (``ValueError`` for a family without
+    carry-over, i.e. not a diffusion family, or an objective other than ``prime``)."""
+    family = get_family(cfg.family)
+    if _effective_variant(variant or {}).get("carry_over") is False:
+        if not isinstance(family, DiffusionFamily):
+            raise ValueError(f"carry_over=False needs a diffusion family, got {cfg.family!r}")
+        if cfg.objective != "prime":
+            raise ValueError(
+                f"carry_over=False is implemented for objective 'prime' only, got {cfg.objective!r}"
+            )
+        return NoCarryOverFamily(family)
+    return family
+
+
+def make_trainer(
+    cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None, show_progress: bool = False
+):
+    """A :class:`~mdm_prime.train.Trainer` for ``cfg`` whose family is :func:`family_for` (the trainer
+    calls ``self.family.loss`` at every step; the network it builds is the config family's)."""
     from ..train import Trainer
 
-    class NoCarryOverTrainer(Trainer):
-        def _loss(self, x0: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            if self.cfg.family == "ar":
-                return super()._loss(x0, t, u)
-            if self.cfg.objective != "prime":
-                raise ValueError("carry_over=False is implemented for objective 'prime' only")
-            y0 = self.sub.encode(x0)
-            p_mask = self.schedule.mask_probability(t).unsqueeze(1)
-            y_t = torch.where(u < p_mask, torch.full_like(y0, self.sub.mask_id), y0)
-            logits = self.train_model(y_t, t).float()
-            B, L = x0.shape
-            any_masked = (y_t.view(B, L, -1) == self.sub.mask_id).any(-1)
-            nll = -torch.log_softmax(logits, -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-            return self.schedule.weight(t) * (nll * any_masked).sum(-1)
-
-    return NoCarryOverTrainer
+    family = family_for(cfg, variant)  # before any work: a bad variant raises here
+    trainer = Trainer(cfg, folder, resume=resume, show_progress=show_progress)
+    trainer.family = family
+    return trainer
 
 
 def train_run(
@@ -193,15 +228,14 @@ def train_run(
 ) -> dict:
     """Train (``resume=False``, empty folder) or resume a run; returns the final evaluation row."""
     from .. import distributed as D
-    from ..train import Trainer, train
+    from ..train import format_final
 
-    extra = _effective_variant(variant or {})
-    if not extra:
-        return train(cfg, folder, resume=resume, show_progress=show_progress)
-    cls = _no_carry_over_trainer() if extra.get("carry_over") is False else Trainer
-    trainer = cls(cfg, folder, resume=resume, show_progress=show_progress)
+    trainer = make_trainer(cfg, folder, resume=resume, variant=variant, show_progress=show_progress)
     try:
-        return trainer.run()
+        result = trainer.run()
+        if trainer.dist.is_main:
+            print(format_final(result))
+        return result
     finally:
         D.shutdown(trainer.dist)
 

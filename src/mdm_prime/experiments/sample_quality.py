@@ -7,7 +7,7 @@ and budget) with the samples' unigram entropy beside it (a low perplexity with a
 repetition, not quality), network calls per sequence, and wall time. Reference rows: the AR
 model's own samples and validation text scored by the same AR model.
 
-    python -m mdm_prime.experiments sample_quality [--budget X] [--smoke]
+    mdm-prime experiment sample_quality [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import math
 from pathlib import Path
 
 from .common import (
+    AR,
     MAIN_JOB_STEPS,
+    MDM,
+    PRIME,
     payload,
     plt,
     sample_tokens,
@@ -39,9 +42,9 @@ AR samples and scoring."""
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None):
     steps = scaled_steps(4 if smoke else MAIN_JOB_STEPS, budget)
     return [
-        text_spec("mdm", 1, steps=steps, smoke=smoke, data=data),
-        text_spec("prime", 2, steps=steps, smoke=smoke, data=data),
-        text_spec("ar", 1, steps=steps, smoke=smoke, data=data),
+        text_spec(MDM, 1, steps=steps, smoke=smoke, data=data),
+        text_spec(PRIME, 2, steps=steps, smoke=smoke, data=data),
+        text_spec(AR, 1, steps=steps, smoke=smoke, data=data),
     ]
 
 
@@ -55,8 +58,8 @@ def run(
     sp = specs(smoke, budget, data)
     runs_ = run_study(NAME, sp, out_root, log=log)
     by = {r["family"]: r for r in runs_}
-    ar = load_model(by["ar"]["run_dir"])
-    L = by["ar"]["seq_len"]
+    ar = load_model(by[AR]["run_dir"])
+    L = by[AR]["seq_len"]
     num = 4 if smoke else NUM_SAMPLES
     grid = (4, 8) if smoke else STEPS
     rows = []
@@ -75,8 +78,8 @@ def run(
     out = sample_tokens(ar, num=num, steps=L, seq_len=L, seed=0)
     rows.append(
         {
-            "model": by["ar"]["family_label"],
-            "family": "ar",
+            "model": by[AR]["family_label"],
+            "family": AR,
             "T": L,
             **_scores(generative_perplexity(out["tokens"], ar)),
             "network_calls_mean": out["network_calls_mean"],
@@ -84,7 +87,7 @@ def run(
             "wall_s": out["wall_s"],
         }
     )
-    for fam in ("mdm", "prime"):
+    for fam in (MDM, PRIME):
         model = load_model(by[fam]["run_dir"])
         for T in grid:
             out = sample_tokens(model, num=num, steps=T, seq_len=L, seed=0)
@@ -115,7 +118,7 @@ def run(
             "plots": [plot.name],
             "title": TITLE,
             "seq_len": L,
-            "ar_run": by["ar"]["run_dir"],
+            "ar_run": by[AR]["run_dir"],
             "runs": runs_,
         },
     )
@@ -133,7 +136,7 @@ def _scores(g: dict) -> dict:
 def _plot(rows: list[dict], path: Path) -> None:
     pyplot = plt()
     fig, (a, b) = pyplot.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for fam in ("mdm", "prime"):
+    for fam in (MDM, PRIME):
         pts = [r for r in rows if r["family"] == fam]
         if pts:
             a.plot([r["T"] for r in pts], [r["gen_ppl"] for r in pts], marker="o", label=pts[0]["model"])
@@ -144,8 +147,8 @@ def _plot(rows: list[dict], path: Path) -> None:
                 label=pts[0]["model"],
             )
     for r in rows:
-        if r["family"] in ("ar", "data"):
-            a.axhline(r["gen_ppl"], ls="--" if r["family"] == "ar" else ":", color="k", label=r["model"])
+        if r["family"] in (AR, "data"):
+            a.axhline(r["gen_ppl"], ls="--" if r["family"] == AR else ":", color="k", label=r["model"])
     for ax in (a, b):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps T")
@@ -172,8 +175,11 @@ def section(data: dict) -> str:
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def f(v, d=1):
+        return "—" if v is None else f"{v:.{d}f}"
+
     for r in data["rows"]:
-        f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"
         lines.append(
             f"| {r['model']} | {r['T'] or '—'} | {r['gen_ppl']:.2f} | {r['gen_nats_per_token']:.3f} ± "
             f"{r['gen_stderr_nats_per_token']:.3f} | {r['unigram_entropy_nats']:.3f} | "
@@ -186,8 +192,8 @@ def section(data: dict) -> str:
 def reading(data: dict) -> list[str]:
     rows = data["rows"]
     out = []
-    mdm = {r["T"]: r for r in rows if r["family"] == "mdm"}
-    prime = {r["T"]: r for r in rows if r["family"] == "prime"}
+    mdm = {r["T"]: r for r in rows if r["family"] == MDM}
+    prime = {r["T"]: r for r in rows if r["family"] == PRIME}
     common = sorted(set(mdm) & set(prime))
     if not common:
         return out
@@ -223,7 +229,7 @@ def reading(data: dict) -> list[str]:
             else "."
         )
     )
-    ent = {r["family"]: r["unigram_entropy_nats"] for r in rows if r["family"] in ("data", "ar")}
+    ent = {r["family"]: r["unigram_entropy_nats"] for r in rows if r["family"] in ("data", AR)}
     if "data" in ent:
         out.append(
             f"Unigram entropy of validation text {ent['data']:.3f} nats; samples at T={hi}: "

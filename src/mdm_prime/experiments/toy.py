@@ -5,7 +5,7 @@ The ``camera`` photo as a pmf over 256 × 256 cells (two tokens of C = 256 class
 (± Monte Carlo s.e.) against the exact data entropy (a bound must sit above it), the Prime objective,
 and 20,000 samples at T = 64 drawn next to the target.
 
-    python -m mdm_prime.experiments toy [--budget X] [--smoke]
+    mdm-prime experiment toy [--budget X] [--smoke]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import fmt_pm, payload, plt, sample_tokens, scaled_steps
+from .common import MDM, PRIME, fmt_pm, payload, plt, sample_tokens, scaled_steps
 from .runner import run_study
 from .runs import RunSpec
 
@@ -45,13 +45,13 @@ def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
         RunSpec(
             f"toy-mdm-s{steps}",
             "toy",
-            {**ov, "family": "mdm", "subtokens": "1"},
+            {**ov, "family": MDM, "subtokens": "1"},
             labels={"family_label": "MDM (ℓ=1)"},
         ),
         RunSpec(
             f"toy-prime-l2-s{steps}",
             "toy",
-            {**ov, "family": "prime", "subtokens": "2"},
+            {**ov, "family": PRIME, "subtokens": "2"},
             labels={"family_label": "Prime ℓ=2"},
         ),
     ]
@@ -147,9 +147,9 @@ def section(data: dict) -> str:
 
 def reading(data: dict) -> list[str]:
     rows = {r["family"]: r for r in data["rows"]}
-    if "mdm" not in rows or "prime" not in rows:
+    if MDM not in rows or PRIME not in rows:
         return []
-    m, p = rows["mdm"], rows["prime"]
+    m, p = rows[MDM], rows[PRIME]
     diff = p["valid_nats_per_token"] - m["valid_nats_per_token"]
     se = (p["valid_stderr_nats_per_token"] ** 2 + m["valid_stderr_nats_per_token"] ** 2) ** 0.5
     if abs(diff) <= 2 * se:

@@ -31,6 +31,12 @@ rate ``(2+κ)w`` and no longer follow the schedule's marginals. ``κ = 0`` at ``
 
 **Memory.** The cache holds one ``float64`` distribution per token: ``8·B·L·C`` bytes.
 
+**Recording** (``record=True``, for animations): the digits ``y_t`` before the first step and after
+each step, ``[T+1, B, L·ℓ]`` on the CPU in the smallest integer type that holds the mask id
+(``uint8`` for ``b < 256``), and which rows called the network at each step, ``Bool[T, B]``.
+``on_step(k, y)`` is called after step ``k`` with the current digits. Both are off by default and
+cost nothing then.
+
 **Counters** (per sequence): ``network_calls`` (rows of network evaluations spent on that sequence)
 and ``idle_steps`` (steps in which none of its digits changed). For the joint sampler without
 corrector and with caching, ``network_calls + idle_steps = T`` for every sequence with at least one
@@ -76,6 +82,11 @@ class SampleResult:
         steps: number of steps ``T``.
         wall_time: seconds spent in :func:`sample` (wall clock).
         time_grid: ``float64[T+1]`` the grid used, from 1 to 0.
+        trajectory: with ``record=True``, the digits before the first step and after each step,
+            ``[T+1, B, L·ℓ]`` (CPU; ``uint8``/``int16``/``int32``, the smallest holding the mask id
+            ``b``); else ``None``. ``trajectory[-1] == subtokens``.
+        trajectory_calls: with ``record=True``, ``Bool[T, B]``: the rows the network was called on at
+            each step (their sum over steps is ``network_calls``); else ``None``.
     """
 
     tokens: torch.Tensor
@@ -86,6 +97,8 @@ class SampleResult:
     steps: int
     wall_time: float
     time_grid: torch.Tensor = field(repr=False)
+    trajectory: torch.Tensor | None = field(default=None, repr=False)
+    trajectory_calls: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def idle_fraction(self) -> float:
@@ -121,9 +134,13 @@ def _resolve_shape(
         raise TypeError(f"condition must be a Condition(fixed, values), got {type(condition).__name__}")
     fixed, values = condition
     if not isinstance(fixed, torch.Tensor) or fixed.dtype != torch.bool:
-        raise TypeError(f"condition.fixed must be a bool tensor, got {getattr(fixed, 'dtype', type(fixed).__name__)}")
+        raise TypeError(
+            f"condition.fixed must be a bool tensor, got {getattr(fixed, 'dtype', type(fixed).__name__)}"
+        )
     if not isinstance(values, torch.Tensor) or values.dtype.is_floating_point or values.dtype == torch.bool:
-        raise TypeError(f"condition.values must be an integer tensor, got {getattr(values, 'dtype', type(values).__name__)}")
+        raise TypeError(
+            f"condition.values must be an integer tensor, got {getattr(values, 'dtype', type(values).__name__)}"
+        )
     if fixed.dim() != 2 or fixed.shape != values.shape or fixed.shape[1] % sub.length:
         raise ValueError(
             f"condition.fixed and .values must both have shape (B, L·ℓ) with ℓ={sub.length}, "
@@ -137,7 +154,9 @@ def _resolve_shape(
     given = values[fixed]
     if given.numel() and (int(given.min()) < 0 or int(given.max()) >= sub.base):
         bad = int(given.min()) if int(given.min()) < 0 else int(given.max())
-        raise ValueError(f"fixed digit values must lie in [0, {sub.base - 1}] (base b={sub.base}), found {bad}")
+        raise ValueError(
+            f"fixed digit values must lie in [0, {sub.base - 1}] (base b={sub.base}), found {bad}"
+        )
     return b, n // sub.length
 
 
@@ -161,6 +180,8 @@ def sample(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    record: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> SampleResult:
     """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
 
@@ -193,6 +214,9 @@ def sample(
         seed / generator: randomness (a ``torch.Generator`` on ``device``); ``seed`` builds one.
         device: where the digits live (default: the condition's device, else the model's parameters',
             else CPU). The model is called under ``torch.inference_mode``; put it in ``eval()`` mode first.
+        record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
+        on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
+            (do not modify them).
 
     Returns:
         :class:`SampleResult`.
@@ -206,6 +230,10 @@ def sample(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
     if time_conditioned is not None and not isinstance(time_conditioned, bool):
         raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
     if callable(temperature):
@@ -237,12 +265,16 @@ def sample(
     ell, n_dig, mask_id = sub.length, length * sub.length, sub.mask_id
     if condition is not None:
         fixed = condition.fixed.to(device)
-        y = torch.where(fixed, condition.values.to(device).long(), torch.full_like(condition.values, mask_id, dtype=torch.long, device=device))
+        y = torch.where(
+            fixed,
+            condition.values.to(device).long(),
+            torch.full_like(condition.values, mask_id, dtype=torch.long, device=device),
+        )
         possible = torch.isfinite(consistency_log_mask(y, sub, dtype=torch.float64)).any(-1)  # (B, L)
         if not bool(possible.all()):
             bi, li = (~possible).nonzero()[0].tolist()
             raise ValueError(
-                f"condition fixes digits {y[bi, li * ell:(li + 1) * ell].tolist()} of token {li} in row {bi}, "
+                f"condition fixes digits {y[bi, li * ell : (li + 1) * ell].tolist()} of token {li} in row {bi}, "
                 f"which no class 0..{sub.num_classes - 1} has (mask {mask_id} = free)"
             )
     else:
@@ -262,6 +294,12 @@ def sample(
     calls = torch.zeros(batch, dtype=torch.long, device=device)
     idle = torch.zeros(batch, dtype=torch.long, device=device)
     rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
+    traj = traj_calls = None
+    if record:
+        traj_dtype = torch.uint8 if mask_id < 256 else torch.int16 if mask_id < 2**15 else torch.int32
+        traj = torch.empty(steps + 1, batch, n_dig, dtype=traj_dtype)
+        traj[0] = y.to("cpu", traj_dtype)
+        traj_calls = torch.zeros(steps, batch, dtype=torch.bool)
 
     with torch.inference_mode():
         for k in range(steps):
@@ -284,19 +322,33 @@ def sample(
                 y_in = y if all_rows else y.index_select(0, rows)
                 t_in = torch.full((rows.numel(),), t, dtype=torch.float32, device=device)
                 logits = model(y_in, t_in)
-                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (rows.numel(), length, sub.num_classes):
+                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+                    rows.numel(),
+                    length,
+                    sub.num_classes,
+                ):
                     got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}")
+                    raise ValueError(
+                        f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}"
+                    )
                 logp = carry_over_log_probs(logits.to(torch.float64), y_in, sub)
                 if bool(torch.isnan(logp).any()):
-                    raise ValueError(f"model output gives NaN probabilities at step {k} (t={t}); check its logits")
-                new = process_log_probs(logp, tau, top_p) if store_processed else (logp.exp() if method == "per_digit" else logp)
+                    raise ValueError(
+                        f"model output gives NaN probabilities at step {k} (t={t}); check its logits"
+                    )
+                new = (
+                    process_log_probs(logp, tau, top_p)
+                    if store_processed
+                    else (logp.exp() if method == "per_digit" else logp)
+                )
                 if all_rows:
                     store = new
                 else:
                     store.index_copy_(0, rows, new)
                 calls += need.long()
                 fresh |= need
+                if record:
+                    traj_calls[k] = need.cpu()
 
             # which digits jump this step (decided before their values)
             if last:
@@ -342,6 +394,10 @@ def sample(
             idle += (~changed).long()
             fresh &= ~changed
             y = y_new
+            if record:
+                traj[k + 1] = y.to("cpu", traj.dtype)
+            if on_step is not None:
+                on_step(k, y)
 
     tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
     return SampleResult(
@@ -353,11 +409,18 @@ def sample(
         steps=steps,
         wall_time=time.perf_counter() - start_time,
         time_grid=grid_t,
+        trajectory=traj,
+        trajectory_calls=traj_calls,
     )
 
 
 def _per_digit_values(
-    probs: torch.Tensor, reveal: torch.Tensor, u_digit: torch.Tensor, sub: SubTokenizer, tau: float, top_p: float
+    probs: torch.Tensor,
+    reveal: torch.Tensor,
+    u_digit: torch.Tensor,
+    sub: SubTokenizer,
+    tau: float,
+    top_p: float,
 ) -> torch.Tensor:
     """Per-digit variant: values for the digits revealed this step, ``LongTensor[A, L·ℓ]``.
 
@@ -392,5 +455,7 @@ def _per_digit_values(
         out[..., j] = v
         if j < ell - 1:
             agree = table[:, j].view(1, 1, -1) == v.unsqueeze(-1)  # (A, L, C)
-            p = torch.where(rev[..., j].unsqueeze(-1) & ~agree, torch.zeros((), dtype=p.dtype, device=p.device), p)
+            p = torch.where(
+                rev[..., j].unsqueeze(-1) & ~agree, torch.zeros((), dtype=p.dtype, device=p.device), p
+            )
     return out.flatten(1)
