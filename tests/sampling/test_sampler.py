@@ -1,4 +1,4 @@
-"""Tests of the samplers (MATH.md §6): exactness on tiny cases (chi-square), caching, counters,
+"""Tests of the samplers (docs/method.md §6): exactness on tiny cases (chi-square), caching, counters,
 conditioning, validity of decoded tokens, input validation."""
 
 import math
@@ -287,7 +287,7 @@ def test_idle_steps_closed_form_counts_free_digits_only():
 
 
 def test_expected_idle_steps_values():
-    # MATH.md §6: T = L = 1024 → ℓ=1: 377, ℓ=2: 138, ℓ=4: 19
+    # docs/method.md §6: T = L = 1024 → ℓ=1: 377, ℓ=2: 138, ℓ=4: 19
     assert [round(expected_idle_steps(1024, 1024 * ell)) for ell in (1, 2, 4)] == [377, 138, 19]
     assert torch.allclose(expected_idle_steps(10, torch.tensor([0, 1])), torch.tensor([10.0, 9.0], dtype=torch.float64))
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""Samplers for MDM-Prime (MATH.md §6): joint and per-digit samplers with an optional corrector,
+"""Samplers for MDM-Prime (docs/method.md §6): joint and per-digit samplers with an optional corrector,
 per-sequence caching with idle-step accounting, conditioning helpers, grids and schedules.
 
 Quick start::

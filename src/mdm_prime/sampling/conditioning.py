@@ -1,4 +1,4 @@
-"""Conditioning masks for the samplers (MATH.md §6): prefixes, infilling spans, chosen digit positions.
+"""Conditioning masks for the samplers (docs/method.md §6): prefixes, infilling spans, chosen digit positions.
 
 A :class:`Condition` fixes digits of the sub-token sequence: ``fixed`` (``BoolTensor[B, L·ℓ]``) marks
 the digits that are given and ``values`` (``LongTensor[B, L·ℓ]``) holds them (read only where

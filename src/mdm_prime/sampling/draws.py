@@ -1,4 +1,4 @@
-"""Float64 categorical draws by inverse CDF, temperature and top-p (MATH.md §6).
+"""Float64 categorical draws by inverse CDF, temperature and top-p (docs/method.md §6).
 
 Draws take their uniforms as an argument so that the caller controls the random stream: the sampler
 draws uniforms for *every* row at every step, which makes its output independent of which rows were

@@ -1,4 +1,4 @@
-"""Time grids, temperature schedules, the corrector's κ(t) and the idle-step closed form (MATH.md §6).
+"""Time grids, temperature schedules, the corrector's κ(t) and the idle-step closed form (docs/method.md §6).
 
 Conventions: a time grid is a ``float64`` tensor ``[T+1]`` with ``1 = t_0 > t_1 > … > t_T = 0``
 (``t = 1`` fully masked, ``t = 0`` clean); step ``k`` goes from ``t_k`` to ``t_{k+1}``.

@@ -1,4 +1,4 @@
-"""The MDM-Prime samplers (MATH.md §6): joint (default) and per-digit, optional corrector, per-sequence
+"""The MDM-Prime samplers (docs/method.md §6): joint (default) and per-digit, optional corrector, per-sequence
 caching with idle-step accounting, and conditioning.
 
 One step ``t_k → t_{k+1} = s`` of the **joint** sampler, per sequence:
@@ -21,7 +21,7 @@ sequence at every step (the baseline). All randomness is drawn for every row at 
 fixed order, so the same seed gives the same samples with caching on or off (given a model whose
 per-row output does not depend on the batch it is evaluated in).
 
-**Corrector** (``corrector_scale = a > 0``). MATH.md §6 gives the jump rates
+**Corrector** (``corrector_scale = a > 0``). docs/method.md §6 gives the jump rates
 ``u = (1+κ) w(t) δ_x̂ + κ (−α'_t/α_t) δ_m``; they are read here as the rates of the whole
 predictor–corrector step (the discrete-flow-matching reading, in which the "1" of ``1+κ`` is the
 predictor): a masked digit unmasks to ``d_j(x̂)`` with probability ``1 − exp(−h(1+κ)w(t))`` and a seen,
@@ -195,7 +195,7 @@ def sample(
         num_samples, num_tokens: ``B`` and ``L`` (implied by ``condition`` if given).
         condition: :class:`Condition` with ``fixed``/``values`` ``[B, L·ℓ]``: digits observed from the
             start that never change (see :mod:`.conditioning` for prefix/infill/digit helpers).
-        method: ``"joint"`` (default, MATH.md §6) or ``"per_digit"`` (see :func:`_per_digit_values`).
+        method: ``"joint"`` (default, docs/method.md §6) or ``"per_digit"`` (see :func:`_per_digit_values`).
         schedule: masking schedule ``α(t)`` (name or :class:`Schedule`); must match training.
         grid: time grid kind (``"uniform"``, ``"cosine"``, ``"power:p"``, ``"alpha"``) or an explicit
             decreasing tensor ``[T+1]`` from 1 to 0; see :func:`time_grid`.
@@ -207,7 +207,7 @@ def sample(
             ``model.time_conditioned`` and, when it is absent, assumes ``True``. Only
             ``time_conditioned=False`` (argument or attribute) lets ``cache`` reuse outputs.
         corrector_scale, corrector_power: ``a`` and ``p`` of ``κ(t) = a·t^p (1−t)^p``. With ``a > 0`` each
-            step is the predictor–corrector jump of MATH.md §6: a masked digit jumps to ``d_j(x̂)`` at
+            step is the predictor–corrector jump of docs/method.md §6: a masked digit jumps to ``d_j(x̂)`` at
             rate ``(1+κ) w(t)``, a seen free digit jumps to the mask at rate ``κ (−α'_t/α_t)``, each
             with probability ``1 − exp(−h·rate)``, ``h = t − s``; ``x̂`` is the predictor's draw (no
             extra network call). Fixed digits are never remasked; the last step fills all masks.
