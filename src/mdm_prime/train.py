@@ -150,9 +150,11 @@ class Trainer:
         self._signal: int | None = None
         fingerprint = data_fingerprint(cfg, self.task)
         if mode != "new":
-            self._check_resume(fingerprint, allow_data_change)
+            config_changed = self._check_resume(fingerprint, allow_data_change)
             if mode == "resume":
                 self._load_checkpoint()
+            if config_changed and self.dist.is_main:  # written only once everything loaded
+                (self.out / "train_config.json").write_text(self.cfg.to_json())
         if self.dist.is_main:
             if mode == "new":
                 self.folder.acquire()  # FileExistsError if another process claimed the folder meanwhile
@@ -160,7 +162,7 @@ class Trainer:
                     self.folder.clear_outputs()
                 (self.out / "train_config.json").write_text(cfg.to_json())
                 self.task.save_assets(self.out)
-            if mode != "resume" or not (self.out / FINGERPRINT_FILE).exists():
+            if mode == "new" or allow_data_change or not (self.out / FINGERPRINT_FILE).exists():
                 (self.out / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
         D.barrier(self.dist)
         if self.dist.enabled:
@@ -280,7 +282,7 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
         D.barrier(self.dist)
 
-    def _check_resume(self, fingerprint: dict, allow_data_change: bool) -> None:
+    def _check_resume(self, fingerprint: dict, allow_data_change: bool) -> bool:
         """The resumed config may differ from the saved one only in ``RESUME_MAY_CHANGE``; the data must
         have the saved fingerprint unless ``allow_data_change``."""
         saved_cfg = load_config_file(self.out / "train_config.json").to_dict()
@@ -305,10 +307,7 @@ class Trainer:
                     f"{FINGERPRINT_FILE}); resume on the original data, or pass --allow-data-change to continue "
                     f"on the new data anyway"
                 )
-            if changed and self.dist.is_main:
-                path.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
-        if diff and self.dist.is_main:
-            (self.out / "train_config.json").write_text(self.cfg.to_json())
+        return bool(diff)
 
     def _load_checkpoint(self) -> None:
         ckpt = self.out / "checkpoint"
