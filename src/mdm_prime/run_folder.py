@@ -26,13 +26,13 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["MARKER", "FINGERPRINT_FILE", "RUN_OUTPUTS", "RunError", "RunInterrupted", "RunFolder",
-           "data_fingerprint"]
+__all__ = ["FINGERPRINT_FILE", "MARKER", "RUN_OUTPUTS", "RunError", "RunFolder", "RunInterrupted",
+           "data_fingerprint", "fingerprint_changes"]
 
 MARKER = ".mdm-prime-run"
 FINGERPRINT_FILE = "data_fingerprint.json"
-RUN_OUTPUTS = ("checkpoint", "checkpoint.tmp", "checkpoint.old", "train_config.json", "task.json", "tokenizer",
-               "metrics.jsonl", "loss.png", FINGERPRINT_FILE)
+RUN_OUTPUTS = ("checkpoint", "checkpoint.tmp", "checkpoint.old", "train_config.json", "task.json",
+               "tokenizer", "metrics.jsonl", "loss.png", FINGERPRINT_FILE)
 """What a run writes at its top level (plus ``samples/step_*``): all that ``--restart`` removes."""
 
 
@@ -80,7 +80,9 @@ class RunFolder:
         (saved config, no checkpoint yet); FileExistsError/FileNotFoundError say what to do otherwise."""
         out = self.out
         if out.exists() and not out.is_dir():
-            raise FileExistsError(f"--out {out} is a file; expected a run folder (new, empty, or from mdm-prime train)")
+            raise FileExistsError(
+                f"--out {out} is a file; expected a run folder (new, empty, or from mdm-prime train)"
+            )
         nonempty = out.is_dir() and any(out.iterdir())
         if nonempty and not self.is_run:
             raise FileExistsError(
@@ -89,9 +91,13 @@ class RunFolder:
             )
         if self.resume:
             if not nonempty:
-                raise FileNotFoundError(f"--resume: {out} holds no run to continue (start it without --resume)")
+                raise FileNotFoundError(
+                    f"--resume: {out} holds no run to continue (start it without --resume)"
+                )
             if not (out / "train_config.json").is_file():
-                raise FileNotFoundError(f"--resume: {out} has no train_config.json; use --restart to start it again")
+                raise FileNotFoundError(
+                    f"--resume: {out} has no train_config.json; use --restart to start it again"
+                )
             return "resume" if _has_checkpoint(out) else "resume-from-start"
         if nonempty and not self.restart:
             if _has_checkpoint(out):
@@ -109,8 +115,11 @@ class RunFolder:
         """Create the folder and marker, take the lock (FileExistsError when a live process holds it)."""
         import fcntl
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.out / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.out / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # permissions, read-only file system, a file in the path
+            raise RunError(f"cannot claim the run folder {self.out}: {err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
