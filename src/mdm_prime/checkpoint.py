@@ -34,7 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 __all__ = ["save_pretrained", "load_pretrained", "from_pretrained", "read_config", "FORMAT_VERSION",
-           "CheckpointError"]
+           "CheckpointError", "read_verified", "verify_checkpoint", "fsync_dir"]
 
 FORMAT_VERSION = 1
 
@@ -54,6 +54,21 @@ FILE_MODE = 0o644
 """Mode of written checkpoint files (``tempfile.mkstemp`` creates them 0600)."""
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory, so that renames and new entries in it survive a power cut (no-op where the
+    platform cannot open directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -63,6 +78,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -79,13 +95,15 @@ def _state_bytes(state_dict: dict) -> bytes:
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_state_dict: dict | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and (if given) ``ema.safetensors`` into ``directory``.
 
     Args:
         model: any model of :mod:`mdm_prime.models` (needs ``.config`` and ``.state_dict()``).
         ema_state_dict: EMA weights with the model's keys and shapes, or ``None``.
         extra: JSON-able metadata stored under ``"extra"`` (e.g. training step, data set name).
+        extra_files: ``{name: bytes}`` written beside the weights and hashed in the same ``files`` table
+            (the trainer stores ``trainer_state.pt`` this way); read them back with :func:`read_verified`.
 
     Returns the directory path. Other files in the directory are left alone; an ``ema.safetensors``
     from an earlier save is removed when no EMA is given.
@@ -101,6 +119,11 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_st
     if ema_state_dict is not None:
         _check_state(ema_state_dict, state, "ema_state_dict")
         files[EMA_NAME] = _state_bytes(ema_state_dict)
+    for name, data in (extra_files or {}).items():
+        if name in (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME) or "/" in name or not isinstance(data, bytes):
+            raise ValueError(f"extra_files: {name!r} must be a plain file name other than the checkpoint's "
+                             f"own files, with bytes content")
+        files[name] = data
     meta = {
         "format_version": FORMAT_VERSION,
         "library": "mdm-prime",
@@ -160,7 +183,11 @@ def read_config(directory: str | os.PathLike) -> dict:
     return meta
 
 
-def _read_weights(directory: Path, name: str, meta: dict) -> dict:
+def read_verified(directory: str | os.PathLike, name: str, meta: dict | None = None) -> bytes:
+    """The bytes of file ``name`` of a checkpoint, after checking its size and SHA-256 against
+    ``config.json`` (FileNotFoundError if absent, :class:`CheckpointError` if truncated or corrupted)."""
+    directory = Path(directory)
+    meta = read_config(directory) if meta is None else meta
     path = directory / name
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(directory)!r} has no {name} (config.json lists it)")
@@ -174,6 +201,20 @@ def _read_weights(directory: Path, name: str, meta: dict) -> dict:
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
         raise CheckpointError(f"{path} fails its SHA-256 check against config.json: the file is corrupted "
                               f"or from another save")
+    return data
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> dict:
+    """Check every file listed in ``config.json`` (size and SHA-256); returns the config."""
+    meta = read_config(directory)
+    for name in meta["files"]:
+        read_verified(directory, name, meta)
+    return meta
+
+
+def _read_weights(directory: Path, name: str, meta: dict) -> dict:
+    path = directory / name
+    data = read_verified(directory, name, meta)
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,7 +17,8 @@ from .families import FAMILIES, get_family
 from .models.base import PRECISIONS
 from .objectives import OBJECTIVES
 
-__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides", "OBJECTIVES", "PRECISIONS"]
+__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides", "load_config_file", "check_device",
+           "OBJECTIVES", "PRECISIONS"]
 
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,6 +75,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     max_train_tokens: int = 0  # 0: the whole training split
+    max_bad_steps: int = 10  # a run stops after this many non-finite steps in a row (each is skipped)
 
     def validate(self) -> TrainConfig:
         def choice(name, options):
@@ -85,6 +88,9 @@ class TrainConfig:
         choice("lr_schedule", LR_SCHEDULES)
         choice("precision", PRECISIONS)
         choice("device", DEVICES)
+        for name in ("data", "tokenizer", "family", "objective", "schedule", "architecture", "model_size"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "subtokens", "eval_sequences",
                      "eval_num_times", "final_eval_sequences", "final_eval_num_times", "log_every"):
             value = getattr(self, name)
@@ -97,8 +103,36 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.eval_num_times < 2 or self.final_eval_num_times < 2:
             raise ValueError("eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)")
+        for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema_decay", "time_eps",
+                     "sample_temperature", "sample_top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 < self.time_eps < 1:
+            raise ValueError(f"time_eps must be in (0, 1) (times are drawn from [time_eps, 1]), got {self.time_eps}")
+        betas = self.betas
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+                or not all(0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), e.g. [0.9, 0.98], got {betas!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.max_bad_steps, bool) or not isinstance(self.max_bad_steps, int) or self.max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be a positive integer, got {self.max_bad_steps!r}")
+        from .subtokenizer import MAX_CODES, MAX_LENGTH
+
+        if self.subtokens > MAX_LENGTH:
+            raise ValueError(f"subtokens must be <= {MAX_LENGTH} (sub-tokens per token), got {self.subtokens}")
+        if self.base is not None and (isinstance(self.base, bool) or not isinstance(self.base, int) or self.base < 2):
+            raise ValueError(f"base must be an integer >= 2 or none, got {self.base!r}")
+        smallest = (self.base or 2) ** self.subtokens if self.subtokens > 1 else 1
+        if smallest > MAX_CODES:
+            raise ValueError(
+                f"subtokens={self.subtokens} with base={self.base or 2} gives at least {smallest} codes, more than "
+                f"the limit of {MAX_CODES} (2**26) the carry-over tables can hold; choose a smaller subtokens"
+            )
         if not self.sample_temperature > 0 or not 0 < self.sample_top_p <= 1:
             raise ValueError(
                 f"sample_temperature must be > 0 and sample_top_p in (0, 1], got "
@@ -139,7 +173,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
         d = dict(d)
-        if "betas" in d:
+        if isinstance(d.get("betas"), list):
             d["betas"] = tuple(d["betas"])
         return cls(**d).validate()
 
@@ -201,14 +235,16 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_config(preset: str = "text-tiny", overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Preset + overrides (string values are parsed to the field's type) → validated config.
+def resolve_config(preset: str = "text-tiny", overrides: dict[str, Any] | None = None,
+                   base: TrainConfig | None = None) -> TrainConfig:
+    """Preset (or ``base``, e.g. a run's saved config) + overrides (string values are parsed to the
+    field's type) → validated config.
 
     A key ``model_overrides.NAME`` sets one architecture kwarg (value parsed as JSON when possible).
     """
-    if preset not in PRESETS:
+    if base is None and preset not in PRESETS:
         raise ValueError(f"unknown config preset {preset!r}; expected one of {sorted(PRESETS)}")
-    base = TrainConfig(**PRESETS[preset])
+    base = TrainConfig(**PRESETS[preset]) if base is None else base
     known = {f.name for f in fields(TrainConfig)}
     values = base.to_dict()
     values["model_overrides"] = dict(values["model_overrides"])
@@ -224,3 +260,49 @@ def resolve_config(preset: str = "text-tiny", overrides: dict[str, Any] | None =
             raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(known)}")
         values[key] = _coerce(key, raw, values[key]) if isinstance(raw, str) else raw
     return TrainConfig.from_dict(values)
+
+
+def load_config_file(path) -> TrainConfig:
+    """The validated :class:`TrainConfig` stored in ``path`` (a run's ``train_config.json``); every
+    failure (missing, not JSON, not a config, invalid values) is a ValueError/FileNotFoundError that
+    names the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; a run folder written by mdm-prime train holds it")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON (corrupted or edited?): {err}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must hold a JSON object of config keys, got {type(d).__name__}")
+    try:
+        return TrainConfig.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid train config: {err}") from None
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a usable device (``auto``, ``cpu``, ``cuda``, ``cuda:N``); else a
+    ValueError naming it (``cuda`` on a machine without CUDA included). Cheap: no data, no model."""
+    import torch
+
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+    if device in ("auto", "cpu"):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; expected cpu, cuda or cuda:N (or auto for training)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine; "
+                             f"use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+        return device
+    if dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported; expected cpu or cuda")
+    return device

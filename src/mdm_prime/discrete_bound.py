@@ -81,12 +81,13 @@ def reveal_steps(grid: torch.Tensor, schedule: Schedule, shape: tuple[int, ...],
     """Step ``k ∈ {0..T−1}`` at which each digit is revealed by the joint sampler started fully masked:
     ``P(k) = (α_{k+1} − α_k) / (1 − α_0)`` (the product of the sampler's per-step probabilities
     ``q_k``; the last step takes the rest). ``LongTensor[shape]``."""
-    alpha = schedule.alpha(grid.to(torch.float64)).to(torch.float64)
+    # 1 − α per schedule in closed form, float64 (as the sampler does): no cancellation near t = 0
+    mask_prob = schedule.mask_probability(grid.to(torch.float64)).to(torch.float64)
     steps = grid.numel() - 1
-    a0 = float(alpha[0])
-    if a0 >= 1.0:
-        raise ValueError(f"the schedule has alpha(1) = {a0}: nothing is masked at t = 1")
-    m = ((1.0 - alpha) / (1.0 - a0)).clamp(0.0, 1.0)  # m_0 = 1 ≥ m_1 ≥ … ; digit masked at t_k iff u ≤ m_k
+    m0 = float(mask_prob[0])
+    if m0 <= 0.0:
+        raise ValueError(f"the schedule has alpha(1) = {1.0 - m0}: nothing is masked at t = 1")
+    m = (mask_prob / m0).clamp(0.0, 1.0)  # m_0 = 1 ≥ m_1 ≥ … ; digit masked at t_k iff u ≤ m_k
     m[-1] = 0.0  # the last step fills every remaining digit
     u = 1.0 - torch.rand(shape, generator=generator, dtype=torch.float64)  # (0, 1]
     ascending = m[1:].flip(0).contiguous()  # m_T .. m_1

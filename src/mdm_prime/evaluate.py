@@ -9,12 +9,10 @@ line lives in :mod:`mdm_prime.cli.eval`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .configs import TrainConfig
 from .families import family_of
 from .tasks import Task, build_task, load_task
 
@@ -28,6 +26,8 @@ def run_paths(run_dir: str | Path) -> tuple[Path, Path]:
     """``(run folder, checkpoint folder)``; FileNotFoundError unless ``run_dir`` is a run folder."""
     run = Path(run_dir)
     ckpt = run / CHECKPOINT_DIR
+    if not ckpt.exists() and (run / (CHECKPOINT_DIR + ".old")).exists():
+        ckpt = run / (CHECKPOINT_DIR + ".old")  # a save stopped between its two renames: the previous one
     if not (run / CONFIG_FILE).exists() or not ckpt.exists():
         raise FileNotFoundError(
             f"{run} is not a run folder (expected {CONFIG_FILE} and {CHECKPOINT_DIR}/ from mdm-prime train)"
@@ -40,11 +40,22 @@ _run_paths = run_paths  # the former name
 
 def load_run(run_dir: str | Path, *, use_ema: bool = True, with_data: bool = True, device: str = "cpu"):
     """``(config, task, model)`` of a run folder. ``with_data=False`` skips the corpus: the task then
-    holds only the tokenizer and shapes (enough to sample and decode)."""
-    from .checkpoint import load_pretrained
+    holds only the tokenizer and shapes (enough to sample and decode).
 
+    Every file of the checkpoint is checked against the sizes and SHA-256 hashes in its ``config.json``
+    (the raw weights too, not only the EMA file that is loaded), and ``device`` is checked before
+    anything is read; failures are ValueError/FileNotFoundError naming the file or value."""
+    from .checkpoint import load_pretrained, verify_checkpoint
+    from .configs import check_device, load_config_file
+
+    check_device(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     run, ckpt = run_paths(run_dir)
-    cfg = TrainConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
+    cfg = load_config_file(run / CONFIG_FILE)
+    if not with_data and not (run / "task.json").exists():
+        raise FileNotFoundError(f"{run / 'task.json'} is missing; a run folder written by mdm-prime train holds it")
+    verify_checkpoint(ckpt)
     model = load_pretrained(ckpt, use_ema=use_ema, map_location=device).to(device).eval()
     task = build_task(cfg) if with_data else load_task(run)
     return cfg, task, model

@@ -17,16 +17,27 @@ Run folder layout::
     OUT/task.json           data metadata              OUT/tokenizer/      text runs
     OUT/checkpoint/         model (save_pretrained) + trainer_state.pt, replaced atomically
     OUT/loss.png            training loss and validation bound   OUT/samples/step_N.txt|png
+    OUT/.mdm-prime-run      marker + lock (see mdm_prime.run_folder)   OUT/data_fingerprint.json
+
+Safety (``docs/reliability.md``): the folder is claimed with a marker and an OS lock
+(:mod:`mdm_prime.run_folder`); SIGINT/SIGTERM finish the step, save a checkpoint and raise
+:class:`~mdm_prime.run_folder.RunInterrupted`; every checkpoint file (``trainer_state.pt`` included) is
+hashed in ``config.json`` and fsynced, directory swaps are fsynced, and a failed save removes its
+partial files and keeps the previous checkpoint; a step whose loss or gradient is not finite is skipped
+(no optimizer or EMA update) and counted, and ``max_bad_steps`` of them in a row stop the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -34,20 +45,22 @@ import torch
 
 from . import distributed as D
 from .models.base import make_optimizer, maybe_compile
-from .checkpoint import load_pretrained, save_pretrained
-from .configs import TrainConfig
+from .checkpoint import CheckpointError, fsync_dir, load_pretrained, read_config, read_verified, save_pretrained
+from .configs import TrainConfig, check_device, load_config_file
+from .run_folder import FINGERPRINT_FILE, RunError, RunFolder, RunInterrupted, data_fingerprint, fingerprint_changes
 from .evaluate import evaluate_model
 from .families import Family, Noise, get_family
 from .schedules import get_schedule
 from .data.shards import to_device
 from .tasks import Task, build_task
 
-__all__ = ["train", "Trainer"]
+__all__ = ["train", "Trainer", "RunError", "RunInterrupted"]
 
 STATE_FILE = "trainer_state.pt"
 RESUME_MAY_CHANGE = frozenset({
     "max_steps", "eval_every", "eval_sequences", "eval_num_times", "final_eval_sequences", "final_eval_num_times",
     "sample_every", "num_preview_samples", "sample_steps", "log_every", "checkpoint_every", "device", "compile",
+    "max_bad_steps",
 })
 """Settings that do not change what is trained, so a resumed run may set them anew (a longer
 ``max_steps`` continues the run; with a cosine schedule the learning-rate curve is stretched from
@@ -90,17 +103,24 @@ class Trainer:
     """Holds the run's state; :meth:`run` trains to ``cfg.max_steps``."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, restart: bool = False, allow_data_change: bool = False) -> None:
         self.cfg = cfg.validate()
+        check_device(cfg.device)
         self.out = Path(out_dir)
+        self.folder = RunFolder(self.out, resume=resume, restart=restart)
+        mode = self.folder.check()  # read-only: refuses files, foreign folders, runs without --resume/--restart
         self.dist = D.init_distributed(cfg.device)
+        try:
+            self._setup(cfg, mode, show_progress, restart, allow_data_change)
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _setup(self, cfg: TrainConfig, mode: str, show_progress: bool, restart: bool,
+               allow_data_change: bool) -> None:
         self.show_progress = show_progress and self.dist.is_main
-        if self.out.exists() and any(self.out.iterdir()) and not resume:
-            if (self.out / "checkpoint").exists() or (self.out / "train_config.json").exists():
-                raise FileExistsError(
-                    f"run folder {self.out} already holds a run; pass --resume to continue it "
-                    f"or choose another --out"
-                )
+        if mode != "new" and self.dist.is_main:
+            self.folder.acquire()  # an existing run: lock it before any work
         micro = cfg.batch_size // cfg.grad_accum
         if micro % self.dist.world_size:
             raise ValueError(
@@ -110,6 +130,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.family: Family = get_family(cfg.family)
         self.task: Task = build_task(cfg, self.dist)
+        valid = getattr(self.task, "valid_tokens", None)
+        if valid is not None and valid.shape[0] == 0:
+            raise ValueError(
+                f"data {cfg.data!r} gives an empty validation split (no sequence of seq_len={cfg.seq_len} tokens); "
+                f"use a larger corpus or a smaller --seq-len"
+            )
         self.model = self.family.build_model(cfg, self.task).to(self.dist.device)
         self.schedule = get_schedule(cfg.schedule)
         self.ema = EMA(self.model, cfg.ema_decay)
@@ -120,12 +146,25 @@ class Trainer:
         self.position = 0
         self.tokens_seen = 0
         self.elapsed = 0.0
-        if resume:
-            self._load_checkpoint()
-        elif self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(cfg.to_json())
-            self.task.save_assets(self.out)
+        self.skipped_steps = 0  # steps skipped for a non-finite loss or gradient (all time)
+        self.bad_in_a_row = 0
+        self._signal: int | None = None
+        fingerprint = data_fingerprint(cfg, self.task)
+        if mode != "new":
+            config_changed = self._check_resume(fingerprint, allow_data_change)
+            if mode == "resume":
+                self._load_checkpoint()
+            if config_changed and self.dist.is_main:  # written only once everything loaded
+                (self.out / "train_config.json").write_text(self.cfg.to_json())
+        if self.dist.is_main:
+            if mode == "new":
+                self.folder.acquire()  # FileExistsError if another process claimed the folder meanwhile
+                if restart:
+                    self.folder.clear_outputs()
+                (self.out / "train_config.json").write_text(cfg.to_json())
+                self.task.save_assets(self.out)
+            if mode == "new" or allow_data_change or not (self.out / FINGERPRINT_FILE).exists():
+                (self.out / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
         D.barrier(self.dist)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -178,7 +217,7 @@ class Trainer:
         self.train_model.train()
         micro = B // cfg.grad_accum
         per_rank = micro // info.world_size
-        total = torch.zeros((), device=info.device)
+        total = torch.zeros((), device=info.device, dtype=torch.float32)
         for m in range(cfg.grad_accum):
             lo = m * micro + info.rank * per_rank
             sl = slice(lo, lo + per_rank)
@@ -190,14 +229,24 @@ class Trainer:
             with ctx:
                 loss.backward()
             total += per_seq.detach().sum()
+        mean_loss = float(D.all_reduce_mean(total, info)) * info.world_size / (B * L)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        # gradients are all-reduced, so every process takes the same decision
+        self.last_step_skipped = not (math.isfinite(mean_loss) and bool(torch.isfinite(norm)))
+        if self.last_step_skipped:  # no optimizer or EMA update: the weights stay finite
+            self.skipped_steps += 1
+            self.bad_in_a_row += 1
+        else:
+            self.optimizer.step()
+            self.ema.update(self.model, self.step)
+            self.bad_in_a_row = 0
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(self.model, self.step)
         self.step += 1
         self.tokens_seen += B * L
-        return float(D.all_reduce_mean(total, info)) * info.world_size / (B * L)
+        return mean_loss
 
     # ----------------------------------------------------------------- checkpoint
     def save_checkpoint(self) -> None:
@@ -206,30 +255,39 @@ class Trainer:
             D.barrier(self.dist)
             return
         final, tmp, old = (self.out / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_pretrained(self.model, tmp, ema_state_dict=self.ema.model.state_dict(),
-                        extra={"train_step": self.step})
         state = {
             "step": self.step, "epoch": self.epoch, "position": self.position,
-            "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "tokens_seen": self.tokens_seen, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
             "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
         }
-        torch.save(state, tmp / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_pretrained(self.model, tmp, ema_state_dict=self.ema.model.state_dict(),
+                            extra={"train_step": self.step}, extra_files={STATE_FILE: buffer.getvalue()})
+            fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                fsync_dir(self.out)
+            os.replace(tmp, final)
+            fsync_dir(self.out)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.exists() and old.exists():
+                os.replace(old, final)  # put the previous checkpoint back
+            kept = "the previous checkpoint is kept" if final.exists() else "there is no earlier checkpoint"
+            raise RunError(f"could not save the checkpoint of step {self.step} in {final}: "
+                           f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed") from err
         shutil.rmtree(old, ignore_errors=True)
         D.barrier(self.dist)
 
-    def _load_checkpoint(self) -> None:
-        ckpt = self.out / "checkpoint"
-        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
-            ckpt = self.out / "checkpoint.old"  # crashed between the two renames
-        if not (ckpt / STATE_FILE).exists():
-            raise FileNotFoundError(f"--resume: no checkpoint with {STATE_FILE} under {self.out}")
-        saved_cfg = json.loads((self.out / "train_config.json").read_text())
+    def _check_resume(self, fingerprint: dict, allow_data_change: bool) -> bool:
+        """The resumed config may differ from the saved one only in ``RESUME_MAY_CHANGE``; the data must
+        have the saved fingerprint unless ``allow_data_change``."""
+        saved_cfg = load_config_file(self.out / "train_config.json").to_dict()
         now = self.cfg.to_dict()
         diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
         blocking = [k for k in diff if k not in RESUME_MAY_CHANGE]
@@ -238,9 +296,37 @@ class Trainer:
                 f"--resume: settings {blocking} differ from the saved run in {self.out}; resume with the same "
                 f"settings (only {sorted(RESUME_MAY_CHANGE)} may change)"
             )
-        if diff and self.dist.is_main:
-            (self.out / "train_config.json").write_text(self.cfg.to_json())
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        path = self.out / FINGERPRINT_FILE
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path} is not valid JSON: {err}") from None
+            changed = fingerprint_changes(saved, fingerprint) if isinstance(saved, dict) else ["(unreadable)"]
+            if changed and not allow_data_change:
+                raise ValueError(
+                    f"--resume: the data of {self.out} changed since the run started ({changed} differ from "
+                    f"{FINGERPRINT_FILE}); resume on the original data, or pass --allow-data-change to continue "
+                    f"on the new data anyway"
+                )
+        return bool(diff)
+
+    def _load_checkpoint(self) -> None:
+        ckpt = self.out / "checkpoint"
+        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
+            ckpt = self.out / "checkpoint.old"  # crashed between the two renames
+        meta = read_config(ckpt)
+        if STATE_FILE in meta["files"]:
+            data = read_verified(ckpt, STATE_FILE, meta)  # size and SHA-256 from config.json
+        elif (ckpt / STATE_FILE).is_file():
+            data = (ckpt / STATE_FILE).read_bytes()  # a checkpoint from before trainer_state.pt was hashed
+        else:
+            raise FileNotFoundError(f"--resume: the checkpoint {ckpt} has no {STATE_FILE}")
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
+            raise CheckpointError(f"{ckpt / STATE_FILE} cannot be read ({type(err).__name__}): truncated or "
+                                  f"corrupted; use --restart to start the run again") from None
         self.model.load_state_dict(load_pretrained(ckpt, use_ema=False).state_dict())
         self.ema.model.load_state_dict(load_pretrained(ckpt, use_ema=True).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -248,6 +334,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tokens_seen, self.elapsed = state["tokens_seen"], state["elapsed"]
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
     # ----------------------------------------------------------------- logging
     def log(self, row: dict) -> None:
@@ -300,32 +387,13 @@ class Trainer:
                    dynamic_ncols=True, unit="step")
         window_tokens, window_start = 0, time.perf_counter()
         last_eval: dict = {}
-        while self.step < cfg.max_steps:
-            t0 = time.perf_counter()
-            loss = self.train_step()
-            self.elapsed += time.perf_counter() - t0
-            window_tokens += cfg.batch_size * self.task.seq_len
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower lr or check the data")
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                now = time.perf_counter()
-                tps = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0, now
-                self.log({"step": self.step, "loss": loss, "objective": self.family.objective_label(cfg.objective),
-                          "lr": lr_at(self.step - 1, cfg),
-                          "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
-            bar.update(1)
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                if self.dist.is_main:
-                    last_eval = self.evaluate()
-                    self.log(last_eval)
-                    bar.write(_format_eval(last_eval))
-                D.barrier(self.dist)
-            if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
-                self.preview_samples()
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
+        previous = self._install_signal_handlers()
+        try:
+            while self.step < cfg.max_steps:
+                last_eval = self._loop_step(bar, last_eval, window_tokens, window_start)
+                window_tokens, window_start = self._window
+        finally:
+            self._restore_signal_handlers(previous)
         bar.close()
         self.save_checkpoint()
         if self.dist.is_main:
@@ -336,6 +404,81 @@ class Trainer:
             plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
             self.preview_samples()
         D.barrier(self.dist)
+        return last_eval
+
+    # ----------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT/SIGTERM set a flag; the loop finishes its step, saves a checkpoint and stops. A second
+        signal acts as usual (the default handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            self._signal = signum
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
+
+    def _stop_requested(self) -> int | None:
+        flag = self._signal or 0
+        if self.dist.enabled:  # every process stops at the same step
+            t = torch.tensor(float(flag), device=self.dist.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = int(t.item())
+        return flag or None
+
+    def _loop_step(self, bar, last_eval: dict, window_tokens: int, window_start: float) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        loss = self.train_step()
+        self.elapsed += time.perf_counter() - t0
+        window_tokens += cfg.batch_size * self.task.seq_len
+        if self.last_step_skipped:
+            self.log({"step": self.step, "skipped": "non-finite loss or gradient", "loss": None,
+                      "skipped_steps": self.skipped_steps, "in_a_row": self.bad_in_a_row})
+            if self.bad_in_a_row >= cfg.max_bad_steps:
+                raise RunError(
+                    f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step "
+                    f"{self.step}); each was skipped, so the weights are finite and the last checkpoint is kept; "
+                    f"lower lr or check the data (max_bad_steps={cfg.max_bad_steps})"
+                )
+        elif self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+            now = time.perf_counter()
+            tps = window_tokens / max(now - window_start, 1e-9)
+            window_tokens, window_start = 0, now
+            self.log({"step": self.step, "loss": loss, "objective": self.family.objective_label(cfg.objective),
+                      "lr": lr_at(self.step - 1, cfg), "skipped_steps": self.skipped_steps,
+                      "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+        self._window = (window_tokens, window_start)
+        bar.update(1)
+        signum = self._stop_requested()
+        if signum:
+            self.save_checkpoint()
+            name = signal.Signals(signum).name
+            self.log({"step": self.step, "stopped": name})
+            raise RunInterrupted(
+                f"stopped by {name} after step {self.step}; checkpoint saved in {self.out / 'checkpoint'}; "
+                f"continue with: mdm-prime train --out {self.out} --resume", signum)
+        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+            if self.dist.is_main:
+                last_eval = self.evaluate()
+                self.log(last_eval)
+                bar.write(_format_eval(last_eval))
+            D.barrier(self.dist)
+        if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
+            self.preview_samples()
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
         return last_eval
 
 
@@ -373,13 +516,20 @@ def format_final(r: dict) -> str:
             f"{_format_numbers(r)}")
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True) -> dict:
-    """Train (or resume) a run in ``out_dir``; returns the final validation metrics (valid bound)."""
-    trainer = Trainer(cfg, out_dir, resume=resume, show_progress=show_progress)
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True,
+          restart: bool = False, allow_data_change: bool = False) -> dict:
+    """Train (or resume) a run in ``out_dir``; returns the final validation metrics (valid bound).
+
+    ``restart`` clears a run's own outputs and starts again; ``allow_data_change`` lets ``resume``
+    continue on data whose fingerprint changed. Raises :class:`RunInterrupted` after SIGINT/SIGTERM
+    (checkpoint saved) and :class:`RunError` when a save fails or too many steps are non-finite."""
+    trainer = Trainer(cfg, out_dir, resume=resume, show_progress=show_progress, restart=restart,
+                      allow_data_change=allow_data_change)
     try:
         result = trainer.run()
         if trainer.dist.is_main:
             print(format_final(result))
         return result
     finally:
+        trainer.folder.release()
         D.shutdown(trainer.dist)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run", "resolve_train_config"]
@@ -107,16 +108,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="override any config key (repeatable), e.g. --set lr=1e-3 --set model_overrides.depth=4 "
         "(default: none; see --print-config for every key)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly where it stopped, with its saved train_config.json "
+        "(flags may change only run-length/logging settings; a run without a checkpoint starts from step 0)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what the run in --out wrote (checkpoint, metrics, samples/step_*, config) and start "
+        "it again; other files in the folder are kept",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue even though the data's fingerprint differs from the run's",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
+def _saved_config(args: argparse.Namespace):
+    """With ``--resume --out DIR``: the run's saved config (the base the flags change), else None."""
+    from ..configs import load_config_file
+
+    if not getattr(args, "resume", False) or not args.out:
+        return None
+    path = Path(args.out) / "train_config.json"
+    return load_config_file(path) if path.exists() else None
+
+
 def resolve_train_config(args: argparse.Namespace):
-    """The validated :class:`~mdm_prime.configs.TrainConfig` of the parsed arguments."""
+    """The validated :class:`~mdm_prime.configs.TrainConfig` of the parsed arguments (with
+    ``--resume``, the run's saved config changed by the flags)."""
     from ..configs import parse_overrides, resolve_config
     from ..families import get_family
 
+    saved = _saved_config(args)
     overrides = parse_overrides(args.set)
     for key in FLAG_KEYS:
         value = getattr(args, key)
@@ -131,6 +160,18 @@ def resolve_train_config(args: argparse.Namespace):
         fixed = get_family(overrides["family"]).fixed_subtokens
         if fixed is not None:
             overrides["subtokens"] = fixed
+    if saved is not None:
+        from ..train import RESUME_MAY_CHANGE
+
+        cfg = resolve_config(args.config, overrides, base=saved)
+        old, new = saved.to_dict(), cfg.to_dict()
+        blocking = sorted(k for k in new if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE)
+        if blocking:
+            raise ValueError(
+                f"--resume: {blocking} would change what the run in {args.out} trains (data, tokenizer, model or "
+                f"optimisation); only {sorted(RESUME_MAY_CHANGE)} may change; use a new --out or --restart"
+            )
+        return cfg
     return resolve_config(args.config, overrides)
 
 
@@ -140,9 +181,17 @@ def run(args: argparse.Namespace) -> int:
         print(cfg.to_json())
         return 0
     out = Path(args.out or f"runs/{args.config}-{cfg.family}-l{cfg.subtokens}")
-    from ..train import train
+    from ..train import RunError, train
 
-    train(cfg, out, resume=args.resume, show_progress=not args.no_progress)
+    try:
+        train(cfg, out, resume=args.resume, show_progress=not args.no_progress, restart=args.restart,
+              allow_data_change=args.allow_data_change)
+    except RunError as err:  # interrupted (checkpoint saved), failed save, too many non-finite steps
+        if os.environ.get("MDM_PRIME_DEBUG"):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(f"mdm-prime train: {err}", file=sys.stderr)
+        return err.exit_code
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {out}  (metrics.jsonl, loss.png, samples/, checkpoint/)")
     return 0
