@@ -86,6 +86,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     for _ in range(3):
         trainer.train_step()
     trainer.save_checkpoint()
+    trainer.folder.release()  # the "killed" process's lock goes with it
     assert runs.final_eval_row(folder_b) is None
     assert ensure_run(half, tmp_path / "b", "s", log=lambda m: None) == (folder_b, "resumed")
     wa = runs.load_model(folder_a).state_dict()

@@ -63,7 +63,6 @@ def ensure_run(
     resume = folder.exists() and runs.has_checkpoint(folder)
     if folder.exists() and not resume:
         shutil.rmtree(folder)  # started but no checkpoint yet: nothing worth keeping
-    folder.mkdir(parents=True, exist_ok=True)
     record = {
         "config_hash": digest,
         "name": spec.name,
@@ -75,7 +74,8 @@ def ensure_run(
         "wall_s": float(record.get("wall_s", 0.0)),
         "sittings": int(record.get("sittings", 0)) + 1,
     }
-    (folder / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))  # train() ignores this file
+    if resume:  # an owned run folder already; a fresh one must be empty when train() claims it
+        (folder / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))  # train() ignores this file
     log(f"[{study}] {'resuming' if resume else 'training'} {spec.name} → {folder}")
     previous = determinism_enabled()
     enable_determinism(deterministic)
@@ -85,7 +85,8 @@ def ensure_run(
     finally:
         enable_determinism(previous)
         record["wall_s"] += time.perf_counter() - start
-        (folder / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))
+        if folder.exists():
+            (folder / EXPERIMENT_FILE).write_text(json.dumps(record, indent=2))
     return folder, "resumed" if resume else "trained"
 
 

@@ -237,6 +237,7 @@ def train_run(
             print(format_final(result))
         return result
     finally:
+        trainer.folder.release()
         D.shutdown(trainer.dist)
 
 
