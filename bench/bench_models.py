@@ -65,8 +65,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2, help="sub-tokens per token ℓ")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads (default 1: on shared, busy cores more threads stall each other)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads (default 1: on shared, busy cores more threads stall each other)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "models.md"))
     args = parser.parse_args()
 
@@ -77,16 +81,24 @@ def main() -> None:
     x0 = torch.randint(0, args.num_classes, (args.batch, args.seq_len))
     rows = []
     for precision in ("fp32", "bf16"):
-        cfg = transformer_config(args.size, num_classes=args.num_classes, length=args.length,
-                                 seq_len=args.seq_len, precision=precision)
+        cfg = transformer_config(
+            args.size,
+            num_classes=args.num_classes,
+            length=args.length,
+            seq_len=args.seq_len,
+            precision=precision,
+        )
         model = build_model(cfg)
         times = step_times(model, x0, args.steps, args.warmup)
         step = statistics.median(times)
         tokens = args.batch * args.seq_len
         gflops = 3 * model.flops_per_token() * tokens / step / 1e9
         rows.append((precision, step, tokens / step, gflops, gflops / peaks[precision], model))
-        print(f"{precision}: {step * 1e3:.0f} ms/step, {tokens / step:,.0f} tokens/s, {gflops:.1f} GFLOP/s "
-              f"({100 * gflops / peaks[precision]:.0f}% of {peaks[precision]:.0f})", flush=True)
+        print(
+            f"{precision}: {step * 1e3:.0f} ms/step, {tokens / step:,.0f} tokens/s, {gflops:.1f} GFLOP/s "
+            f"({100 * gflops / peaks[precision]:.0f}% of {peaks[precision]:.0f})",
+            flush=True,
+        )
     load_after = os.getloadavg()
 
     model = rows[0][5]
@@ -115,7 +127,10 @@ def main() -> None:
     for precision, step, tps, gflops, frac, _ in rows:
         lines.append(f"| {precision} | {step * 1e3:.0f} | {tps:,.0f} | {gflops:.1f} | {100 * frac:.0f}% |")
     faster = "bf16" if rows[1][1] < rows[0][1] else "fp32"
-    lines += ["", f"Faster on this CPU: **{faster}** (speed-up of bf16 over fp32: {rows[0][1] / rows[1][1]:.2f}×)."]
+    lines += [
+        "",
+        f"Faster on this CPU: **{faster}** (speed-up of bf16 over fp32: {rows[0][1] / rows[1][1]:.2f}×).",
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

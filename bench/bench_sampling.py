@@ -38,7 +38,9 @@ class TinyTransformer(torch.nn.Module):
         self.head = torch.nn.Linear(dim, sub.num_classes)
 
     def forward(self, y_t: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.emb(y_t).reshape(y_t.shape[0], -1, self.pos.shape[1]) + self.pos  # (B, L, dim): concat adapter
+        h = (
+            self.emb(y_t).reshape(y_t.shape[0], -1, self.pos.shape[1]) + self.pos
+        )  # (B, L, dim): concat adapter
         return self.head(self.body(h))
 
 
@@ -48,9 +50,17 @@ def make_model(sub: SubTokenizer, seq_len: int, dim: int, depth: int, heads: int
     try:
         from mdm_prime.models import build_model, transformer_config
 
-        model = build_model(transformer_config(
-            "tiny", num_classes=sub.num_classes, length=sub.length, seq_len=seq_len, dim=dim, depth=depth, heads=heads,
-        ))
+        model = build_model(
+            transformer_config(
+                "tiny",
+                num_classes=sub.num_classes,
+                length=sub.length,
+                seq_len=seq_len,
+                dim=dim,
+                depth=depth,
+                heads=heads,
+            )
+        )
         torch.nn.init.normal_(model.head.weight, std=0.5)  # untrained: make the logits non-trivial
         name = "mdm_prime.models.DiffusionTransformer"
     except ImportError:
@@ -77,17 +87,27 @@ def run(args) -> str:
             off = min(offs, key=lambda r: r.wall_time)
             on = min(ons, key=lambda r: r.wall_time)
             n = args.seq_len * ell
-            rows.append({
-                "ell": ell, "b": sub.base, "T": steps,
-                "idle": on.idle_fraction, "idle_cf": expected_idle_steps(steps, n) / steps,
-                "calls_off": float(off.network_calls.double().mean()), "calls_on": float(on.network_calls.double().mean()),
-                "wall_off": off.wall_time, "wall_on": on.wall_time,
-                "same": torch.equal(on.tokens, off.tokens),
-            })
+            rows.append(
+                {
+                    "ell": ell,
+                    "b": sub.base,
+                    "T": steps,
+                    "idle": on.idle_fraction,
+                    "idle_cf": expected_idle_steps(steps, n) / steps,
+                    "calls_off": float(off.network_calls.double().mean()),
+                    "calls_on": float(on.network_calls.double().mean()),
+                    "wall_off": off.wall_time,
+                    "wall_on": on.wall_time,
+                    "same": torch.equal(on.tokens, off.tokens),
+                }
+            )
             r = rows[-1]
-            print(f"ℓ={ell} T={steps}: idle {r['idle']:.3f} (closed form {r['idle_cf']:.3f}), calls/seq "
-                  f"{r['calls_off']:.1f} → {r['calls_on']:.1f}, wall {r['wall_off']:.2f}s → {r['wall_on']:.2f}s, "
-                  f"identical samples: {r['same']}", flush=True)
+            print(
+                f"ℓ={ell} T={steps}: idle {r['idle']:.3f} (closed form {r['idle_cf']:.3f}), calls/seq "
+                f"{r['calls_off']:.1f} → {r['calls_on']:.1f}, wall {r['wall_off']:.2f}s → {r['wall_on']:.2f}s, "
+                f"identical samples: {r['same']}",
+                flush=True,
+            )
     lines = [
         "# Sampling benchmark: per-sequence caching (docs/method.md §6)",
         "",

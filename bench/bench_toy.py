@@ -30,9 +30,16 @@ def plain_loop_step_factory(batch: int, base: int = 23, classes: int = 512, ell:
     """A minimal loop of the authors' shape (our code, written for this benchmark)."""
     emb = nn.Embedding(base + 1, hidden)
     net = nn.Sequential(
-        nn.Linear(2 * ell * hidden + 1, hidden), nn.SiLU(),
-        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(0.1),
-        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Dropout(0.1),
+        nn.Linear(2 * ell * hidden + 1, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, hidden),
+        nn.LayerNorm(hidden),
+        nn.SiLU(),
+        nn.Dropout(0.1),
+        nn.Linear(hidden, hidden),
+        nn.LayerNorm(hidden),
+        nn.SiLU(),
+        nn.Dropout(0.1),
         nn.Linear(hidden, 2 * classes),
     )
     params = list(emb.parameters()) + list(net.parameters())
@@ -55,11 +62,22 @@ def plain_loop_step_factory(batch: int, base: int = 23, classes: int = 512, ell:
 
 
 def ours_step_factory(batch: int, precision: str):
-    cfg = resolve_config("toy", {
-        "data": "toy:camera,size=512", "batch_size": batch, "max_steps": 10**6, "precision": precision,
-        "model_size": "toy", "model_overrides.embed_dim": "1024", "model_overrides.hidden_dim": "512",
-        "model_overrides.depth": "1", "model_overrides.dropout": "0.1", "eval_every": "0", "checkpoint_every": "0",
-    })
+    cfg = resolve_config(
+        "toy",
+        {
+            "data": "toy:camera,size=512",
+            "batch_size": batch,
+            "max_steps": 10**6,
+            "precision": precision,
+            "model_size": "toy",
+            "model_overrides.embed_dim": "1024",
+            "model_overrides.hidden_dim": "512",
+            "model_overrides.depth": "1",
+            "model_overrides.dropout": "0.1",
+            "eval_every": "0",
+            "checkpoint_every": "0",
+        },
+    )
     trainer = Trainer(cfg, Path(tempfile.mkdtemp()) / "run", show_progress=False)
     return trainer.train_step, trainer.model.num_parameters()
 
@@ -95,7 +113,9 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     rows.append(("plain PyTorch loop of the authors' shape (fp32, no carry-over)", med["plain"]))
     rows.append((f"mdm-prime Trainer.train_step, fp32 ({ours['fp32'][1]:,} parameters)", med["fp32"]))
-    rows.append((f"mdm-prime Trainer.train_step, bf16 autocast ({ours['bf16'][1]:,} parameters)", med["bf16"]))
+    rows.append(
+        (f"mdm-prime Trainer.train_step, bf16 autocast ({ours['bf16'][1]:,} parameters)", med["bf16"])
+    )
     lines = [
         "# Toy trainer step time",
         "",

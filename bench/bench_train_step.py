@@ -40,8 +40,17 @@ from mdm_prime.models.base import cpu_has_native_bf16, make_optimizer, maybe_com
 
 DEFAULT_SHAPES = "mini:256:2:256:8,small:256:2:256:2,small:50257:4:256:2"
 
-MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
-              "aten::_mkldnn_matmul", "mkldnn::_linear_pointwise", "aten::mkldnn_linear"}
+MATMUL_OPS = {
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::_mkldnn_matmul",
+    "mkldnn::_linear_pointwise",
+    "aten::mkldnn_linear",
+}
 
 
 def sync(device: torch.device) -> None:
@@ -72,8 +81,13 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 1024, repeats
 
 def parse_shape(text: str) -> dict:
     size, c, ell, seq_len, batch = text.split(":")
-    return {"size": size, "num_classes": int(c), "length": int(ell), "seq_len": int(seq_len),
-            "batch": int(batch)}
+    return {
+        "size": size,
+        "num_classes": int(c),
+        "length": int(ell),
+        "seq_len": int(seq_len),
+        "batch": int(batch),
+    }
 
 
 class Stepper:
@@ -81,8 +95,13 @@ class Stepper:
 
     def __init__(self, shape: dict, precision: str, compiled: bool, device: torch.device) -> None:
         torch.manual_seed(0)
-        cfg = transformer_config(shape["size"], num_classes=shape["num_classes"], length=shape["length"],
-                                 seq_len=shape["seq_len"], precision=precision)
+        cfg = transformer_config(
+            shape["size"],
+            num_classes=shape["num_classes"],
+            length=shape["length"],
+            seq_len=shape["seq_len"],
+            precision=precision,
+        )
         self.model = build_model(cfg).to(device)
         # a non-zero head (it is zero-initialised) so the loss gradients are not trivially zero
         torch.nn.init.normal_(self.model.head.weight, std=0.02)
@@ -117,8 +136,9 @@ class Stepper:
         sub = self.model.subtokenizer
         with torch.no_grad():
             t = mdm_prime.sample_times(self.x0.shape[0], generator=self.gen, device=self.device)
-            y_t = mdm_prime.mask_subtokens(sub.encode(self.x0), t, self.model.schedule, sub.mask_id,
-                                                   generator=self.gen)
+            y_t = mdm_prime.mask_subtokens(
+                sub.encode(self.x0), t, self.model.schedule, sub.mask_id, generator=self.gen
+            )
             logits = self.model(y_t, t)
         best = float("inf")
         for _ in range(repeats + 1):
@@ -151,8 +171,12 @@ class Stepper:
             elif ev.key.startswith("Optimizer.step"):
                 optimizer += ev.device_time_total if use_cuda else ev.cpu_time_total
         loss = self.loss_time()
-        cats = {"matmul": matmul / 1e6, "attention": attention / 1e6, "carry-over + loss": loss,
-                "optimizer": optimizer / 1e6}
+        cats = {
+            "matmul": matmul / 1e6,
+            "attention": attention / 1e6,
+            "carry-over + loss": loss,
+            "optimizer": optimizer / 1e6,
+        }
         cats["other (elementwise, norms, embedding, copies)"] = max(total - sum(cats.values()), 0.0)
         return {"profiled_step_s": total, "categories_s": cats}
 
@@ -183,15 +207,21 @@ def main() -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma list of size:C:ell:L:B")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--modes", default="eager,compiled")
-    parser.add_argument("--compiled-shapes", default=None,
-                        help="comma list: run the compiled mode only for these shapes (default: all)")
+    parser.add_argument(
+        "--compiled-shapes",
+        default=None,
+        help="comma list: run the compiled mode only for these shapes (default: all)",
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (compiled: after compiling)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 even where it is emulated")
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step"),
-                        help="output stem: writes STEM.md and STEM.json")
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).parent / "results" / "train_step"),
+        help="output stem: writes STEM.md and STEM.json",
+    )
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -208,8 +238,10 @@ def main() -> None:
         tokens = shape["batch"] * shape["seq_len"]
         for precision in args.precisions.split(","):
             if precision == "bf16" and not bf16_native and not args.force_bf16:
-                notes.append(f"{shape_text} bf16 skipped: no native bf16 on this CPU "
-                             f"(bf16 matmul peak {peaks['bf16']:.1f} GFLOP/s)")
+                notes.append(
+                    f"{shape_text} bf16 skipped: no native bf16 on this CPU "
+                    f"(bf16 matmul peak {peaks['bf16']:.1f} GFLOP/s)"
+                )
                 continue
             for mode in args.modes.split(","):
                 only = args.compiled_shapes
@@ -222,8 +254,10 @@ def main() -> None:
                     try:
                         st.step()  # compiles forward and backward
                     except Exception as err:  # no compiler, unsupported op: record it, go on
-                        notes.append(f"{shape_text} {precision} compiled failed: {type(err).__name__}: "
-                                     f"{str(err)[:200]}")
+                        notes.append(
+                            f"{shape_text} {precision} compiled failed: {type(err).__name__}: "
+                            f"{str(err)[:200]}"
+                        )
                         print(notes[-1], flush=True)
                         continue
                     compile_s = time.perf_counter() - start
@@ -231,21 +265,36 @@ def main() -> None:
                 step = statistics.median(times)
                 flops = 3 * st.model.flops_per_token() * tokens
                 gflops = flops / step / 1e9
-                row = {"shape": shape_text, **shape, "precision": precision, "mode": mode,
-                       "params_M": st.model.num_parameters() / 1e6,
-                       "mflop_per_token_fwd": st.model.flops_per_token() / 1e6,
-                       "ms_per_step": 1e3 * step, "times_s": times, "tokens_per_s": tokens / step,
-                       "gflops": gflops, "gflops_best_step": flops / min(times) / 1e9,
-                       "peak_gflops": peaks[precision],
-                       "fraction_of_peak": gflops / peaks[precision], "compile_s": compile_s}
+                row = {
+                    "shape": shape_text,
+                    **shape,
+                    "precision": precision,
+                    "mode": mode,
+                    "params_M": st.model.num_parameters() / 1e6,
+                    "mflop_per_token_fwd": st.model.flops_per_token() / 1e6,
+                    "ms_per_step": 1e3 * step,
+                    "times_s": times,
+                    "tokens_per_s": tokens / step,
+                    "gflops": gflops,
+                    "gflops_best_step": flops / min(times) / 1e9,
+                    "peak_gflops": peaks[precision],
+                    "fraction_of_peak": gflops / peaks[precision],
+                    "compile_s": compile_s,
+                }
                 rows.append(row)
-                print(f"{shape_text} {precision} {mode}: {1e3 * step:.0f} ms/step, "
-                      f"{tokens / step:,.0f} tok/s, "
-                      f"{gflops:.1f} GFLOP/s = {100 * gflops / peaks[precision]:.0f}% of peak"
-                      + (f" (compile {compile_s:.0f} s)" if compile_s else ""), flush=True)
+                print(
+                    f"{shape_text} {precision} {mode}: {1e3 * step:.0f} ms/step, "
+                    f"{tokens / step:,.0f} tok/s, "
+                    f"{gflops:.1f} GFLOP/s = {100 * gflops / peaks[precision]:.0f}% of peak"
+                    + (f" (compile {compile_s:.0f} s)" if compile_s else ""),
+                    flush=True,
+                )
                 if mode == "eager" and shape["size"] == "small" and not opt_times:
-                    opt_times = {"shape": shape_text, "params_M": row["params_M"],
-                                 **optimizer_times(st.model)}
+                    opt_times = {
+                        "shape": shape_text,
+                        "params_M": row["params_M"],
+                        **optimizer_times(st.model),
+                    }
                     print("    optimizer step s:", opt_times, flush=True)
                 if mode == "eager" and not args.no_breakdown:
                     bd = st.breakdown()
@@ -265,11 +314,17 @@ def main() -> None:
     print(f"peak GFLOP/s (best of before/after): fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f}")
 
     meta = {
-        "command": command, "device": torch.cuda.get_device_name() if device.type == "cuda" else
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_native,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "load_avg_before": load_before[0], "load_avg_after": load_after[0], "peaks_gflops": peaks,
+        "command": command,
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bf16_native,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg_before": load_before[0],
+        "load_avg_after": load_after[0],
+        "peaks_gflops": peaks,
         "peaks_gflops_before_steps": peaks_before,
     }
     out = Path(args.out)
@@ -279,43 +334,69 @@ def main() -> None:
     busy = max(load_before[0], load_after[0]) > 0.5
     load_note = ": other jobs shared the cores, numbers are noisy lower bounds." if busy else "."
     lines = [
-        "# Training-step benchmark: the transformer against the matmul peak", "",
-        f"Command: `{command}`", "",
-        (f"Device: {meta['device']} (torch CPU capability {meta['cpu_capability']}, native bf16: "
-         f"{bf16_native}), torch {torch.__version__}, {meta['threads']} threads. Load average (1 min) "
-         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after{load_note}"), "",
-        (f"Measured matmul peak (1024², best of 20, before and after the steps): fp32 {peaks['fp32']:.1f} "
-         f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s."), "",
-        ("Step = `diffusion_loss` + backward + AdamW (`make_optimizer`); FLOPs/step = 3 × "
-         f"`flops_per_token()` × tokens (matmuls + attention); median of {args.steps} steps after "
-         f"{args.warmup} warm-up step(s); best = the fastest step (contention only adds time). "
-         "Shape = size:C:ℓ:L:B."), "",
-        ("| shape | params | precision | mode | ms / step (median) | tokens / s | GFLOP/s | % of peak | "
-         "ms / step (best) | % of peak (best) | compile s |"),
+        "# Training-step benchmark: the transformer against the matmul peak",
+        "",
+        f"Command: `{command}`",
+        "",
+        (
+            f"Device: {meta['device']} (torch CPU capability {meta['cpu_capability']}, native bf16: "
+            f"{bf16_native}), torch {torch.__version__}, {meta['threads']} threads. Load average (1 min) "
+            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after{load_note}"
+        ),
+        "",
+        (
+            f"Measured matmul peak (1024², best of 20, before and after the steps): fp32 {peaks['fp32']:.1f} "
+            f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s."
+        ),
+        "",
+        (
+            "Step = `diffusion_loss` + backward + AdamW (`make_optimizer`); FLOPs/step = 3 × "
+            f"`flops_per_token()` × tokens (matmuls + attention); median of {args.steps} steps after "
+            f"{args.warmup} warm-up step(s); best = the fastest step (contention only adds time). "
+            "Shape = size:C:ℓ:L:B."
+        ),
+        "",
+        (
+            "| shape | params | precision | mode | ms / step (median) | tokens / s | GFLOP/s | % of peak | "
+            "ms / step (best) | % of peak (best) | compile s |"
+        ),
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         comp = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
-        lines.append(f"| {r['shape']} | {r['params_M']:.1f} M | {r['precision']} | {r['mode']} | "
-                     f"{r['ms_per_step']:,.0f} | {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | "
-                     f"{100 * r['fraction_of_peak']:.0f}% | {1e3 * min(r['times_s']):,.0f} | "
-                     f"{100 * r['fraction_of_peak_best_step']:.0f}% | {comp} |")
+        lines.append(
+            f"| {r['shape']} | {r['params_M']:.1f} M | {r['precision']} | {r['mode']} | "
+            f"{r['ms_per_step']:,.0f} | {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | "
+            f"{100 * r['fraction_of_peak']:.0f}% | {1e3 * min(r['times_s']):,.0f} | "
+            f"{100 * r['fraction_of_peak_best_step']:.0f}% | {comp} |"
+        )
     for n in notes:
         lines.append(f"\n{n}.")
     if breakdowns:
         cats = list(breakdowns[0]["categories_s"])
-        lines += ["", ("Breakdown of one profiled eager step (share of the step; carry-over + loss timed "
-                       "apart, forward + backward on the step's logits; other = the rest):"), "",
-                  "| shape | precision | step s | " + " | ".join(cats) + " |",
-                  "|---|---|---:|" + "---:|" * len(cats)]
+        lines += [
+            "",
+            (
+                "Breakdown of one profiled eager step (share of the step; carry-over + loss timed "
+                "apart, forward + backward on the step's logits; other = the rest):"
+            ),
+            "",
+            "| shape | precision | step s | " + " | ".join(cats) + " |",
+            "|---|---|---:|" + "---:|" * len(cats),
+        ]
         for b in breakdowns:
             total = b["profiled_step_s"]
             cells = " | ".join(f"{100 * v / total:.0f}%" for v in b["categories_s"].values())
             lines.append(f"| {b['shape']} | {b['precision']} | {total:.2f} | {cells} |")
     if opt_times:
         variants = ", ".join(f"{k} {1e3 * opt_times[k]:.0f} ms" for k in ("default", "foreach", "fused"))
-        lines += ["", (f"AdamW step alone on the {opt_times['shape']} model ({opt_times['params_M']:.1f} M "
-                       f"parameters, best of 3): {variants}.")]
+        lines += [
+            "",
+            (
+                f"AdamW step alone on the {opt_times['shape']} model ({opt_times['params_M']:.1f} M "
+                f"parameters, best of 3): {variants}."
+            ),
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and .json")
 

@@ -18,7 +18,9 @@ class RandomDigitModel(torch.nn.Module):
 
     time_conditioned = False
 
-    def __init__(self, sub: SubTokenizer, num_tokens: int, seed: int, hidden: int = 16, time_scale: float = 0.0):
+    def __init__(
+        self, sub: SubTokenizer, num_tokens: int, seed: int, hidden: int = 16, time_scale: float = 0.0
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         n = num_tokens * sub.length

@@ -10,27 +10,47 @@ import pytest
 import torch
 
 from mdm_prime.checkpoint import CheckpointError, load_pretrained, read_config, save_pretrained
-from mdm_prime.models import build_model, causal_transformer_config, mlp_config, transformer_config, unet_config
+from mdm_prime.models import (
+    build_model,
+    causal_transformer_config,
+    mlp_config,
+    transformer_config,
+    unet_config,
+)
 
-from .models.util import randomize, random_subtokens
-
-
-
+from .models.util import random_subtokens, randomize
 
 CONFIGS = {
-    "transformer": transformer_config("tiny", num_classes=40, length=2, seq_len=5, dim=32,
-                                      permutation=torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist(),
-                                      schedule="cosine", time_conditioned=True),
+    "transformer": transformer_config(
+        "tiny",
+        num_classes=40,
+        length=2,
+        seq_len=5,
+        dim=32,
+        permutation=torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist(),
+        schedule="cosine",
+        time_conditioned=True,
+    ),
     "causal": causal_transformer_config("tiny", num_classes=40, seq_len=5, dim=32),
-    "unet": unet_config("toy", num_classes=16, length=2, image_shape=[1, 8, 8], base_channels=8,
-                        attention_resolutions=[4], head_channels=8, embed_dim=8),
+    "unet": unet_config(
+        "toy",
+        num_classes=16,
+        length=2,
+        image_shape=[1, 8, 8],
+        base_channels=8,
+        attention_resolutions=[4],
+        head_channels=8,
+        embed_dim=8,
+    ),
     "mlp": mlp_config("tiny", num_classes=64, length=2),
 }
 
 
 def outputs(model, seed=0):
     if model.family == "ar":
-        x = torch.randint(0, model.num_classes, (3, model.seq_len), generator=torch.Generator().manual_seed(seed))
+        x = torch.randint(
+            0, model.num_classes, (3, model.seq_len), generator=torch.Generator().manual_seed(seed)
+        )
         return model(x)
     y = random_subtokens(model.subtokenizer, 3, model.seq_len, seed=seed)
     return model(y, torch.tensor([0.2, 0.5, 0.9]))
@@ -82,12 +102,13 @@ def test_fresh_process_gets_identical_outputs(tmp_path):
         import torch
         from mdm_prime.checkpoint import load_pretrained
         model = load_pretrained({str(path)!r})
-        inp = torch.load({str(tmp_path / 'input.pt')!r})
+        inp = torch.load({str(tmp_path / "input.pt")!r})
         with torch.no_grad():
-            torch.save(model(inp["y"], inp["t"]), {str(tmp_path / 'out.pt')!r})
+            torch.save(model(inp["y"], inp["t"]), {str(tmp_path / "out.pt")!r})
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     with torch.no_grad():
         expected = model.eval()(y, t)
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
@@ -147,7 +168,10 @@ def test_unreadable_safetensors_with_a_matching_record(tmp_path):
     garbage = b"\x08\x00\x00\x00\x00\x00\x00\x00{nonsense"
     (path / "model.safetensors").write_bytes(garbage)
     meta = json.loads((path / "config.json").read_text())
-    meta["files"]["model.safetensors"] = {"sha256": hashlib.sha256(garbage).hexdigest(), "bytes": len(garbage)}
+    meta["files"]["model.safetensors"] = {
+        "sha256": hashlib.sha256(garbage).hexdigest(),
+        "bytes": len(garbage),
+    }
     (path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_pretrained(path)
@@ -158,8 +182,9 @@ def test_corrupted_config(tmp_path):
     (path / "config.json").write_text('{"format_version": 1, "model": {')
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_pretrained(path)
-    (path / "config.json").write_text(json.dumps({"format_version": 1, "files": {},
-                                                  "model": {"architecture": "rnn"}}))
+    (path / "config.json").write_text(
+        json.dumps({"format_version": 1, "files": {}, "model": {"architecture": "rnn"}})
+    )
     with pytest.raises(CheckpointError, match="cannot rebuild.*rnn"):
         load_pretrained(path)
 
@@ -169,7 +194,9 @@ def test_bad_save_arguments(tmp_path):
     with pytest.raises(TypeError, match="config"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "x")
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        save_pretrained(model, tmp_path / "x", ema_state_dict={k: v[..., :1] for k, v in model.state_dict().items()})
+        save_pretrained(
+            model, tmp_path / "x", ema_state_dict={k: v[..., :1] for k, v in model.state_dict().items()}
+        )
     with pytest.raises(TypeError, match="JSON"):
         save_pretrained(model, tmp_path / "x", extra={"bad": object()})
     assert not (tmp_path / "x" / "config.json").exists()

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mdm_prime import SubTokenizer
-from mdm_prime.discrete_bound import discrete_time_bound
-from mdm_prime.discrete_bound import reveal_steps
+from mdm_prime.discrete_bound import discrete_time_bound, reveal_steps
 from mdm_prime.oracle import ExactPosterior, exact_objectives
 from mdm_prime.sampling import time_grid
 from mdm_prime.schedules import get_schedule
@@ -42,7 +41,9 @@ def test_dependent_tokens_large_steps_tends_to_minus_log_p():
     probs = random_joint(5, 2, seed=1)
     x = torch.tensor([[1, 4]])
     r = discrete_time_bound(ExactPosterior(probs, sub), x, sub, steps=4000, num_draws=200, seed=0)
-    assert float(r.nelbo[0]) == pytest.approx(float(-probs[1, 4].log()), abs=4 * float(r.nelbo_stderr[0]) + 5e-3)
+    assert float(r.nelbo[0]) == pytest.approx(
+        float(-probs[1, 4].log()), abs=4 * float(r.nelbo_stderr[0]) + 5e-3
+    )
 
 
 def test_one_step_is_the_joint_of_marginals_nll_and_uses_t_equal_one():

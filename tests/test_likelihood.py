@@ -51,7 +51,9 @@ def test_time_conditioned_model_gets_the_right_time_law():
     x = torch.tensor([[4, 0]])
     exact = exact_objectives(model, x[0], sub, "cosine", quadrature_points=64)
     for estimator in ["integrated", "stratified"]:
-        res = likelihood(model, x, sub, schedule="cosine", num_times=6000, seed=0, estimator=estimator, eps=1e-5)
+        res = likelihood(
+            model, x, sub, schedule="cosine", num_times=6000, seed=0, estimator=estimator, eps=1e-5
+        )
         z = (float(res.nelbo[0]) - exact["valid"]) / float(res.nelbo_stderr[0])
         assert abs(z) < 4.5, (estimator, z)
 
@@ -258,18 +260,27 @@ def test_stratified_times_are_clipped_at_eps():
 def test_summary_numbers_by_hand():
     from mdm_prime.likelihood import LikelihoodResult
 
-    r = LikelihoodResult(nelbo=torch.tensor([8.0, 12.0], dtype=torch.float64),
-                         nelbo_stderr=torch.tensor([0.3, 0.4], dtype=torch.float64),
-                         prime_objective=torch.tensor([6.0, 10.0], dtype=torch.float64),
-                         prime_objective_stderr=torch.tensor([0.1, 0.1], dtype=torch.float64),
-                         num_tokens=4, num_times=32, estimator="integrated")
+    r = LikelihoodResult(
+        nelbo=torch.tensor([8.0, 12.0], dtype=torch.float64),
+        nelbo_stderr=torch.tensor([0.3, 0.4], dtype=torch.float64),
+        prime_objective=torch.tensor([6.0, 10.0], dtype=torch.float64),
+        prime_objective_stderr=torch.tensor([0.1, 0.1], dtype=torch.float64),
+        num_tokens=4,
+        num_times=32,
+        estimator="integrated",
+    )
     s = r.summary()
     assert s["nelbo_nats_per_token"] == pytest.approx(2.5)  # (8 + 12) / 2 / 4
     assert s["stderr_nats_per_token"] == pytest.approx(0.0625)  # sqrt(0.09 + 0.16) / 2 / 4
     assert s["bits_per_token"] == pytest.approx(2.5 / math.log(2))
     assert s["perplexity"] == pytest.approx(math.exp(2.5))
     assert s["prime_objective_nats_per_token"] == pytest.approx(2.0)
-    assert (s["num_times"], s["num_sequences"], s["tokens_per_sequence"], s["estimator"]) == (32, 2, 4, "integrated")
+    assert (s["num_times"], s["num_sequences"], s["tokens_per_sequence"], s["estimator"]) == (
+        32,
+        2,
+        4,
+        "integrated",
+    )
 
 
 def test_argument_boundaries_and_messages():
@@ -279,7 +290,11 @@ def test_argument_boundaries_and_messages():
     likelihood(model, x, sub, num_times=2, batch_size=1)  # smallest accepted values
     likelihood(model, x, sub, num_times=2, estimator="stratified", eps=0.0)
     for kw, err, text in [
-        (dict(num_times=True), ValueError, "num_times must be an int >= 2 \\(to estimate a standard error\\), got True"),
+        (
+            dict(num_times=True),
+            ValueError,
+            "num_times must be an int >= 2 \\(to estimate a standard error\\), got True",
+        ),
         (dict(num_times=2.0), ValueError, "got 2.0"),
         (dict(batch_size=True), ValueError, "batch_size must be an int >= 1, got True"),
         (dict(batch_size=1.0), ValueError, "got 1.0"),

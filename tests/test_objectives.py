@@ -81,7 +81,9 @@ def test_prime_gap_is_half_the_digit_mutual_information():
     model = ExactPosterior(probs, sub)
     _, ep = _expected(model, probs, sub)
     joint = probs.reshape(3, 3)
-    mi = float((joint * (joint.log() - joint.sum(1, keepdim=True).log() - joint.sum(0, keepdim=True).log())).sum())
+    mi = float(
+        (joint * (joint.log() - joint.sum(1, keepdim=True).log() - joint.sum(0, keepdim=True).log())).sum()
+    )
     assert ep == pytest.approx(sequence_entropy(probs) - 0.5 * mi, abs=1e-9)
 
 
@@ -108,8 +110,12 @@ def test_library_terms_equal_brute_force_at_every_mask_pattern(C, ell, L, kind):
         prime, valid = nll_terms(logits, y, x.numpy(), sub)
         for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
             z = logits.to(dtype)
-            assert np.allclose(sequence_terms(z, y, x_rows, sub, "prime").double().numpy(), prime, rtol=tol, atol=tol)
-            assert np.allclose(sequence_terms(z, y, x_rows, sub, "valid").double().numpy(), valid, rtol=tol, atol=tol)
+            assert np.allclose(
+                sequence_terms(z, y, x_rows, sub, "prime").double().numpy(), prime, rtol=tol, atol=tol
+            )
+            assert np.allclose(
+                sequence_terms(z, y, x_rows, sub, "valid").double().numpy(), valid, rtol=tol, atol=tol
+            )
 
 
 SCHEDULE_CASES = [  # (schedule, time_scale): time-independent and time-conditioned models
@@ -134,10 +140,14 @@ def test_training_loss_is_unbiased_for_the_exact_objective(schedule, time_scale,
     x = torch.tensor([4, 1])
     exact = exact_objectives(model, x, sub, schedule, quadrature_points=64 if time_scale else None)[objective]
     g = torch.Generator().manual_seed(0)
-    draws = torch.cat([
-        diffusion_loss(model, x.expand(8192, -1), sub, schedule, objective=objective, eps=1e-7, generator=g).per_sequence
-        for _ in range(6)
-    ]).double()
+    draws = torch.cat(
+        [
+            diffusion_loss(
+                model, x.expand(8192, -1), sub, schedule, objective=objective, eps=1e-7, generator=g
+            ).per_sequence
+            for _ in range(6)
+        ]
+    ).double()
     # stratified t: each batch is one stratified sample; use the batch means as iid draws
     batch_means = draws.view(6, 8192).mean(1)
     mean = float(draws.mean())
@@ -180,7 +190,9 @@ def test_model_nll_is_a_normalised_distribution():
     sub = SubTokenizer(5, 2)
     model = RandomDigitModel(sub, num_tokens=2, seed=4)
     total = sum(
-        math.exp(-reveal_order_nll(model, torch.tensor([a, b]), sub)["nll"]) for a in range(5) for b in range(5)
+        math.exp(-reveal_order_nll(model, torch.tensor([a, b]), sub)["nll"])
+        for a in range(5)
+        for b in range(5)
     )
     assert total == pytest.approx(1.0, abs=1e-9)
 
@@ -217,8 +229,14 @@ def test_diffusion_loss_runs_and_is_differentiable():
 
     x0 = torch.randint(0, 10, (5, 7))
     for objective in ["prime", "valid"]:
-        out = diffusion_loss(model, x0, sub, get_schedule("cosine"), objective=objective,
-                             generator=torch.Generator().manual_seed(0))
+        out = diffusion_loss(
+            model,
+            x0,
+            sub,
+            get_schedule("cosine"),
+            objective=objective,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert out.per_sequence.shape == (5,)
         out.loss.backward()
         assert head.weight.grad is not None and torch.isfinite(head.weight.grad).all()
@@ -236,7 +254,9 @@ def test_diffusion_loss_defaults_reproducibility_and_outputs():
     torch.manual_seed(3)
     a = diffusion_loss(model, x, sub, generator=torch.Generator().manual_seed(1))
     assert torch.equal(torch.rand(2), expected)  # global RNG untouched
-    b = diffusion_loss(model, x, sub, "linear", objective="prime", eps=1e-3, generator=torch.Generator().manual_seed(1))
+    b = diffusion_loss(
+        model, x, sub, "linear", objective="prime", eps=1e-3, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(a.per_sequence, b.per_sequence) and torch.equal(a.t, b.t) and torch.equal(a.y_t, b.y_t)
     # outputs are the draw that was scored: y_t masks x's digits, and w(t)·terms(y_t) = per_sequence
     assert a.t.shape == (64,) and a.y_t.shape == (64, 4)

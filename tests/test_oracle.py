@@ -33,7 +33,9 @@ def test_oracle_imports_nothing_under_test():
     tree = ast.parse(Path(oracle.__file__).read_text())
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert modules <= {"__future__", "itertools", "math", "collections.abc", "numpy", "torch", "schedules"}, modules
+    assert modules <= {"__future__", "itertools", "math", "collections.abc", "numpy", "torch", "schedules"}, (
+        modules
+    )
 
 
 def test_digits_of_known_values():
@@ -64,7 +66,11 @@ def _bayes_posterior(probs, sub, y):
     table = digits_of(sub)
     out = np.zeros((L, c))
     for seq in itertools.product(range(c), repeat=L):
-        ok = all(y[i * ell + j] == sub.mask_id or table[seq[i], j] == y[i * ell + j] for i in range(L) for j in range(ell))
+        ok = all(
+            y[i * ell + j] == sub.mask_id or table[seq[i], j] == y[i * ell + j]
+            for i in range(L)
+            for j in range(ell)
+        )
         if ok:
             for i in range(L):
                 out[i, seq[i]] += float(probs[seq])

@@ -29,18 +29,36 @@ DATA = "markov:states=4,concentration=0.1"
 
 
 def tiny(**overrides):
-    base = {"data": DATA, "seq_len": 8, "batch_size": 8, "max_steps": 4, "lr": 1e-2, "warmup_steps": 0,
-            "eval_every": 0, "log_every": 1, "num_preview_samples": 0, "final_eval_sequences": 8,
-            "final_eval_num_times": 2, "checkpoint_every": 0, "precision": "fp32", "ema_decay": 0.9,
-            "family": "prime", "subtokens": 2, "model_size": "tiny",
-            "model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
+    base = {
+        "data": DATA,
+        "seq_len": 8,
+        "batch_size": 8,
+        "max_steps": 4,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "log_every": 1,
+        "num_preview_samples": 0,
+        "final_eval_sequences": 8,
+        "final_eval_num_times": 2,
+        "checkpoint_every": 0,
+        "precision": "fp32",
+        "ema_decay": 0.9,
+        "family": "prime",
+        "subtokens": 2,
+        "model_size": "tiny",
+        "model_overrides": {"dim": 32, "depth": 1, "heads": 2},
+    }
     base.update(overrides)
     return resolve_config("text-tiny", base)
 
 
 def tree_hashes(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def weights(run: Path, name="model.safetensors") -> dict:
@@ -133,7 +151,9 @@ def test_empty_validation_split_is_refused_before_training(tmp_path):
     corpus = tmp_path / "small.txt"
     corpus.write_text("tiny corpus " * 30)
     with pytest.raises(ValueError, match="empty validation split"):
-        train(tiny(data=f"text:{corpus}", tokenizer="byte", seq_len=64), tmp_path / "run", show_progress=False)
+        train(
+            tiny(data=f"text:{corpus}", tokenizer="byte", seq_len=64), tmp_path / "run", show_progress=False
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -201,8 +221,13 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeyp
         snapshots.append((trainer.last_step_skipped, changed, ema_changed))
         assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     trainer.folder.release()
-    assert snapshots == [(False, True, True), (True, False, False), (True, False, False),
-                         (False, True, True), (False, True, True)]
+    assert snapshots == [
+        (False, True, True),
+        (True, False, False),
+        (True, False, False),
+        (False, True, True),
+        (False, True, True),
+    ]
     assert trainer.skipped_steps == 2
 
     bad_steps = set(range(100))
@@ -218,12 +243,48 @@ def _cli(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **kw)
 
 
-ARGS = ["train", "--data", DATA, "--seq-len", "8", "--batch-size", "8", "--max-steps", "400", "--no-progress",
-        "--precision", "fp32", "--family", "prime", "--subtokens", "2", "--set", "model_size=tiny",
-        "--set", "model_overrides.dim=32", "--set", "model_overrides.depth=1", "--set", "model_overrides.heads=2",
-        "--set", "eval_every=0", "--set", "log_every=1",
-        "--set", "checkpoint_every=0", "--set", "num_preview_samples=0", "--set", "final_eval_sequences=8",
-        "--set", "final_eval_num_times=2", "--set", "warmup_steps=5", "--set", "lr_schedule=constant"]
+ARGS = [
+    "train",
+    "--data",
+    DATA,
+    "--seq-len",
+    "8",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "400",
+    "--no-progress",
+    "--precision",
+    "fp32",
+    "--family",
+    "prime",
+    "--subtokens",
+    "2",
+    "--set",
+    "model_size=tiny",
+    "--set",
+    "model_overrides.dim=32",
+    "--set",
+    "model_overrides.depth=1",
+    "--set",
+    "model_overrides.heads=2",
+    "--set",
+    "eval_every=0",
+    "--set",
+    "log_every=1",
+    "--set",
+    "checkpoint_every=0",
+    "--set",
+    "num_preview_samples=0",
+    "--set",
+    "final_eval_sequences=8",
+    "--set",
+    "final_eval_num_times=2",
+    "--set",
+    "warmup_steps=5",
+    "--set",
+    "lr_schedule=constant",
+]
 
 
 def _steps_logged(run: Path) -> int:
@@ -242,8 +303,12 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     # a second training on the same folder is refused while the first is alive
-    second = subprocess.run([sys.executable, "-m", "mdm_prime.cli", "train", "--out", str(run), "--resume"],
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "mdm_prime.cli", "train", "--out", str(run), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert second.returncode == 2 and "in use by another live" in second.stderr, second.stderr
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
@@ -254,8 +319,13 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     assert 3 <= stopped < 400
     # resume without repeating any flag (the saved config), to a step past the interruption
     target = stopped + 3
-    assert _cli(["train", "--out", str(run), "--resume", "--max-steps", str(target), "--no-progress"],
-                stdout=subprocess.DEVNULL).wait(timeout=300) == 0
+    assert (
+        _cli(
+            ["train", "--out", str(run), "--resume", "--max-steps", str(target), "--no-progress"],
+            stdout=subprocess.DEVNULL,
+        ).wait(timeout=300)
+        == 0
+    )
     ref_args = [a if a != "400" else str(target) for a in ARGS]
     assert _cli([*ref_args, "--out", str(ref)], stdout=subprocess.DEVNULL).wait(timeout=300) == 0
     assert_same_weights(ref, run)  # constant learning rate: max_steps does not change the steps' updates

@@ -18,7 +18,10 @@ NAMES = ["linear", "loglinear", "cosine", "polynomial", "polynomial:3", "polynom
 REFERENCE = {
     "linear": (lambda t: t, lambda t: -1.0),
     "loglinear": (lambda t: (1 - 1e-3) * t, lambda t: -(1 - 1e-3)),
-    "cosine": (lambda t: 2 * math.sin(math.pi * t / 4) ** 2, lambda t: -math.pi / 2 * math.sin(math.pi * t / 2)),
+    "cosine": (
+        lambda t: 2 * math.sin(math.pi * t / 4) ** 2,
+        lambda t: -math.pi / 2 * math.sin(math.pi * t / 2),
+    ),
     "polynomial": (lambda t: t**2, lambda t: -2 * t),
     "polynomial:3": (lambda t: t**3, lambda t: -3 * t**2),
     "polynomial:0.5": (lambda t: t**0.5, lambda t: -0.5 * t**-0.5),

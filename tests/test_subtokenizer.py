@@ -109,10 +109,22 @@ def test_round_trip_property(c, ell, extra, permute, seed):
         (dict(num_classes=4, length=2, permutation=[0, 1, 1, 2]), ValueError, "permutation"),
         (dict(num_classes=4, length=2, permutation=[0.0, 1.0, 2.0, 3.0]), TypeError, "integers"),
         # limits: nothing may try to allocate a b^ℓ grid of terabytes
-        (dict(num_classes=256, length=64), ValueError, "num_classes=256, length=64, base=2 gives base\\*\\*length = "
-         "18446744073709551616 codes, more than the limit of 67108864"),
-        (dict(num_classes=50257, length=40), ValueError, "length=40, base=2 gives base\\*\\*length = 1099511627776"),
-        (dict(num_classes=256, length=100), ValueError, "length \\(sub-tokens per token\\) must be <= 64, got 100"),
+        (
+            dict(num_classes=256, length=64),
+            ValueError,
+            "num_classes=256, length=64, base=2 gives base\\*\\*length = "
+            "18446744073709551616 codes, more than the limit of 67108864",
+        ),
+        (
+            dict(num_classes=50257, length=40),
+            ValueError,
+            "length=40, base=2 gives base\\*\\*length = 1099511627776",
+        ),
+        (
+            dict(num_classes=256, length=100),
+            ValueError,
+            "length \\(sub-tokens per token\\) must be <= 64, got 100",
+        ),
         (dict(num_classes=256, length=10**9), ValueError, "must be <= 64, got 1000000000"),
         (dict(num_classes=10, length=1, base=10**12), ValueError, "base=1000000000000 gives"),
         (dict(num_classes=2**27, length=1), ValueError, "num_classes must be <= 67108864"),

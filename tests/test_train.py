@@ -17,9 +17,22 @@ DATA = "markov:states=4,concentration=0.1"
 
 
 def tiny(**overrides):
-    base = {"data": DATA, "seq_len": 16, "batch_size": 32, "max_steps": 80, "lr": 1e-2, "warmup_steps": 0,
-            "eval_every": 0, "log_every": 1, "num_preview_samples": 0, "final_eval_sequences": 32,
-            "final_eval_num_times": 4, "checkpoint_every": 0, "precision": "fp32", "ema_decay": 0.9}
+    base = {
+        "data": DATA,
+        "seq_len": 16,
+        "batch_size": 32,
+        "max_steps": 80,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "log_every": 1,
+        "num_preview_samples": 0,
+        "final_eval_sequences": 32,
+        "final_eval_num_times": 4,
+        "checkpoint_every": 0,
+        "precision": "fp32",
+        "ema_decay": 0.9,
+    }
     base.update(overrides)
     return resolve_config("text-tiny", base)
 
@@ -47,17 +60,42 @@ def _cli(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **kw)
 
 
-COMMON = ["train", "--data", DATA, "--seq-len", "16", "--batch-size", "16", "--max-steps", "24", "--no-progress",
-          "--precision", "fp32", "--set", "eval_every=0", "--set", "log_every=1", "--set", "checkpoint_every=4",
-          "--set", "num_preview_samples=0", "--set", "final_eval_sequences=8", "--set", "final_eval_num_times=2",
-          "--set", "warmup_steps=5", "--set", "lr=3e-3"]
+COMMON = [
+    "train",
+    "--data",
+    DATA,
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "16",
+    "--max-steps",
+    "24",
+    "--no-progress",
+    "--precision",
+    "fp32",
+    "--set",
+    "eval_every=0",
+    "--set",
+    "log_every=1",
+    "--set",
+    "checkpoint_every=4",
+    "--set",
+    "num_preview_samples=0",
+    "--set",
+    "final_eval_sequences=8",
+    "--set",
+    "final_eval_num_times=2",
+    "--set",
+    "warmup_steps=5",
+    "--set",
+    "lr=3e-3",
+]
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert _cli([*COMMON, "--out", str(ref)]).wait(timeout=600) == 0
-    proc = _cli([*COMMON, "--out", str(run)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _cli([*COMMON, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill it hard once a checkpoint past step 8 exists and before it finishes
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -82,24 +120,73 @@ def test_resume_refuses_changed_training_settings(tmp_path):
     cfg = tiny(max_steps=2, family="ar", subtokens=1)
     train(cfg, tmp_path / "run", show_progress=False)
     with pytest.raises(ValueError, match="'lr'"):
-        train(tiny(max_steps=4, family="ar", subtokens=1, lr=5e-3), tmp_path / "run", resume=True, show_progress=False)
+        train(
+            tiny(max_steps=4, family="ar", subtokens=1, lr=5e-3),
+            tmp_path / "run",
+            resume=True,
+            show_progress=False,
+        )
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, tmp_path / "run", show_progress=False)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_ddp_two_processes_match_one(tmp_path):
-    args = ["--data", DATA, "--seq-len", "16", "--batch-size", "16", "--max-steps", "6", "--no-progress",
-            "--precision", "fp32", "--family", "prime", "--set", "eval_every=0", "--set", "log_every=1",
-            "--set", "checkpoint_every=0", "--set", "num_preview_samples=0", "--set", "final_eval_sequences=8",
-            "--set", "final_eval_num_times=2"]
+    args = [
+        "--data",
+        DATA,
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "6",
+        "--no-progress",
+        "--precision",
+        "fp32",
+        "--family",
+        "prime",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "log_every=1",
+        "--set",
+        "checkpoint_every=0",
+        "--set",
+        "num_preview_samples=0",
+        "--set",
+        "final_eval_sequences=8",
+        "--set",
+        "final_eval_num_times=2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "mdm_prime.cli", "train", *args, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "mdm_prime.cli", "train", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "mdm_prime.cli", "train", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mdm_prime.cli",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in a] == [s for s, _ in b]
@@ -121,15 +208,18 @@ def test_ddp_two_processes_match_one(tmp_path):
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, argv, message):
     out = ["--out", str(tmp_path / "x")] if argv[0] == "train" else []
-    proc = subprocess.run([sys.executable, "-m", "mdm_prime.cli", *argv, *out], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdm_prime.cli", *argv, *out], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "x").exists()  # nothing was written
 
 
 def test_demo_shows_the_bound_at_the_entropy_and_the_prime_objective_below():
-    proc = subprocess.run([sys.executable, "-m", "mdm_prime.cli", "demo"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdm_prime.cli", "demo"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
     entropy = float(lines["data"][-1])

@@ -27,47 +27,114 @@ SCH = ["tests/test_schedules.py"]
 
 MUTANTS = [
     # the four named in issue 9
-    ("carry-over dropped from the normaliser of carry_over_nll", P + "parameterization/fast.py",
-     "                lse_r = torch.logsumexp(vals, -1)",
-     "                lse_r = torch.logsumexp(z[rows].to(cdt), -1)", OBJ + LIK + ORA),
-    ("u ~ Beta(k, n-k+1) replaced by its mean k/(n+1)", P + "likelihood.py",
-     "    t = schedule.time_from_mask_probability(u).float()",
-     "    t = schedule.time_from_mask_probability(k.double() / (n + 1)).float()", LIK),
-    ("1% weight bias in likelihood", P + "likelihood.py",
-     "    weight = n / k.double()", "    weight = 1.01 * n / k.double()", LIK),
-    ("w(t) deleted from the training loss", P + "objectives.py",
-     "per_seq = schedule.weight(t.float()) * sequence_terms", "per_seq = sequence_terms", OBJ),
+    (
+        "carry-over dropped from the normaliser of carry_over_nll",
+        P + "parameterization/fast.py",
+        "                lse_r = torch.logsumexp(vals, -1)",
+        "                lse_r = torch.logsumexp(z[rows].to(cdt), -1)",
+        OBJ + LIK + ORA,
+    ),
+    (
+        "u ~ Beta(k, n-k+1) replaced by its mean k/(n+1)",
+        P + "likelihood.py",
+        "    t = schedule.time_from_mask_probability(u).float()",
+        "    t = schedule.time_from_mask_probability(k.double() / (n + 1)).float()",
+        LIK,
+    ),
+    (
+        "1% weight bias in likelihood",
+        P + "likelihood.py",
+        "    weight = n / k.double()",
+        "    weight = 1.01 * n / k.double()",
+        LIK,
+    ),
+    (
+        "w(t) deleted from the training loss",
+        P + "objectives.py",
+        "per_seq = schedule.weight(t.float()) * sequence_terms",
+        "per_seq = sequence_terms",
+        OBJ,
+    ),
     # more
-    ("weight bias only for k = 1", P + "likelihood.py",
-     "    weight = n / k.double()", "    weight = n / k.double() * (1 + 0.02 * (k == 1))", LIK),
-    ("10% bias of w(t) in the training loss", P + "objectives.py",
-     "per_seq = schedule.weight(t.float()) * sequence_terms", "per_seq = 1.1 * schedule.weight(t.float()) * sequence_terms",
-     OBJ),
-    ("cosine weight replaced by its small-t limit 2/t", P + "schedules.py",
-     "        return 0.5 * math.pi / torch.tan(0.25 * math.pi * t)", "        return 2.0 / t", SCH + OBJ),
-    ("cosine mask probability by cancellation 1 - cos", P + "schedules.py",
-     "        return 2.0 * torch.sin(0.25 * math.pi * t) ** 2",
-     "        return (1.0 - torch.cos(0.5 * math.pi * t).float()).double()", SCH),
-    ("stratified-k off by one", P + "likelihood.py",
-     ".clamp(0, n - 1).add(1).flatten()", ".clamp(1, n - 1).add(1).flatten()", LIK),
-    ("digit marginal: seen digits scored too", P + "parameterization/fast.py",
-     "                h[hidden] = True", "                h[:] = True", OBJ + ORA),
-    ("sampler: unknown callables reuse outputs", P + "sampling/sampler.py",
-     'getattr(model, "time_conditioned", True)', 'getattr(model, "time_conditioned", False)', SAM),
-    ("sampler: seen digits may be redrawn", P + "sampling/sampler.py",
-     "reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)",
-     "reveal, remask = (u_jump < q), torch.zeros_like(masked)", SAM),
-    ("sampler: reveal probability not renormalised", P + "sampling/sampler.py",
-     "q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0", "q = (m_t - m_s) if m_t > 0.0 else 1.0", SAM),
-    ("likelihood: empty batch not rejected", P + "likelihood.py",
-     "    if x0.shape[0] == 0:", "    if False:", LIK),
+    (
+        "weight bias only for k = 1",
+        P + "likelihood.py",
+        "    weight = n / k.double()",
+        "    weight = n / k.double() * (1 + 0.02 * (k == 1))",
+        LIK,
+    ),
+    (
+        "10% bias of w(t) in the training loss",
+        P + "objectives.py",
+        "per_seq = schedule.weight(t.float()) * sequence_terms",
+        "per_seq = 1.1 * schedule.weight(t.float()) * sequence_terms",
+        OBJ,
+    ),
+    (
+        "cosine weight replaced by its small-t limit 2/t",
+        P + "schedules.py",
+        "        return 0.5 * math.pi / torch.tan(0.25 * math.pi * t)",
+        "        return 2.0 / t",
+        SCH + OBJ,
+    ),
+    (
+        "cosine mask probability by cancellation 1 - cos",
+        P + "schedules.py",
+        "        return 2.0 * torch.sin(0.25 * math.pi * t) ** 2",
+        "        return (1.0 - torch.cos(0.5 * math.pi * t).float()).double()",
+        SCH,
+    ),
+    (
+        "stratified-k off by one",
+        P + "likelihood.py",
+        ".clamp(0, n - 1).add(1).flatten()",
+        ".clamp(1, n - 1).add(1).flatten()",
+        LIK,
+    ),
+    (
+        "digit marginal: seen digits scored too",
+        P + "parameterization/fast.py",
+        "                h[hidden] = True",
+        "                h[:] = True",
+        OBJ + ORA,
+    ),
+    (
+        "sampler: unknown callables reuse outputs",
+        P + "sampling/sampler.py",
+        'getattr(model, "time_conditioned", True)',
+        'getattr(model, "time_conditioned", False)',
+        SAM,
+    ),
+    (
+        "sampler: seen digits may be redrawn",
+        P + "sampling/sampler.py",
+        "reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)",
+        "reveal, remask = (u_jump < q), torch.zeros_like(masked)",
+        SAM,
+    ),
+    (
+        "sampler: reveal probability not renormalised",
+        P + "sampling/sampler.py",
+        "q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0",
+        "q = (m_t - m_s) if m_t > 0.0 else 1.0",
+        SAM,
+    ),
+    (
+        "likelihood: empty batch not rejected",
+        P + "likelihood.py",
+        "    if x0.shape[0] == 0:",
+        "    if False:",
+        LIK,
+    ),
 ]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tests-from", metavar="REV", help="run the test files as they were at git revision REV")
-    ap.add_argument("--only", metavar="TEXT", help="run only the mutants whose file path or name contains TEXT")
+    ap.add_argument(
+        "--only", metavar="TEXT", help="run only the mutants whose file path or name contains TEXT"
+    )
     args = ap.parse_args()
     mutants = [m for m in MUTANTS if not args.only or args.only in m[0] or args.only in m[1]]
     root = Path.cwd()
@@ -83,12 +150,19 @@ def main() -> int:
     oracle_now = oracle.read_text()
     try:
         if args.tests_from:  # the old tests with the old oracle they were written against
-            old_oracle = subprocess.run(["git", "show", f"{args.tests_from}:{P}oracle.py"], capture_output=True,
-                                        text=True, check=True).stdout
+            old_oracle = subprocess.run(
+                ["git", "show", f"{args.tests_from}:{P}oracle.py"], capture_output=True, text=True, check=True
+            ).stdout
             oracle.write_text(old_oracle)
         all_files = sorted({str(tests_root / t) for m in mutants for t in m[4] if (tests_root / t).exists()})
-        base = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *all_files],
-                              check=False, capture_output=True, text=True, env=env, cwd=tests_root)
+        base = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *all_files],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tests_root,
+        )
         broken = [line.split()[1] for line in base.stdout.splitlines() if line.startswith("FAILED ")]
         deselect = [a for b in broken for a in ("--deselect", b)]
         print(f"baseline: {base.stdout.strip().splitlines()[-1]}; deselected {len(broken)} failing: {broken}")
@@ -100,8 +174,14 @@ def main() -> int:
             files = [str(tests_root / t) for t in tests if (tests_root / t).exists()]
             (root / path).write_text(src.replace(old, new, 1))
             try:
-                r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files, *deselect],
-                                   check=False, capture_output=True, text=True, env=env, cwd=tests_root)
+                r = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files, *deselect],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=tests_root,
+                )
             finally:
                 (root / path).write_text(src)
             status = "KILLED" if r.returncode != 0 else "SURVIVED"

@@ -7,18 +7,30 @@ written up in ``docs/method.md``; the modules in the order data flows through th
 ``docs/architecture.md``.
 """
 
+from .checkpoint import load_pretrained, save_pretrained
+from .discrete_bound import DiscreteTimeBound, discrete_time_bound
+from .families import FAMILIES, family_of, get_family
+from .importing import import_checkpoint, write_run_folder
 from .likelihood import LikelihoodResult, likelihood
-from .objectives import DiffusionLoss, diffusion_loss, digit_nll, sequence_terms, token_and_digit_nll, token_nll
+from .objectives import (
+    DiffusionLoss,
+    diffusion_loss,
+    digit_nll,
+    sequence_terms,
+    token_and_digit_nll,
+    token_nll,
+)
 from .parameterization import (
     carry_over,
     carry_over_log_probs,
-    carry_over_nll,
     carry_over_logits,
+    carry_over_nll,
     consistency_log_mask,
     digit_log_marginals,
     digit_marginals_from_probs,
 )
 from .process import mask_k_subtokens, mask_subtokens, sample_times, training_noise
+from .sampling import SampleResult, sample
 from .schedules import (
     CosineSchedule,
     LinearSchedule,
@@ -27,14 +39,8 @@ from .schedules import (
     Schedule,
     get_schedule,
 )
-from .subtokenizer import SubTokenizer, default_base
-
-from .checkpoint import load_pretrained, save_pretrained
-from .discrete_bound import DiscreteTimeBound, discrete_time_bound
-from .families import FAMILIES, family_of, get_family
-from .sampling import SampleResult, sample
 from .scoring import auto_batch_size, score_corpus
-from .importing import import_checkpoint, write_run_folder
+from .subtokenizer import SubTokenizer, default_base
 
 __version__ = "0.1.0"
 

@@ -33,8 +33,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["save_pretrained", "load_pretrained", "from_pretrained", "read_config", "FORMAT_VERSION",
-           "CheckpointError", "read_verified", "verify_checkpoint", "fsync_dir"]
+__all__ = [
+    "save_pretrained",
+    "load_pretrained",
+    "from_pretrained",
+    "read_config",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "read_verified",
+    "verify_checkpoint",
+    "fsync_dir",
+]
 
 FORMAT_VERSION = 1
 
@@ -43,6 +52,8 @@ def _library_version() -> str:
     from . import __version__  # late: this module may be imported by the package's __init__
 
     return __version__
+
+
 CONFIG_NAME, WEIGHTS_NAME, EMA_NAME = "config.json", "model.safetensors", "ema.safetensors"
 
 
@@ -94,8 +105,13 @@ def _state_bytes(state_dict: dict) -> bytes:
     return st_save(tensors)
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_state_dict: dict | None = None,
-                    extra: dict | None = None, extra_files: dict[str, bytes] | None = None) -> Path:
+def save_pretrained(
+    model: torch.nn.Module,
+    directory: str | os.PathLike,
+    ema_state_dict: dict | None = None,
+    extra: dict | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and (if given) ``ema.safetensors`` into ``directory``.
 
     Args:
@@ -110,8 +126,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_st
     """
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "architecture" not in config:
-        raise TypeError(f"model must have a .config dict with an 'architecture' (a mdm_prime model), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"model must have a .config dict with an 'architecture' (a mdm_prime model), "
+            f"got {type(model).__name__}"
+        )
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
     state = model.state_dict()
@@ -121,8 +139,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_st
         files[EMA_NAME] = _state_bytes(ema_state_dict)
     for name, data in (extra_files or {}).items():
         if name in (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME) or "/" in name or not isinstance(data, bytes):
-            raise ValueError(f"extra_files: {name!r} must be a plain file name other than the checkpoint's "
-                             f"own files, with bytes content")
+            raise ValueError(
+                f"extra_files: {name!r} must be a plain file name other than the checkpoint's "
+                f"own files, with bytes content"
+            )
         files[name] = data
     meta = {
         "format_version": FORMAT_VERSION,
@@ -130,7 +150,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, ema_st
         "library_version": _library_version(),
         "model": config,
         "has_ema": ema_state_dict is not None,
-        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()},
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            for name, data in files.items()
+        },
         "extra": extra if extra is not None else {},
     }
     try:
@@ -152,13 +175,17 @@ def _check_state(found: dict, expected: dict, what: str) -> None:
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{what} does not match the model: missing keys {missing[:5]}"
-                              f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-                              f"{' …' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(
+            f"{what} does not match the model: missing keys {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{' …' if len(unexpected) > 5 else ''}"
+        )
     for key, tensor in expected.items():
         if tuple(found[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{what}: shape mismatch for {key!r}: the model (from config.json) expects "
-                                  f"{tuple(tensor.shape)}, the weights have {tuple(found[key].shape)}")
+            raise CheckpointError(
+                f"{what}: shape mismatch for {key!r}: the model (from config.json) expects "
+                f"{tuple(tensor.shape)}, the weights have {tuple(found[key].shape)}"
+            )
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -176,8 +203,10 @@ def read_config(directory: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise CheckpointError(f"{path} has no 'format_version': not an mdm-prime checkpoint")
     if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {meta['format_version']!r}; this mdm-prime "
-                              f"{_library_version()} reads format_version {FORMAT_VERSION} only")
+        raise CheckpointError(
+            f"{path} has format_version {meta['format_version']!r}; this mdm-prime "
+            f"{_library_version()} reads format_version {FORMAT_VERSION} only"
+        )
     if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("files"), dict):
         raise CheckpointError(f"{path} lacks the 'model' config or the 'files' table")
     return meta
@@ -196,11 +225,14 @@ def read_verified(directory: str | os.PathLike, name: str, meta: dict | None = N
         raise CheckpointError(f"{CONFIG_NAME} of {str(directory)!r} has no record for {name}")
     data = path.read_bytes()
     if len(data) != record.get("bytes"):
-        raise CheckpointError(f"{path} has {len(data)} bytes, config.json records {record.get('bytes')}: "
-                              f"the file is truncated or from another save")
+        raise CheckpointError(
+            f"{path} has {len(data)} bytes, config.json records {record.get('bytes')}: "
+            f"the file is truncated or from another save"
+        )
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise CheckpointError(f"{path} fails its SHA-256 check against config.json: the file is corrupted "
-                              f"or from another save")
+        raise CheckpointError(
+            f"{path} fails its SHA-256 check against config.json: the file is corrupted or from another save"
+        )
     return data
 
 
@@ -221,8 +253,9 @@ def _read_weights(directory: Path, name: str, meta: dict) -> dict:
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
 
 
-def load_pretrained(directory: str | os.PathLike, use_ema: bool = True,
-                    map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_pretrained(
+    directory: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Rebuild the model saved in ``directory`` and load its weights (in eval mode).
 
     Args:

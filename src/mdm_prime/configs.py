@@ -17,8 +17,16 @@ from .families import FAMILIES, get_family
 from .models.base import PRECISIONS
 from .objectives import OBJECTIVES
 
-__all__ = ["TrainConfig", "PRESETS", "resolve_config", "parse_overrides", "load_config_file", "check_device",
-           "OBJECTIVES", "PRECISIONS"]
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "resolve_config",
+    "parse_overrides",
+    "load_config_file",
+    "check_device",
+    "OBJECTIVES",
+    "PRECISIONS",
+]
 
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -91,41 +99,82 @@ class TrainConfig:
         for name in ("data", "tokenizer", "family", "objective", "schedule", "architecture", "model_size"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "subtokens", "eval_sequences",
-                     "eval_num_times", "final_eval_sequences", "final_eval_num_times", "log_every"):
+        for name in (
+            "seq_len",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "subtokens",
+            "eval_sequences",
+            "eval_num_times",
+            "final_eval_sequences",
+            "final_eval_num_times",
+            "log_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sample_every", "sample_steps",
-                     "num_preview_samples", "max_train_tokens", "seed"):
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "checkpoint_every",
+            "sample_every",
+            "sample_steps",
+            "num_preview_samples",
+            "max_train_tokens",
+            "seed",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.eval_num_times < 2 or self.final_eval_num_times < 2:
-            raise ValueError("eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)")
-        for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema_decay", "time_eps",
-                     "sample_temperature", "sample_top_p"):
+            raise ValueError(
+                "eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)"
+            )
+        for name in (
+            "lr",
+            "min_lr_ratio",
+            "weight_decay",
+            "grad_clip",
+            "ema_decay",
+            "time_eps",
+            "sample_temperature",
+            "sample_top_p",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not 0 < self.time_eps < 1:
-            raise ValueError(f"time_eps must be in (0, 1) (times are drawn from [time_eps, 1]), got {self.time_eps}")
+            raise ValueError(
+                f"time_eps must be in (0, 1) (times are drawn from [time_eps, 1]), got {self.time_eps}"
+            )
         betas = self.betas
-        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
-                or not all(0 <= b < 1 for b in betas)):
+        if (
+            not isinstance(betas, (tuple, list))
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+            or not all(0 <= b < 1 for b in betas)
+        ):
             raise ValueError(f"betas must be two numbers in [0, 1), e.g. [0.9, 0.98], got {betas!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if isinstance(self.max_bad_steps, bool) or not isinstance(self.max_bad_steps, int) or self.max_bad_steps < 1:
+        if (
+            isinstance(self.max_bad_steps, bool)
+            or not isinstance(self.max_bad_steps, int)
+            or self.max_bad_steps < 1
+        ):
             raise ValueError(f"max_bad_steps must be a positive integer, got {self.max_bad_steps!r}")
         from .subtokenizer import MAX_CODES, MAX_LENGTH
 
         if self.subtokens > MAX_LENGTH:
-            raise ValueError(f"subtokens must be <= {MAX_LENGTH} (sub-tokens per token), got {self.subtokens}")
-        if self.base is not None and (isinstance(self.base, bool) or not isinstance(self.base, int) or self.base < 2):
+            raise ValueError(
+                f"subtokens must be <= {MAX_LENGTH} (sub-tokens per token), got {self.subtokens}"
+            )
+        if self.base is not None and (
+            isinstance(self.base, bool) or not isinstance(self.base, int) or self.base < 2
+        ):
             raise ValueError(f"base must be an integer >= 2 or none, got {self.base!r}")
         smallest = (self.base or 2) ** self.subtokens if self.subtokens > 1 else 1
         if smallest > MAX_CODES:
@@ -180,24 +229,90 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the main job: a small Prime model on the offline text mixture, ~10 minutes on 2 CPU cores
-    "text-tiny": dict(data="mix", tokenizer="byte", seq_len=128, model_size="mini", batch_size=32,
-                      model_overrides={"dim": 192}, max_steps=1700, lr=3e-3, warmup_steps=100, eval_every=500,
-                      checkpoint_every=250, sample_top_p=0.9),
-    "text8-small": dict(data="text8", tokenizer="text8", seq_len=256, model_size="small", batch_size=256,
-                        max_steps=100000, lr=3e-4, warmup_steps=2000, eval_every=5000,
-                        checkpoint_every=5000, subtokens=2),
+    "text-tiny": dict(
+        data="mix",
+        tokenizer="byte",
+        seq_len=128,
+        model_size="mini",
+        batch_size=32,
+        model_overrides={"dim": 192},
+        max_steps=1700,
+        lr=3e-3,
+        warmup_steps=100,
+        eval_every=500,
+        checkpoint_every=250,
+        sample_top_p=0.9,
+    ),
+    "text8-small": dict(
+        data="text8",
+        tokenizer="text8",
+        seq_len=256,
+        model_size="small",
+        batch_size=256,
+        max_steps=100000,
+        lr=3e-4,
+        warmup_steps=2000,
+        eval_every=5000,
+        checkpoint_every=5000,
+        subtokens=2,
+    ),
     # the paper's OpenWebText scale (GPT-2 tokenizer, L = 1024, 768 wide, 12 blocks)
-    "owt-small": dict(data="owt", tokenizer="gpt2", seq_len=1024, model_size="small", batch_size=512,
-                      max_steps=1000000, lr=3e-4, warmup_steps=2500, eval_every=10000,
-                      checkpoint_every=10000, subtokens=4, weight_decay=0.0, ema_decay=0.9999),
-    "mnist-small": dict(data="mnist", tokenizer="none", architecture="unet", model_size="toy",
-                        batch_size=64, max_steps=5000, lr=1e-3, eval_every=1000, subtokens=2),
-    "cifar10": dict(data="cifar10", tokenizer="none", architecture="unet", model_size="cifar10",
-                    batch_size=128, max_steps=800000, lr=2e-4, warmup_steps=5000, eval_every=20000,
-                    checkpoint_every=20000, subtokens=2, ema_decay=0.9999),
-    "toy": dict(data="toy:camera", tokenizer="none", architecture="mlp", model_size="toy", seq_len=2,
-                batch_size=4096, max_steps=3000, lr=1e-3, warmup_steps=0, eval_every=1000, subtokens=2,
-                eval_sequences=1024, final_eval_sequences=4096, ema_decay=0.99),
+    "owt-small": dict(
+        data="owt",
+        tokenizer="gpt2",
+        seq_len=1024,
+        model_size="small",
+        batch_size=512,
+        max_steps=1000000,
+        lr=3e-4,
+        warmup_steps=2500,
+        eval_every=10000,
+        checkpoint_every=10000,
+        subtokens=4,
+        weight_decay=0.0,
+        ema_decay=0.9999,
+    ),
+    "mnist-small": dict(
+        data="mnist",
+        tokenizer="none",
+        architecture="unet",
+        model_size="toy",
+        batch_size=64,
+        max_steps=5000,
+        lr=1e-3,
+        eval_every=1000,
+        subtokens=2,
+    ),
+    "cifar10": dict(
+        data="cifar10",
+        tokenizer="none",
+        architecture="unet",
+        model_size="cifar10",
+        batch_size=128,
+        max_steps=800000,
+        lr=2e-4,
+        warmup_steps=5000,
+        eval_every=20000,
+        checkpoint_every=20000,
+        subtokens=2,
+        ema_decay=0.9999,
+    ),
+    "toy": dict(
+        data="toy:camera",
+        tokenizer="none",
+        architecture="mlp",
+        model_size="toy",
+        seq_len=2,
+        batch_size=4096,
+        max_steps=3000,
+        lr=1e-3,
+        warmup_steps=0,
+        eval_every=1000,
+        subtokens=2,
+        eval_sequences=1024,
+        final_eval_sequences=4096,
+        ema_decay=0.99,
+    ),
 }
 
 
@@ -235,8 +350,9 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_config(preset: str = "text-tiny", overrides: dict[str, Any] | None = None,
-                   base: TrainConfig | None = None) -> TrainConfig:
+def resolve_config(
+    preset: str = "text-tiny", overrides: dict[str, Any] | None = None, base: TrainConfig | None = None
+) -> TrainConfig:
     """Preset (or ``base``, e.g. a run's saved config) + overrides (string values are parsed to the
     field's type) → validated config.
 
@@ -295,11 +411,14 @@ def check_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {device!r}; expected cpu, cuda or cuda:N (or auto for training)") from None
+        raise ValueError(
+            f"unknown device {device!r}; expected cpu, cuda or cuda:N (or auto for training)"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine; "
-                             f"use --device cpu")
+            raise ValueError(
+                f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
         return device

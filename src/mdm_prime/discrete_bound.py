@@ -76,8 +76,9 @@ class DiscreteTimeBound:
         }
 
 
-def reveal_steps(grid: torch.Tensor, schedule: Schedule, shape: tuple[int, ...],
-                 generator: torch.Generator) -> torch.Tensor:
+def reveal_steps(
+    grid: torch.Tensor, schedule: Schedule, shape: tuple[int, ...], generator: torch.Generator
+) -> torch.Tensor:
     """Step ``k ∈ {0..T−1}`` at which each digit is revealed by the joint sampler started fully masked:
     ``P(k) = (α_{k+1} − α_k) / (1 − α_0)`` (the product of the sampler's per-step probabilities
     ``q_k``; the last step takes the rest). ``LongTensor[shape]``."""
@@ -171,9 +172,15 @@ def discrete_time_bound(
         y_t = torch.where(still_masked, torch.full_like(y_true, mask_id), y_true)
         t_in = grid_t[kk].to(device=device, dtype=torch.float32)
         logits = model(y_t, t_in)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (y_t.shape[0], num_tokens, sub.num_classes):
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+            y_t.shape[0],
+            num_tokens,
+            sub.num_classes,
+        ):
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"model returned {got}, expected logits of shape {(y_t.shape[0], num_tokens, sub.num_classes)}")
+            raise ValueError(
+                f"model returned {got}, expected logits of shape {(y_t.shape[0], num_tokens, sub.num_classes)}"
+            )
         logp = carry_over_log_probs(logits.to(torch.float64), y_t, sub)  # (r, L, C)
         rev = revealed_now.view(-1, num_tokens, ell)
         yt = y_true.view(-1, num_tokens, ell)

@@ -54,7 +54,9 @@ def load_run(run_dir: str | Path, *, use_ema: bool = True, with_data: bool = Tru
     run, ckpt = run_paths(run_dir)
     cfg = load_config_file(run / CONFIG_FILE)
     if not with_data and not (run / "task.json").exists():
-        raise FileNotFoundError(f"{run / 'task.json'} is missing; a run folder written by mdm-prime train holds it")
+        raise FileNotFoundError(
+            f"{run / 'task.json'} is missing; a run folder written by mdm-prime train holds it"
+        )
     verify_checkpoint(ckpt)
     model = load_pretrained(ckpt, use_ema=use_ema, map_location=device).to(device).eval()
     task = build_task(cfg) if with_data else load_task(run)

@@ -436,8 +436,10 @@ class AutoregressiveFamily(Family):
             given = 0 if prefix is None else prefix.shape[-1]
             mask = model.subtokenizer.mask_id  # ℓ = 1: the mask id is C
             pos = torch.arange(num_tokens)
-            states = [torch.where(pos < given + k, tokens, torch.full_like(tokens, mask))
-                      for k in range(num_tokens - given + 1)]
+            states = [
+                torch.where(pos < given + k, tokens, torch.full_like(tokens, mask))
+                for k in range(num_tokens - given + 1)
+            ]
             stats["trajectory"] = torch.stack(states).to(torch.int32)
             stats["trajectory_calls"] = torch.ones(num_tokens - given, num, dtype=torch.bool)
         return tokens.cpu(), stats

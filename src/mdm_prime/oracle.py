@@ -163,7 +163,9 @@ class ExactPosterior:
         self.sub = sub
         self.num_tokens = num_tokens
         self.needs_carry_over = needs_carry_over
-        seqs = np.array(list(itertools.product(range(c), repeat=num_tokens)), dtype=np.int64).reshape(-1, num_tokens)
+        seqs = np.array(list(itertools.product(range(c), repeat=num_tokens)), dtype=np.int64).reshape(
+            -1, num_tokens
+        )
         self.sequences_np = seqs  # (S, L), row s is the s-th entry of probs in C-ary order
         self.sequences = torch.from_numpy(seqs.copy())
         self.digits = digits_of(sub)[seqs]  # (S, L, ℓ)

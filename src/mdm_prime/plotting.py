@@ -39,9 +39,11 @@ def plot_metrics(metrics_path: str | os.PathLike, out_png: str | os.PathLike) ->
         steps = np.array([r["step"] for r in train])
         loss = np.array([r["loss"] for r in train])
         objective = train[-1].get("objective", "prime")
-        label = {"prime": "training loss: L_prime (paper's objective, not a bound)",
-                 "valid": "training loss: L_valid (the bound, one draw)",
-                 "ar-nll": "training loss: autoregressive NLL"}.get(objective, "training loss")
+        label = {
+            "prime": "training loss: L_prime (paper's objective, not a bound)",
+            "valid": "training loss: L_valid (the bound, one draw)",
+            "ar-nll": "training loss: autoregressive NLL",
+        }.get(objective, "training loss")
         ax.plot(steps, loss, color="0.75", lw=0.8, label=label)
         if len(loss) >= 5:
             k = max(1, len(loss) // 25)
@@ -51,8 +53,16 @@ def plot_metrics(metrics_path: str | os.PathLike, out_png: str | os.PathLike) ->
         vs = np.array([r["step"] for r in valid])
         vb = np.array([r["nelbo_nats_per_token"] for r in valid])
         ve = np.array([r.get("stderr_nats_per_token", 0.0) for r in valid])
-        ax.errorbar(vs, vb, yerr=2 * ve, fmt="o-", color="C3", ms=4, capsize=3,
-                    label="validation NLL bound L_valid (EMA, ±2 s.e.)")
+        ax.errorbar(
+            vs,
+            vb,
+            yerr=2 * ve,
+            fmt="o-",
+            color="C3",
+            ms=4,
+            capsize=3,
+            label="validation NLL bound L_valid (EMA, ±2 s.e.)",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("nats per token")
     ax.grid(alpha=0.3)
@@ -64,8 +74,9 @@ def plot_metrics(metrics_path: str | os.PathLike, out_png: str | os.PathLike) ->
     return out_png
 
 
-def save_image_grid(images: np.ndarray, out_png: str | os.PathLike, *, ncol: int = 8, levels: int = 256,
-                    scale: int = 2) -> Path:
+def save_image_grid(
+    images: np.ndarray, out_png: str | os.PathLike, *, ncol: int = 8, levels: int = 256, scale: int = 2
+) -> Path:
     """Save ``images`` (``[N, ch, H, W]`` integer pixel levels in ``[0, levels)``, ch ∈ {1, 3}) as a
     PNG grid with a 1-pixel border."""
     from PIL import Image
@@ -78,7 +89,9 @@ def save_image_grid(images: np.ndarray, out_png: str | os.PathLike, *, ncol: int
     pix = (images.astype(np.float64) * (255.0 / max(levels - 1, 1))).round().clip(0, 255).astype(np.uint8)
     for i in range(n):
         r, c = divmod(i, ncol)
-        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = pix[i].transpose(1, 2, 0)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = pix[i].transpose(
+            1, 2, 0
+        )
     img = Image.fromarray(grid[..., 0] if ch == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

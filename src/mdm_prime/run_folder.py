@@ -26,13 +26,30 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["FINGERPRINT_FILE", "MARKER", "RUN_OUTPUTS", "RunError", "RunFolder", "RunInterrupted",
-           "data_fingerprint", "fingerprint_changes"]
+__all__ = [
+    "FINGERPRINT_FILE",
+    "MARKER",
+    "RUN_OUTPUTS",
+    "RunError",
+    "RunFolder",
+    "RunInterrupted",
+    "data_fingerprint",
+    "fingerprint_changes",
+]
 
 MARKER = ".mdm-prime-run"
 FINGERPRINT_FILE = "data_fingerprint.json"
-RUN_OUTPUTS = ("checkpoint", "checkpoint.tmp", "checkpoint.old", "train_config.json", "task.json",
-               "tokenizer", "metrics.jsonl", "loss.png", FINGERPRINT_FILE)
+RUN_OUTPUTS = (
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "train_config.json",
+    "task.json",
+    "tokenizer",
+    "metrics.jsonl",
+    "loss.png",
+    FINGERPRINT_FILE,
+)
 """What a run writes at its top level (plus ``samples/step_*``): all that ``--restart`` removes."""
 
 

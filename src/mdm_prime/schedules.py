@@ -172,7 +172,11 @@ class PolynomialSchedule(Schedule):
     name = "polynomial"
 
     def __init__(self, exponent: float = 2.0) -> None:
-        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 < exponent < math.inf:
+        if (
+            isinstance(exponent, bool)
+            or not isinstance(exponent, (int, float))
+            or not 0 < exponent < math.inf
+        ):
             raise ValueError(f"polynomial exponent must be > 0 and finite, got {exponent!r}")
         self.exponent = float(exponent)
 

@@ -30,8 +30,12 @@ def auto_batch_size(
     """Rows per network call so that one call's float32 logits ``rows × L × C × 4`` bytes stay within
     ``budget_bytes``: ``clamp(floor(budget / (4·C·L)), 1, max_rows)``. At C = 50257, L = 1024 (the
     published models) that is 5 rows (1.03 GB) instead of 64 rows (13 GB)."""
-    for name, v in (("num_classes", num_classes), ("seq_len", seq_len), ("budget_bytes", budget_bytes),
-                    ("max_rows", max_rows)):
+    for name, v in (
+        ("num_classes", num_classes),
+        ("seq_len", seq_len),
+        ("budget_bytes", budget_bytes),
+        ("max_rows", max_rows),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     return max(1, min(max_rows, budget_bytes // (4 * num_classes * seq_len)))
@@ -89,7 +93,9 @@ def spec_tokens(
         x = sh.valid_windows(n, seq_len, split)
         return (x if max_sequences is None else x[:max_sequences]), sh.characters_per_token(split)
     if source.kind != "text":
-        raise ValueError(f"--data scores text; {spec!r} is {source.kind} data (give a text spec or shards:DIR)")
+        raise ValueError(
+            f"--data scores text; {spec!r} is {source.kind} data (give a text spec or shards:DIR)"
+        )
     docs = source.documents()
     mode = "contiguous" if parse_text_spec(spec)[0] == "text8" else "hash"
     chosen = [docs[i] for i in split_documents(docs, fractions, seed, mode)[split]]

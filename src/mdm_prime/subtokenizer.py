@@ -148,18 +148,16 @@ class SubTokenizer:
     # ------------------------------------------------------------------ helpers
     def __repr__(self) -> str:
         perm = ", permuted" if self.permutation is not None else ""
-        return (
-            f"SubTokenizer(num_classes={self.num_classes}, length={self.length}, "
-            f"base={self.base}{perm})"
-        )
+        return f"SubTokenizer(num_classes={self.num_classes}, length={self.length}, base={self.base}{perm})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SubTokenizer):
             return NotImplemented
-        return (
-            (self.num_classes, self.length, self.base) == (other.num_classes, other.length, other.base)
-            and torch.equal(self.code_of_class, other.code_of_class)
-        )
+        return (self.num_classes, self.length, self.base) == (
+            other.num_classes,
+            other.length,
+            other.base,
+        ) and torch.equal(self.code_of_class, other.code_of_class)
 
     def config(self) -> dict:
         """JSON-serialisable description; ``SubTokenizer.from_config(sub.config()) == sub``."""
@@ -265,7 +263,9 @@ class SubTokenizer:
     def decode_image(self, subtokens: torch.Tensor) -> torch.Tensor:
         """``(B, ch·ℓ, H, W)`` digits → ``(B, ch, H, W)`` token ids."""
         if not isinstance(subtokens, torch.Tensor) or subtokens.dim() != 4:
-            shape = tuple(subtokens.shape) if isinstance(subtokens, torch.Tensor) else type(subtokens).__name__
+            shape = (
+                tuple(subtokens.shape) if isinstance(subtokens, torch.Tensor) else type(subtokens).__name__
+            )
             raise ValueError(f"image sub-tokens must have shape (B, ch·ℓ, H, W), got {shape}")
         if subtokens.shape[1] % self.length:
             raise ValueError(
@@ -281,7 +281,9 @@ class SubTokenizer:
         ch = chl // self.length
         return subtokens.reshape(b, ch, self.length, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1)
 
-    def sequence_to_image(self, tokens_or_digits: torch.Tensor, image_shape: torch.Size | tuple) -> torch.Tensor:
+    def sequence_to_image(
+        self, tokens_or_digits: torch.Tensor, image_shape: torch.Size | tuple
+    ) -> torch.Tensor:
         """Inverse layout helper. ``(B, ch·H·W)`` tokens → ``(B, ch, H, W)``;
         ``(B, ch·H·W·ℓ)`` digits → ``(B, ch·ℓ, H, W)`` (chosen by the last dimension's size)."""
         b, chl, h, w = image_shape

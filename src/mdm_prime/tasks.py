@@ -10,9 +10,10 @@ token (bits/char, bits/dim), and the metadata saved in a run folder. :data:`TASK
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

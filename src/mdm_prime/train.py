@@ -44,24 +44,51 @@ from pathlib import Path
 import torch
 
 from . import distributed as D
-from .models.base import make_optimizer, maybe_compile
-from .checkpoint import CheckpointError, fsync_dir, load_pretrained, read_config, read_verified, save_pretrained
+from .checkpoint import (
+    CheckpointError,
+    fsync_dir,
+    load_pretrained,
+    read_config,
+    read_verified,
+    save_pretrained,
+)
 from .configs import TrainConfig, check_device, load_config_file
-from .run_folder import FINGERPRINT_FILE, RunError, RunFolder, RunInterrupted, data_fingerprint, fingerprint_changes
+from .data.shards import to_device
 from .evaluate import evaluate_model
 from .families import Family, Noise, get_family
+from .models.base import make_optimizer, maybe_compile
+from .run_folder import (
+    FINGERPRINT_FILE,
+    RunError,
+    RunFolder,
+    RunInterrupted,
+    data_fingerprint,
+    fingerprint_changes,
+)
 from .schedules import get_schedule
-from .data.shards import to_device
 from .tasks import Task, build_task
 
 __all__ = ["train", "Trainer", "RunError", "RunInterrupted"]
 
 STATE_FILE = "trainer_state.pt"
-RESUME_MAY_CHANGE = frozenset({
-    "max_steps", "eval_every", "eval_sequences", "eval_num_times", "final_eval_sequences", "final_eval_num_times",
-    "sample_every", "num_preview_samples", "sample_steps", "log_every", "checkpoint_every", "device", "compile",
-    "max_bad_steps",
-})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "max_steps",
+        "eval_every",
+        "eval_sequences",
+        "eval_num_times",
+        "final_eval_sequences",
+        "final_eval_num_times",
+        "sample_every",
+        "num_preview_samples",
+        "sample_steps",
+        "log_every",
+        "checkpoint_every",
+        "device",
+        "compile",
+        "max_bad_steps",
+    }
+)
 """Settings that do not change what is trained, so a resumed run may set them anew (a longer
 ``max_steps`` continues the run; with a cosine schedule the learning-rate curve is stretched from
 there on)."""
@@ -102,13 +129,23 @@ class EMA:
 class Trainer:
     """Holds the run's state; :meth:`run` trains to ``cfg.max_steps``."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-                 show_progress: bool = True, restart: bool = False, allow_data_change: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | os.PathLike,
+        *,
+        resume: bool = False,
+        show_progress: bool = True,
+        restart: bool = False,
+        allow_data_change: bool = False,
+    ) -> None:
         self.cfg = cfg.validate()
         check_device(cfg.device)
         self.out = Path(out_dir)
         self.folder = RunFolder(self.out, resume=resume, restart=restart)
-        mode = self.folder.check()  # read-only: refuses files, foreign folders, runs without --resume/--restart
+        mode = (
+            self.folder.check()
+        )  # read-only: refuses files, foreign folders, runs without --resume/--restart
         self.dist = D.init_distributed(cfg.device)
         try:
             self._setup(cfg, mode, show_progress, restart, allow_data_change)
@@ -116,8 +153,9 @@ class Trainer:
             self.folder.release()
             raise
 
-    def _setup(self, cfg: TrainConfig, mode: str, show_progress: bool, restart: bool,
-               allow_data_change: bool) -> None:
+    def _setup(
+        self, cfg: TrainConfig, mode: str, show_progress: bool, restart: bool, allow_data_change: bool
+    ) -> None:
         self.show_progress = show_progress and self.dist.is_main
         if mode != "new" and self.dist.is_main:
             self.folder.acquire()  # an existing run: lock it before any work
@@ -199,12 +237,15 @@ class Trainer:
     def next_noise(self, batch_size: int) -> Noise:
         """The noise of the next step for the whole global batch (times, then mask uniforms), drawn
         from the run's generator on the CPU, identically on every process."""
-        return self.family.draw_noise(batch_size, self.task.seq_len, self.cfg.subtokens, eps=self.cfg.time_eps,
-                                      generator=self.generator)
+        return self.family.draw_noise(
+            batch_size, self.task.seq_len, self.cfg.subtokens, eps=self.cfg.time_eps, generator=self.generator
+        )
 
     def loss(self, x0: torch.Tensor, noise: Noise) -> torch.Tensor:
         """Per-sequence loss in nats for a micro-batch: ``family.loss`` (the library's objective)."""
-        return self.family.loss(self.train_model, x0, noise, objective=self.cfg.objective, schedule=self.schedule)
+        return self.family.loss(
+            self.train_model, x0, noise, objective=self.cfg.objective, schedule=self.schedule
+        )
 
     def train_step(self) -> float:
         """One optimizer step on the next global batch; returns the mean loss in nats per token."""
@@ -233,7 +274,9 @@ class Trainer:
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None]
+            )
         # gradients are all-reduced, so every process takes the same decision
         self.last_step_skipped = not (math.isfinite(mean_loss) and bool(torch.isfinite(norm)))
         if self.last_step_skipped:  # no optimizer or EMA update: the weights stay finite
@@ -256,17 +299,28 @@ class Trainer:
             return
         final, tmp, old = (self.out / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
         state = {
-            "step": self.step, "epoch": self.epoch, "position": self.position,
-            "tokens_seen": self.tokens_seen, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
-            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "tokens_seen": self.tokens_seen,
+            "elapsed": self.elapsed,
+            "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
         try:
             shutil.rmtree(tmp, ignore_errors=True)
-            save_pretrained(self.model, tmp, ema_state_dict=self.ema.model.state_dict(),
-                            extra={"train_step": self.step}, extra_files={STATE_FILE: buffer.getvalue()})
+            save_pretrained(
+                self.model,
+                tmp,
+                ema_state_dict=self.ema.model.state_dict(),
+                extra={"train_step": self.step},
+                extra_files={STATE_FILE: buffer.getvalue()},
+            )
             fsync_dir(tmp)
             if final.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -279,8 +333,10 @@ class Trainer:
             if not final.exists() and old.exists():
                 os.replace(old, final)  # put the previous checkpoint back
             kept = "the previous checkpoint is kept" if final.exists() else "there is no earlier checkpoint"
-            raise RunError(f"could not save the checkpoint of step {self.step} in {final}: "
-                           f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed") from err
+            raise RunError(
+                f"could not save the checkpoint of step {self.step} in {final}: "
+                f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed"
+            ) from err
         shutil.rmtree(old, ignore_errors=True)
         D.barrier(self.dist)
 
@@ -325,8 +381,10 @@ class Trainer:
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
-            raise CheckpointError(f"{ckpt / STATE_FILE} cannot be read ({type(err).__name__}): truncated or "
-                                  f"corrupted; use --restart to start the run again") from None
+            raise CheckpointError(
+                f"{ckpt / STATE_FILE} cannot be read ({type(err).__name__}): truncated or "
+                f"corrupted; use --restart to start the run again"
+            ) from None
         self.model.load_state_dict(load_pretrained(ckpt, use_ema=False).state_dict())
         self.ema.model.load_state_dict(load_pretrained(ckpt, use_ema=True).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -357,11 +415,19 @@ class Trainer:
         num = cfg.num_preview_samples if num is None else num
         if num <= 0:
             return []
-        tokens, stats = self.family.generate(self.ema.model, num=num, num_tokens=self.task.seq_len,
-                                             steps=cfg.sample_steps or self.task.seq_len, seed=cfg.seed,
-                                             temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
+        tokens, stats = self.family.generate(
+            self.ema.model,
+            num=num,
+            num_tokens=self.task.seq_len,
+            steps=cfg.sample_steps or self.task.seq_len,
+            seed=cfg.seed,
+            temperature=cfg.sample_temperature,
+            top_p=cfg.sample_top_p,
+        )
         stats.update(temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
-        return self.task.write_samples(tokens, self.out / "samples", f"step_{self.step}", stats=stats, echo=True)
+        return self.task.write_samples(
+            tokens, self.out / "samples", f"step_{self.step}", stats=stats, echo=True
+        )
 
     def describe(self) -> str:
         """What is about to run: family, parameters, device, precision, data size."""
@@ -371,9 +437,11 @@ class Trainer:
         dev = self.dist.device
         actual = "bf16 autocast" if uses_bf16(precision, dev) else "fp32"
         procs = f" × {self.dist.world_size} processes" if self.dist.world_size > 1 else ""
-        return (f"{self.family.name} (ℓ = {self.cfg.subtokens}, objective {self.family.objective_label(self.cfg.objective)}), "
-                f"{self.model.num_parameters():,} parameters, device {dev}{procs}, precision {precision} → {actual}\n"
-                f"data {self.task.describe_size()}")
+        return (
+            f"{self.family.name} (ℓ = {self.cfg.subtokens}, objective {self.family.objective_label(self.cfg.objective)}), "
+            f"{self.model.num_parameters():,} parameters, device {dev}{procs}, precision {precision} → {actual}\n"
+            f"data {self.task.describe_size()}"
+        )
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
@@ -383,8 +451,13 @@ class Trainer:
         if self.dist.is_main:
             print(self.describe(), flush=True)
 
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.show_progress,
-                   dynamic_ncols=True, unit="step")
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+            unit="step",
+        )
         window_tokens, window_start = 0, time.perf_counter()
         last_eval: dict = {}
         previous = self._install_signal_handlers()
@@ -443,8 +516,15 @@ class Trainer:
         self.elapsed += time.perf_counter() - t0
         window_tokens += cfg.batch_size * self.task.seq_len
         if self.last_step_skipped:
-            self.log({"step": self.step, "skipped": "non-finite loss or gradient", "loss": None,
-                      "skipped_steps": self.skipped_steps, "in_a_row": self.bad_in_a_row})
+            self.log(
+                {
+                    "step": self.step,
+                    "skipped": "non-finite loss or gradient",
+                    "loss": None,
+                    "skipped_steps": self.skipped_steps,
+                    "in_a_row": self.bad_in_a_row,
+                }
+            )
             if self.bad_in_a_row >= cfg.max_bad_steps:
                 raise RunError(
                     f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step "
@@ -455,9 +535,18 @@ class Trainer:
             now = time.perf_counter()
             tps = window_tokens / max(now - window_start, 1e-9)
             window_tokens, window_start = 0, now
-            self.log({"step": self.step, "loss": loss, "objective": self.family.objective_label(cfg.objective),
-                      "lr": lr_at(self.step - 1, cfg), "skipped_steps": self.skipped_steps,
-                      "tokens_per_s": tps, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed})
+            self.log(
+                {
+                    "step": self.step,
+                    "loss": loss,
+                    "objective": self.family.objective_label(cfg.objective),
+                    "lr": lr_at(self.step - 1, cfg),
+                    "skipped_steps": self.skipped_steps,
+                    "tokens_per_s": tps,
+                    "tokens_seen": self.tokens_seen,
+                    "elapsed_s": self.elapsed,
+                }
+            )
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
         self._window = (window_tokens, window_start)
         bar.update(1)
@@ -468,7 +557,9 @@ class Trainer:
             self.log({"step": self.step, "stopped": name})
             raise RunInterrupted(
                 f"stopped by {name} after step {self.step}; checkpoint saved in {self.out / 'checkpoint'}; "
-                f"continue with: mdm-prime train --out {self.out} --resume", signum)
+                f"continue with: mdm-prime train --out {self.out} --resume",
+                signum,
+            )
         if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
             if self.dist.is_main:
                 last_eval = self.evaluate()
@@ -484,7 +575,11 @@ class Trainer:
 
 def _unit(r: dict, scale: float = 1.0) -> tuple[float, str]:
     """The task's own unit of ``r`` (bits/char, bits/dim, else bits/token) and its label."""
-    for key, label in (("bits_per_char", "bits/char"), ("bits_per_dim", "bits/dim"), ("bits_per_token", "bits/token")):
+    for key, label in (
+        ("bits_per_char", "bits/char"),
+        ("bits_per_dim", "bits/dim"),
+        ("bits_per_token", "bits/token"),
+    ):
         if key in r:
             return r[key], label
     raise KeyError("bits_per_token")
@@ -499,7 +594,9 @@ def _format_numbers(r: dict) -> str:
     if "data_entropy_nats_per_token" in r:
         text += f", data entropy {r['data_entropy_nats_per_token']:.4f} nats/token"
     if "prime_objective_nats_per_token" in r:
-        text += f" (training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)"
+        text += (
+            f" (training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)"
+        )
     return text
 
 
@@ -512,19 +609,34 @@ def format_final(r: dict) -> str:
     """The run's last line: what was evaluated, how, and the numbers."""
     exact = get_family(r.get("family", "prime")).exact_likelihood
     draws = "exact likelihood" if exact else f"{r['num_times']} draws"
-    return (f"final evaluation, {r['split']} split, {r['num_sequences']} sequences, {draws}, EMA weights: "
-            f"{_format_numbers(r)}")
+    return (
+        f"final evaluation, {r['split']} split, {r['num_sequences']} sequences, {draws}, EMA weights: "
+        f"{_format_numbers(r)}"
+    )
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, show_progress: bool = True,
-          restart: bool = False, allow_data_change: bool = False) -> dict:
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    restart: bool = False,
+    allow_data_change: bool = False,
+) -> dict:
     """Train (or resume) a run in ``out_dir``; returns the final validation metrics (valid bound).
 
     ``restart`` clears a run's own outputs and starts again; ``allow_data_change`` lets ``resume``
     continue on data whose fingerprint changed. Raises :class:`RunInterrupted` after SIGINT/SIGTERM
     (checkpoint saved) and :class:`RunError` when a save fails or too many steps are non-finite."""
-    trainer = Trainer(cfg, out_dir, resume=resume, show_progress=show_progress, restart=restart,
-                      allow_data_change=allow_data_change)
+    trainer = Trainer(
+        cfg,
+        out_dir,
+        resume=resume,
+        show_progress=show_progress,
+        restart=restart,
+        allow_data_change=allow_data_change,
+    )
     try:
         result = trainer.run()
         if trainer.dist.is_main:

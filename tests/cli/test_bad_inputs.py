@@ -20,10 +20,24 @@ DATA = "markov:states=4,concentration=0.1"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
-    cfg = resolve_config("text-tiny", {
-        "data": DATA, "seq_len": 8, "batch_size": 8, "max_steps": 2, "warmup_steps": 0, "eval_every": 0,
-        "num_preview_samples": 0, "final_eval_sequences": 8, "final_eval_num_times": 2, "checkpoint_every": 0,
-        "precision": "fp32", "model_size": "tiny", "model_overrides": {"dim": 32, "depth": 1, "heads": 2}})
+    cfg = resolve_config(
+        "text-tiny",
+        {
+            "data": DATA,
+            "seq_len": 8,
+            "batch_size": 8,
+            "max_steps": 2,
+            "warmup_steps": 0,
+            "eval_every": 0,
+            "num_preview_samples": 0,
+            "final_eval_sequences": 8,
+            "final_eval_num_times": 2,
+            "checkpoint_every": 0,
+            "precision": "fp32",
+            "model_size": "tiny",
+            "model_overrides": {"dim": 32, "depth": 1, "heads": 2},
+        },
+    )
     train(cfg, run, show_progress=False)
     return run
 
@@ -37,8 +51,11 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 def _hashes(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_line_error(capsys, argv, *expected):
@@ -86,7 +103,11 @@ def test_out_pointing_at_a_file(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 @pytest.mark.parametrize("command", ["train", "eval", "sample"])
 def test_cuda_without_cuda(run_dir, tmp_path, capsys, command):
-    argv = ["train", "--data", DATA, "--out", str(tmp_path / "x")] if command == "train" else [command, str(run_dir)]
+    argv = (
+        ["train", "--data", DATA, "--out", str(tmp_path / "x")]
+        if command == "train"
+        else [command, str(run_dir)]
+    )
     _one_line_error(capsys, [*argv, "--device", "cuda"], "'cuda'", "CUDA is not available")
 
 
@@ -100,8 +121,12 @@ def test_truncated_trainer_state(run_dir, tmp_path, capsys):
     state = run / "checkpoint" / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:-50])
     before = _hashes(run)
-    _one_line_error(capsys, ["train", "--out", str(run), "--resume", "--max-steps", "3", "--no-progress"],
-                    "trainer_state.pt", "truncated")
+    _one_line_error(
+        capsys,
+        ["train", "--out", str(run), "--resume", "--max-steps", "3", "--no-progress"],
+        "trainer_state.pt",
+        "truncated",
+    )
     assert _hashes(run) == before
 
 
@@ -116,8 +141,11 @@ def test_truncated_raw_weights_are_caught_by_eval_and_sample(run_dir, tmp_path, 
 def test_garbage_train_config_names_the_file(run_dir, tmp_path, capsys):
     run = _copy(run_dir, tmp_path)
     (run / "train_config.json").write_text("{not json")
-    for argv in (["eval", str(run)], ["sample", str(run)],
-                 ["train", "--out", str(run), "--resume", "--no-progress"]):
+    for argv in (
+        ["eval", str(run)],
+        ["sample", str(run)],
+        ["train", "--out", str(run), "--resume", "--no-progress"],
+    ):
         _one_line_error(capsys, argv, str(run / "train_config.json"))
     (run / "train_config.json").write_text(json.dumps([1, 2]))
     _one_line_error(capsys, ["sample", str(run)], "train_config.json", "JSON object")
@@ -132,13 +160,30 @@ def test_missing_task_json(run_dir, tmp_path, capsys):
 def test_empty_validation_split(tmp_path, capsys):
     corpus = tmp_path / "small.txt"
     corpus.write_text("tiny corpus " * 30)
-    _one_line_error(capsys, ["train", "--data", f"text:{corpus}", "--tokenizer", "byte", "--seq-len", "64",
-                             "--out", str(tmp_path / "x")], "empty validation split")
+    _one_line_error(
+        capsys,
+        [
+            "train",
+            "--data",
+            f"text:{corpus}",
+            "--tokenizer",
+            "byte",
+            "--seq-len",
+            "64",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        "empty validation split",
+    )
     assert not (tmp_path / "x").exists()
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdm_prime.cli", "train", "--subtokens", "40", "--out",
-                           str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdm_prime.cli", "train", "--subtokens", "40", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "subtokens=40" in proc.stderr

@@ -15,11 +15,21 @@ from mdm_prime.cli import main
 from mdm_prime.configs import resolve_config
 from mdm_prime.train import train
 
-COMMON = {"batch_size": 8, "max_steps": 3, "lr": 3e-3, "warmup_steps": 0, "eval_every": 0, "log_every": 1,
-          "num_preview_samples": 0, "final_eval_sequences": 4, "final_eval_num_times": 2, "checkpoint_every": 0,
-          "precision": "fp32", "ema_decay": 0.5}
+COMMON = {
+    "batch_size": 8,
+    "max_steps": 3,
+    "lr": 3e-3,
+    "warmup_steps": 0,
+    "eval_every": 0,
+    "log_every": 1,
+    "num_preview_samples": 0,
+    "final_eval_sequences": 4,
+    "final_eval_num_times": 2,
+    "checkpoint_every": 0,
+    "precision": "fp32",
+    "ema_decay": 0.5,
+}
 TINY_TRANSFORMER = {"model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,8 +59,14 @@ def runs(tmp_path_factory):
         "markov": _train(root / "markov", data="markov:states=4", seq_len=8, subtokens=2, **TINY_TRANSFORMER),
         "text": _train(root / "text", subtokens=2, **text),
         "ar": _train(root / "ar", family="ar", subtokens=1, **text),
-        "ar_markov": _train(root / "ar_markov", data="markov:states=5", seq_len=8, family="ar", subtokens=1,
-                            **TINY_TRANSFORMER),
+        "ar_markov": _train(
+            root / "ar_markov",
+            data="markov:states=5",
+            seq_len=8,
+            family="ar",
+            subtokens=1,
+            **TINY_TRANSFORMER,
+        ),
         "digits": _train(root / "digits", preset="mnist-small", data="digits", subtokens=2),
         "root": root,
     }
@@ -72,14 +88,22 @@ def _check_units(r):
 @pytest.mark.parametrize("name", ["markov", "text", "digits"])
 def test_eval_json_fields_are_consistent(runs, capsys, name):
     r = _eval_json(capsys, runs[name], "--num-sequences", 4, "--num-times", 3)
-    for key in ("nelbo_nats_per_token", "bits_per_token", "perplexity", "stderr_nats_per_token",
-                "prime_objective_nats_per_token", "num_times"):
+    for key in (
+        "nelbo_nats_per_token",
+        "bits_per_token",
+        "perplexity",
+        "stderr_nats_per_token",
+        "prime_objective_nats_per_token",
+        "num_times",
+    ):
         assert key in r, key
     assert r["num_times"] == 3 and r["num_sequences"] == 4 and r["weights"] == "ema"
     _check_units(r)
     meta = json.loads((runs[name] / "task.json").read_text())
     if name == "text":
-        assert r["bits_per_char"] == pytest.approx(r["bits_per_token"] / meta["characters_per_token"], rel=1e-12)
+        assert r["bits_per_char"] == pytest.approx(
+            r["bits_per_token"] / meta["characters_per_token"], rel=1e-12
+        )
         assert "bits_per_dim" not in r
     elif name == "digits":
         assert r["bits_per_dim"] == pytest.approx(r["bits_per_token"], rel=1e-12)
@@ -98,25 +122,52 @@ def test_eval_of_the_autoregressive_run_is_exact(runs, capsys):
 
 
 def test_eval_discrete_time_bound(runs, capsys):
-    r = _eval_json(capsys, runs["markov"], "--num-sequences", 4, "--num-times", 2, "--discrete-steps", 1,
-                   "--discrete-draws", 2)
+    r = _eval_json(
+        capsys,
+        runs["markov"],
+        "--num-sequences",
+        4,
+        "--num-times",
+        2,
+        "--discrete-steps",
+        1,
+        "--discrete-draws",
+        2,
+    )
     # T = 1: deterministic, the one-step joint-of-marginals NLL; no standard error
-    assert r["discrete_time_steps"] == 1 and r["discrete_time_stderr_nats_per_token"] == pytest.approx(0.0, abs=1e-12)
+    assert r["discrete_time_steps"] == 1 and r["discrete_time_stderr_nats_per_token"] == pytest.approx(
+        0.0, abs=1e-12
+    )
     r8 = _eval_json(capsys, runs["markov"], "--num-sequences", 4, "--num-times", 2, "--discrete-steps", 8)
     assert r8["discrete_time_num_draws"] == 8 and r8["discrete_time_stderr_nats_per_token"] > 0
-    assert r8["discrete_time_bits_per_token"] == pytest.approx(r8["discrete_time_nelbo_nats_per_token"] / math.log(2))
+    assert r8["discrete_time_bits_per_token"] == pytest.approx(
+        r8["discrete_time_nelbo_nats_per_token"] / math.log(2)
+    )
     assert "valid upper bound" in r8["discrete_time_bound"]
     assert main(["eval", str(runs["ar"]), "--discrete-steps", "4"]) == 2
     assert "exact" in capsys.readouterr().err
 
 
 def test_eval_generative_perplexity(runs, capsys):
-    r = _eval_json(capsys, runs["text"], "--num-sequences", 2, "--num-times", 2, "--gen-ppl", runs["ar"],
-                   "--num-samples", 6, "--steps", 8)
+    r = _eval_json(
+        capsys,
+        runs["text"],
+        "--num-sequences",
+        2,
+        "--num-times",
+        2,
+        "--gen-ppl",
+        runs["ar"],
+        "--num-samples",
+        6,
+        "--steps",
+        8,
+    )
     assert r["num_generated_samples"] == 6 and r["sample_steps"] == 8
     assert r["generative_perplexity"] == pytest.approx(math.exp(r["generative_nats_per_token"]), rel=1e-12)
-    assert r["reference_generative_perplexity"] == pytest.approx(math.exp(r["reference_generative_nats_per_token"]),
-                                                                  rel=1e-12)
+    assert r["reference_generative_perplexity"] == pytest.approx(
+        math.exp(r["reference_generative_nats_per_token"]), rel=1e-12
+    )
     for key in ("sample_unigram_entropy_nats", "reference_unigram_entropy_nats"):
         assert 0 < r[key] <= math.log(256)
     assert r["gen_ppl_model"]["tokenizer"] == "byte"
@@ -132,16 +183,44 @@ def test_eval_generative_perplexity(runs, capsys):
 @pytest.fixture(scope="module")
 def classifier(runs):
     out = runs["root"] / "clf"
-    assert main(["train-classifier", "--data", "digits", "--out", str(out), "--epochs", "1", "--max-train", "200",
-                 "--batch-size", "64"]) == 0
+    assert (
+        main(
+            [
+                "train-classifier",
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--max-train",
+                "200",
+                "--batch-size",
+                "64",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_train_classifier_cli_and_frechet_distance(runs, classifier, capsys):
     cfg = json.loads((classifier / "classifier.json").read_text())
     assert 0.0 <= cfg["test_accuracy"] <= 1.0 and cfg["data"] == "digits"
-    r = _eval_json(capsys, runs["digits"], "--num-sequences", 2, "--num-times", 2, "--fd", classifier,
-                   "--num-samples", 8, "--steps", 4)
+    r = _eval_json(
+        capsys,
+        runs["digits"],
+        "--num-sequences",
+        2,
+        "--num-times",
+        2,
+        "--fd",
+        classifier,
+        "--num-samples",
+        8,
+        "--steps",
+        4,
+    )
     assert r["frechet_distance"] > 0 and r["fd_num_samples"] == 8 and r["fd_num_reference"] == 8
     assert "rank-deficient" in r["fd_note"]  # 8 images, 128-d features
     assert "trained on 'digits'" in r["fd_classifier"] and str(classifier) in r["fd_classifier"]
@@ -163,16 +242,38 @@ def test_inception_fid_needs_torchvision(runs, capsys, monkeypatch, tmp_path):
 
 
 def test_sample_cli_text_prefix_and_infill(runs, capsys, tmp_path):
-    assert main(["sample", str(runs["text"]), "--num", "2", "--steps", "4", "--out", str(tmp_path / "plain")]) == 0
+    assert (
+        main(["sample", str(runs["text"]), "--num", "2", "--steps", "4", "--out", str(tmp_path / "plain")])
+        == 0
+    )
     text = (tmp_path / "plain.txt").read_text()
     assert text.count("=== sample") == 2
     assert json.loads((tmp_path / "plain.stats.json").read_text())["steps"] == 4
 
-    assert main(["sample", str(runs["text"]), "--num", "3", "--prefix", "the cat", "--out", str(tmp_path / "pre")]) == 0
+    assert (
+        main(
+            ["sample", str(runs["text"]), "--num", "3", "--prefix", "the cat", "--out", str(tmp_path / "pre")]
+        )
+        == 0
+    )
     samples = (tmp_path / "pre.txt").read_text().split("=== sample ")[1:]
     assert len(samples) == 3 and all(s.split("\n", 1)[1].startswith("the cat") for s in samples)
 
-    assert main(["sample", str(runs["text"]), "--num", "3", "--infill", "a ____ b", "--out", str(tmp_path / "inf")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(runs["text"]),
+                "--num",
+                "3",
+                "--infill",
+                "a ____ b",
+                "--out",
+                str(tmp_path / "inf"),
+            ]
+        )
+        == 0
+    )
     samples = (tmp_path / "inf.txt").read_text().split("=== sample ")[1:]
     for s in samples:
         body = s.split("\n", 1)[1]
@@ -186,15 +287,19 @@ def test_infill_keeps_the_given_tokens_exactly(runs):
 
     _, task, model = load_run(runs["text"], with_data=False)
     tokens, generate = parse_infill_pattern("ab__cd_", task.tokenizer, task.seq_len)
-    out, _ = family_of(model).generate(model, num=4, num_tokens=task.seq_len, steps=5, seed=3,
-                                       infill=(tokens, generate))
+    out, _ = family_of(model).generate(
+        model, num=4, num_tokens=task.seq_len, steps=5, seed=3, infill=(tokens, generate)
+    )
     keep = ~generate
     assert keep.sum() == 4
     assert torch.equal(out[:, keep], tokens[keep].expand(4, -1))
 
 
 def test_sample_cli_images_write_png_and_npy(runs, tmp_path):
-    assert main(["sample", str(runs["digits"]), "--num", "3", "--steps", "4", "--out", str(tmp_path / "img")]) == 0
+    assert (
+        main(["sample", str(runs["digits"]), "--num", "3", "--steps", "4", "--out", str(tmp_path / "img")])
+        == 0
+    )
     images = np.load(tmp_path / "img.npy")
     assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() < 17
     png = tmp_path / "img.png"
@@ -202,10 +307,12 @@ def test_sample_cli_images_write_png_and_npy(runs, tmp_path):
 
 
 def test_eval_rejects_bad_metric_options_before_work(runs, capsys):
-    for args, msg in ((["--num-samples", "1", "--fd", "x"], "--num-samples"),
-                      (["--discrete-steps", "-1"], "--discrete-steps"),
-                      (["--discrete-draws", "1", "--discrete-steps", "2"], "--discrete-draws"),
-                      (["--gen-ppl", "/nonexistent"], "not a run folder")):
+    for args, msg in (
+        (["--num-samples", "1", "--fd", "x"], "--num-samples"),
+        (["--discrete-steps", "-1"], "--discrete-steps"),
+        (["--discrete-draws", "1", "--discrete-steps", "2"], "--discrete-draws"),
+        (["--gen-ppl", "/nonexistent"], "not a run folder"),
+    ):
         assert main(["eval", str(runs["markov"]), *args]) == 2
         assert msg in capsys.readouterr().err
 
@@ -261,7 +368,9 @@ def test_eval_data_spec_uses_the_run_tokenizer_and_the_training_split(runs, caps
     docs = load_data(spec).documents()
     valid = [docs[i] for i in split_documents(docs)["valid"]]
     stream = "".join(d + "\n" for d in valid).encode()  # byte tokens; the separator is one token
-    assert other["bits_per_char"] == pytest.approx(other["bits_per_token"] * len(stream) / sum(map(len, valid)))
+    assert other["bits_per_char"] == pytest.approx(
+        other["bits_per_token"] * len(stream) / sum(map(len, valid))
+    )
     assert main(["eval", str(runs["text"]), "--data", "markov:states=3"]) == 2
     assert "--data scores text" in capsys.readouterr().err
     assert main(["eval", str(runs["digits"]), "--data", spec]) == 2
@@ -270,7 +379,9 @@ def test_eval_data_spec_uses_the_run_tokenizer_and_the_training_split(runs, caps
 
 def test_eval_prints_the_gap_between_the_valid_bound_and_the_objective(runs, capsys):
     r = _eval_json(capsys, runs["text"], "--num-sequences", 6, "--num-times", 2)
-    assert r["gap_nats_per_token"] == pytest.approx(r["nelbo_nats_per_token"] - r["prime_objective_nats_per_token"])
+    assert r["gap_nats_per_token"] == pytest.approx(
+        r["nelbo_nats_per_token"] - r["prime_objective_nats_per_token"]
+    )
     assert r["prime_perplexity"] == pytest.approx(math.exp(r["prime_objective_nats_per_token"]))
     capsys.readouterr()
     assert main(["eval", str(runs["text"]), "--num-sequences", "6", "--num-times", "2", "--no-progress"]) == 0

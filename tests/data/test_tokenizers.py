@@ -72,7 +72,9 @@ def test_gpt2_missing_says_how_to_install(data_home):
         get_tokenizer("gpt2")
 
 
-@pytest.mark.skipif(not is_installed("gpt2"), reason="GPT-2 BPE files not installed (mdm-prime data install gpt2)")
+@pytest.mark.skipif(
+    not is_installed("gpt2"), reason="GPT-2 BPE files not installed (mdm-prime data install gpt2)"
+)
 def test_gpt2_hello_world(tmp_path):
     tok = get_tokenizer("gpt2")
     assert tok.vocab_size == 50257 and tok.eos_id == 50256

@@ -75,8 +75,17 @@ def test_cnn_features_self_distance_zero_and_grows_with_a_shift():
 
 def test_train_save_load_classifier_on_digits(tmp_path):
     lines = []
-    cfg = train_classifier("digits", tmp_path / "clf", epochs=12, batch_size=64, lr=5e-3, max_train=400, widths=(8, 16, 16),
-                           feature_dim=32, log=lines.append)
+    cfg = train_classifier(
+        "digits",
+        tmp_path / "clf",
+        epochs=12,
+        batch_size=64,
+        lr=5e-3,
+        max_train=400,
+        widths=(8, 16, 16),
+        feature_dim=32,
+        log=lines.append,
+    )
     assert lines and "valid accuracy" in lines[-1]
     assert 0.3 < cfg["test_accuracy"] <= 1.0  # chance is 0.1
     model, loaded = load_classifier(tmp_path / "clf")

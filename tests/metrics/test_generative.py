@@ -48,7 +48,9 @@ def test_generative_perplexity_exact_value_and_uniform_samples_score_high():
     assert r["generative_perplexity"] > 100 * 8  # far worse than a uniform model would give (ppl 8)
     assert r["sample_unigram_entropy_nats"] == pytest.approx(unigram_entropy(uniform))
     assert r["sample_unigram_entropy_nats"] > math.log(8) - 0.1
-    assert r["num_samples"] == 64 and r["tokens_per_sample"] == 8 and r["generative_stderr_nats_per_token"] > 0
+    assert (
+        r["num_samples"] == 64 and r["tokens_per_sample"] == 8 and r["generative_stderr_nats_per_token"] > 0
+    )
     # the degenerate sample the model likes gets a perfect score, and zero entropy next to it
     degenerate = generative_perplexity(torch.zeros(4, 8, dtype=torch.long), model)
     assert degenerate["generative_perplexity"] < 1.01

@@ -38,7 +38,7 @@ def test_per_position_and_sum_use_one_table_per_digit_position():
     summed = SubTokenEmbedding(sub, 12, "sum")
     for b in range(2):
         for i in range(4):
-            digits = y[b, 3 * i: 3 * i + 3]
+            digits = y[b, 3 * i : 3 * i + 3]
             assert torch.equal(per(y)[b, i], torch.cat([per.weight[j, digits[j]] for j in range(3)]))
             expected = sum(summed.weight[j, digits[j]] for j in range(3))
             assert torch.allclose(summed(y)[b, i], expected, atol=1e-6)

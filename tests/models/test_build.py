@@ -4,15 +4,34 @@ import json
 
 import pytest
 
-from mdm_prime.models import (build_model, causal_transformer_config, mlp_config, transformer_config,
-                              unet_config)
+from mdm_prime.models import (
+    build_model,
+    causal_transformer_config,
+    mlp_config,
+    transformer_config,
+    unet_config,
+)
 
 CONFIGS = {
-    "transformer": transformer_config("tiny", num_classes=40, length=2, seq_len=5, permutation=list(range(40))[::-1],
-                                      schedule="polynomial:3", time_conditioned=True),
+    "transformer": transformer_config(
+        "tiny",
+        num_classes=40,
+        length=2,
+        seq_len=5,
+        permutation=list(range(40))[::-1],
+        schedule="polynomial:3",
+        time_conditioned=True,
+    ),
     "causal": causal_transformer_config("tiny", num_classes=40, seq_len=5),
-    "unet": unet_config("toy", num_classes=16, length=2, image_shape=[1, 8, 8], base_channels=8,
-                        attention_resolutions=[4], head_channels=8),
+    "unet": unet_config(
+        "toy",
+        num_classes=16,
+        length=2,
+        image_shape=[1, 8, 8],
+        base_channels=8,
+        attention_resolutions=[4],
+        head_channels=8,
+    ),
     "mlp": mlp_config("tiny", num_classes=64, length=3, embed_dim=18),
 }
 
@@ -22,7 +41,9 @@ def test_config_round_trip(name):
     model = build_model(CONFIGS[name])
     again = build_model(json.loads(json.dumps(model.config)))
     assert again.config == model.config
-    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
     assert model.num_parameters() == sum(p.numel() for p in model.parameters()) > 0
     assert model.flops_per_token() > 0
 

@@ -35,7 +35,7 @@ def test_perturbing_token_k_leaves_predictions_up_to_k_unchanged(k):
     a, b = model(x), model(x2)
     assert torch.equal(a[:, : k + 1], b[:, : k + 1])  # position i ≤ k predicts x_i from x_<i
     if k < 7:
-        assert not torch.allclose(a[:, k + 1:], b[:, k + 1:])
+        assert not torch.allclose(a[:, k + 1 :], b[:, k + 1 :])
 
 
 def test_log_likelihood_is_exact_it_sums_to_one_over_all_sequences():
@@ -58,7 +58,7 @@ def test_kv_cache_decoding_gives_the_full_forward_logits(prefill):
     inputs = torch.cat([torch.full((3, 1), model.bos_id), x[:, :-1]], 1)
     pieces = [model.step(inputs[:, :prefill], cache)]
     for i in range(prefill, 8):
-        pieces.append(model.step(inputs[:, i: i + 1], cache))
+        pieces.append(model.step(inputs[:, i : i + 1], cache))
     assert cache.length == 8
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
     with pytest.raises(ValueError, match="at most 8 positions"):
@@ -71,7 +71,7 @@ def test_kv_cache_under_bf16_autocast_stays_close_to_the_full_forward():
     full = model(x)
     cache = model.new_cache(8)
     inputs = torch.cat([torch.full((2, 1), model.bos_id), x[:, :-1]], 1)
-    stepped = torch.cat([model.step(inputs[:, i: i + 1], cache) for i in range(8)], 1)
+    stepped = torch.cat([model.step(inputs[:, i : i + 1], cache) for i in range(8)], 1)
     assert cache.keys[0].dtype == torch.bfloat16 and stepped.dtype == torch.float32
     assert torch.allclose(stepped, full, atol=0.05 * full.abs().max().item())
 
@@ -99,8 +99,12 @@ def test_generate_draws_from_the_model_distribution():
 
 def test_sample_categorical_top_p_keeps_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    draws = torch.stack([sample_categorical(logits, top_p=0.7, generator=torch.Generator().manual_seed(s))
-                         for s in range(200)])
+    draws = torch.stack(
+        [
+            sample_categorical(logits, top_p=0.7, generator=torch.Generator().manual_seed(s))
+            for s in range(200)
+        ]
+    )
     assert set(draws.flatten().tolist()) == {0, 1}
 
 
@@ -117,8 +121,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="prefix"):
         model.generate(2, 4, prefix=torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="length must be 1"):
-        build_model({**causal_transformer_config(num_classes=16, seq_len=4),
-                     "subtokenizer": {"num_classes": 16, "length": 2}})
+        build_model(
+            {
+                **causal_transformer_config(num_classes=16, seq_len=4),
+                "subtokenizer": {"num_classes": 16, "length": 2},
+            }
+        )
 
 
 def test_a_few_steps_reduce_the_nll_on_a_fixed_batch():

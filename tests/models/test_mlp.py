@@ -6,7 +6,7 @@ import torch
 import mdm_prime
 from mdm_prime.models import ADAPTER_VARIANTS, build_model, mlp_config
 
-from .util import randomize, random_subtokens
+from .util import random_subtokens, randomize
 
 
 @pytest.mark.parametrize("length", [1, 2, 4])
@@ -24,7 +24,9 @@ def test_wrong_number_of_tokens_is_rejected():
 
 
 def test_time_conditioning_changes_the_output():
-    model = randomize(build_model(mlp_config("tiny", num_classes=64, length=2, time_conditioned=True, precision="fp32")))
+    model = randomize(
+        build_model(mlp_config("tiny", num_classes=64, length=2, time_conditioned=True, precision="fp32"))
+    )
     y = random_subtokens(model.subtokenizer, 1, 2).expand(2, -1)
     out = model(y, torch.tensor([0.1, 0.9]))
     assert not torch.allclose(out[0], out[1])
@@ -43,7 +45,9 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     def loss():
-        return mdm_prime.diffusion_loss(model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)).loss
+        return mdm_prime.diffusion_loss(
+            model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)
+        ).loss
 
     start = loss().item()
     for _ in range(20):

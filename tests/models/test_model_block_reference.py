@@ -40,7 +40,9 @@ def reference_block(block, x, cond=None, causal=False):
         h1 = layer_norm(x, block.norm1.weight, block.norm1.bias)
     else:
         mod = cond @ block.modulation.weight.T + block.modulation.bias
-        shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, None, i * dim:(i + 1) * dim] for i in range(6))
+        shift1, scale1, gate1, shift2, scale2, gate2 = (
+            mod[:, None, i * dim : (i + 1) * dim] for i in range(6)
+        )
         h1 = layer_norm(x) * (1 + scale1) + shift1
     wq, wk, wv = block.qkv.weight.split(dim, dim=0)
     pos = torch.arange(n)

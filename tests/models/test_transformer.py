@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import mdm_prime
 from mdm_prime.models import ADAPTER_VARIANTS, build_model, transformer_config
 
-from .util import randomize, random_subtokens
+from .util import random_subtokens, randomize
 
 
 def tiny(length=2, num_classes=50, **kw):
@@ -142,7 +142,9 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(time_conditioned):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def loss():
-        return mdm_prime.diffusion_loss(model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)).loss
+        return mdm_prime.diffusion_loss(
+            model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)
+        ).loss
 
     start = loss().item()
     for _ in range(15):

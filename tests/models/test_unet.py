@@ -11,10 +11,19 @@ from .util import randomize
 
 
 def tiny_unet(length=2, ch=1, size=8, num_classes=16, **kw):
-    cfg = dict(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
-               embed_dim=12, head_channels=8, precision="fp32")
+    cfg = dict(
+        base_channels=8,
+        channel_mult=[1, 2],
+        num_res_blocks=1,
+        attention_resolutions=[4],
+        embed_dim=12,
+        head_channels=8,
+        precision="fp32",
+    )
     cfg.update(kw)
-    return build_model(unet_config("toy", num_classes=num_classes, length=length, image_shape=[ch, size, size], **cfg))
+    return build_model(
+        unet_config("toy", num_classes=num_classes, length=length, image_shape=[ch, size, size], **cfg)
+    )
 
 
 def images(sub, batch, ch, size, seed=0, p_mask=0.4):
@@ -70,7 +79,11 @@ def test_each_pixel_channel_reads_its_own_digits():
 
 def test_cifar10_preset_is_the_papers_configuration():
     cfg = unet_config("cifar10", num_classes=256, length=2)
-    assert cfg["base_channels"] == 96 and cfg["channel_mult"] == [3, 4, 4] and cfg["attention_resolutions"] == [16]
+    assert (
+        cfg["base_channels"] == 96
+        and cfg["channel_mult"] == [3, 4, 4]
+        and cfg["attention_resolutions"] == [16]
+    )
     assert cfg["image_shape"] == [3, 32, 32]
     with torch.device("meta"):
         model = build_model(cfg)
@@ -94,7 +107,9 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def loss():
-        return mdm_prime.diffusion_loss(model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)).loss
+        return mdm_prime.diffusion_loss(
+            model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)
+        ).loss
 
     start = loss().item()
     for _ in range(8):

@@ -32,8 +32,6 @@ from ..helpers import RandomDigitModel, random_joint
 P_MIN = 1e-3
 
 
-
-
 def mixed_joint(num_classes, num_tokens, seed):
     """A random pmf over C^L sequences, mixed with uniform so every cell has expected count ≳ 100."""
     p = random_joint(num_classes, num_tokens, seed)
@@ -130,12 +128,16 @@ def test_joint_sampler_T1_is_product_of_token_marginals():
     assert chi2_pvalue(seq_index(out.tokens, 9), joint) < 1e-6  # and the joint is detectably different
 
 
-@pytest.mark.parametrize("method,num_classes", [("joint", 5), ("joint", 9), ("per_digit", 5), ("per_digit", 9)])
+@pytest.mark.parametrize(
+    "method,num_classes", [("joint", 5), ("joint", 9), ("per_digit", 5), ("per_digit", 9)]
+)
 def test_sampler_matches_joint_at_large_T(method, num_classes):
     """Dependent tokens: exact as T → ∞ (one digit per step); at T = 128 the bias is far below noise."""
     sub = SubTokenizer(num_classes, 2)
     joint = mixed_joint(num_classes, 2, seed=num_classes)
-    out = sample(Tabulated(joint, sub), sub, num_samples=20000, num_tokens=2, steps=128, seed=7, method=method)
+    out = sample(
+        Tabulated(joint, sub), sub, num_samples=20000, num_tokens=2, steps=128, seed=7, method=method
+    )
     assert chi2_pvalue(seq_index(out.tokens, num_classes), joint) > P_MIN
 
 
@@ -143,8 +145,14 @@ def test_corrector_matches_joint_at_large_T():
     sub = SubTokenizer(5, 2)
     joint = mixed_joint(5, 2, seed=21)
     out = sample(
-        Tabulated(joint, sub), sub, num_samples=20000, num_tokens=2, steps=128, seed=8,
-        corrector_scale=2.0, corrector_power=0.5,
+        Tabulated(joint, sub),
+        sub,
+        num_samples=20000,
+        num_tokens=2,
+        steps=128,
+        seed=8,
+        corrector_scale=2.0,
+        corrector_power=0.5,
     )
     assert chi2_pvalue(seq_index(out.tokens, 5), joint) > P_MIN
     # the corrector remasked and revealed again: more non-idle steps than the 4 digits need
@@ -259,14 +267,21 @@ def test_time_conditioned_model_is_called_while_masks_remain():
 
 
 @pytest.mark.parametrize(
-    "ell,steps,schedule,grid", [(1, 16, "linear", "uniform"), (2, 16, "linear", "uniform"), (4, 8, "cosine", "alpha")]
+    "ell,steps,schedule,grid",
+    [(1, 16, "linear", "uniform"), (2, 16, "linear", "uniform"), (4, 8, "cosine", "alpha")],
 )
 def test_idle_steps_match_closed_form(ell, steps, schedule, grid):
     num_tokens, num_samples = 6, 4000
     sub = SubTokenizer(16, ell)
     out = sample(
-        UniformModel(num_tokens, 16), sub, num_samples=num_samples, num_tokens=num_tokens, steps=steps,
-        schedule=schedule, grid=grid, seed=ell,
+        UniformModel(num_tokens, 16),
+        sub,
+        num_samples=num_samples,
+        num_tokens=num_tokens,
+        steps=steps,
+        schedule=schedule,
+        grid=grid,
+        seed=ell,
     )
     expected = expected_idle_steps(steps, num_tokens * ell)
     idle = out.idle_steps.double()
@@ -283,13 +298,17 @@ def test_idle_steps_closed_form_counts_free_digits_only():
     out = sample(UniformModel(8, 9), sub, steps=steps, condition=cond, seed=1)
     assert (out.free_digits == 6).all()
     idle = out.idle_steps.double()
-    assert abs(float(idle.mean()) - expected_idle_steps(steps, 6)) < 5 * float(idle.std()) / math.sqrt(num_samples)
+    assert abs(float(idle.mean()) - expected_idle_steps(steps, 6)) < 5 * float(idle.std()) / math.sqrt(
+        num_samples
+    )
 
 
 def test_expected_idle_steps_values():
     # docs/method.md §6: T = L = 1024 → ℓ=1: 377, ℓ=2: 138, ℓ=4: 19
     assert [round(expected_idle_steps(1024, 1024 * ell)) for ell in (1, 2, 4)] == [377, 138, 19]
-    assert torch.allclose(expected_idle_steps(10, torch.tensor([0, 1])), torch.tensor([10.0, 9.0], dtype=torch.float64))
+    assert torch.allclose(
+        expected_idle_steps(10, torch.tensor([0, 1])), torch.tensor([10.0, 9.0], dtype=torch.float64)
+    )
     with pytest.raises(ValueError):
         expected_idle_steps(0, 3)
 
@@ -311,8 +330,13 @@ class HugeLogits:
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"method": "per_digit"}, {"method": "per_digit", "temperature": 3.0, "top_p": 0.6},
-     {"corrector_scale": 5.0}, {"method": "per_digit", "corrector_scale": 5.0, "temperature": 0.5}],
+    [
+        {},
+        {"method": "per_digit"},
+        {"method": "per_digit", "temperature": 3.0, "top_p": 0.6},
+        {"corrector_scale": 5.0},
+        {"method": "per_digit", "corrector_scale": 5.0, "temperature": 0.5},
+    ],
 )
 @pytest.mark.parametrize("permutation", [None, [3, 0, 4, 1, 2]])
 def test_no_invalid_codes_and_seen_digits_never_change(kw, permutation):
@@ -360,7 +384,16 @@ def test_condition_helpers():
     assert c.fixed.tolist() == [[True] * 4 + [False] * 4] * 2
     assert torch.equal(c.values[:, :4], sub.encode(torch.tensor([[1, 2], [3, 4]])))
     c = infill_condition(torch.arange(4), [(1, 3)], sub, num_samples=3)
-    assert c.fixed.shape == (3, 8) and c.fixed[0].tolist() == [True, True, False, False, False, False, True, True]
+    assert c.fixed.shape == (3, 8) and c.fixed[0].tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
     c = digit_condition(torch.arange(3), [0], sub, token_mask=torch.tensor([True, False, True]))
     assert c.fixed[0].tolist() == [True, False, False, False, True, False]
     with pytest.raises(ValueError):
@@ -383,9 +416,13 @@ def test_categorical_from_uniform_exact_edges():
 
 def test_process_log_probs_top_p_and_temperature():
     lp = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64).log()
-    assert torch.allclose(process_log_probs(lp, 1.0, 0.75), torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64))
+    assert torch.allclose(
+        process_log_probs(lp, 1.0, 0.75), torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64)
+    )
     hot = process_log_probs(lp, 2.0)
-    assert hot[3] == 0 and torch.allclose(hot[:3], torch.tensor([0.5, 0.3, 0.2]).sqrt().double() / torch.tensor([0.5, 0.3, 0.2]).sqrt().sum())
+    assert hot[3] == 0 and torch.allclose(
+        hot[:3], torch.tensor([0.5, 0.3, 0.2]).sqrt().double() / torch.tensor([0.5, 0.3, 0.2]).sqrt().sum()
+    )
 
 
 def test_time_grids():
@@ -434,7 +471,12 @@ def test_bad_inputs_raise_before_work():
         sample(model, sub, num_samples=2, steps=3)
     # condition: wrong shape, out-of-range digit, and digits no class has (d_0 = 2 → codes 6..8)
     with pytest.raises(ValueError):
-        sample(model, sub, steps=3, condition=Condition(torch.zeros(2, 3, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.long)))
+        sample(
+            model,
+            sub,
+            steps=3,
+            condition=Condition(torch.zeros(2, 3, dtype=torch.bool), torch.zeros(2, 3, dtype=torch.long)),
+        )
     fixed = torch.zeros(2, 4, dtype=torch.bool)
     fixed[0, 0] = True
     with pytest.raises(ValueError, match="found 3"):
@@ -442,7 +484,13 @@ def test_bad_inputs_raise_before_work():
     with pytest.raises(ValueError, match="no class"):
         sample(model, sub, steps=3, condition=Condition(fixed, torch.full((2, 4), 2)))
     with pytest.raises(ValueError, match="num_samples"):
-        sample(model, sub, steps=3, num_samples=3, condition=Condition(fixed, torch.zeros(2, 4, dtype=torch.long)))
+        sample(
+            model,
+            sub,
+            steps=3,
+            num_samples=3,
+            condition=Condition(fixed, torch.zeros(2, 4, dtype=torch.long)),
+        )
     assert not calls
     with pytest.raises(ValueError, match="shape"):
         sample(lambda y, t: torch.zeros(y.shape[0], 2, 4), sub, **ok)
@@ -481,13 +529,18 @@ def test_callable_without_attribute_is_treated_as_time_conditioned():
     forced = sample(flagged, sub, num_samples=16, num_tokens=3, steps=steps, seed=1, time_conditioned=True)
     assert torch.equal(forced.network_calls, expected)
     with pytest.raises(ValueError, match="NaN probabilities at step 0"):  # no consistent class has mass
-        sample(lambda y, t: torch.full((y.shape[0], 3, 5), float("-inf")), sub, num_samples=2, num_tokens=3, steps=2)
+        sample(
+            lambda y, t: torch.full((y.shape[0], 3, 5), float("-inf")),
+            sub,
+            num_samples=2,
+            num_tokens=3,
+            steps=2,
+        )
     with pytest.raises(TypeError, match="time_conditioned must be a bool or None"):
         sample(plain, sub, num_samples=2, num_tokens=3, steps=2, time_conditioned="no")
 
 
 # ----------------------------------------------------------------------------- fuzzing (hypothesis)
-
 
 
 class WildLogits:
@@ -522,8 +575,9 @@ class WildLogits:
     scale=st.sampled_from([1.0, 1e4]),
     seed=st.integers(0, 10**6),
 )
-def test_sampler_invariants_fuzz(c, ell, permute, length, batch, steps, method, corrector, temperature, top_p,
-                                 p_fixed, scale, seed):
+def test_sampler_invariants_fuzz(
+    c, ell, permute, length, batch, steps, method, corrector, temperature, top_p, p_fixed, scale, seed
+):
     # whatever the model, the configuration and the conditioning: outputs decode to valid classes,
     # fixed digits never change, and (without corrector) a seen digit never changes
     g = torch.Generator().manual_seed(seed)
@@ -533,8 +587,19 @@ def test_sampler_invariants_fuzz(c, ell, permute, length, batch, steps, method, 
     fixed = torch.rand(batch, length * ell, generator=g) < p_fixed
     values = torch.where(fixed, sub.encode(cond_tokens), torch.zeros_like(fixed, dtype=torch.long))
     rec = Recorder(WildLogits(length, c, seed, scale))
-    out = sample(rec, sub, steps=steps, condition=Condition(fixed, values), method=method, temperature=temperature,
-                 top_p=top_p, corrector_scale=corrector, seed=seed, cache=False, time_conditioned=False)
+    out = sample(
+        rec,
+        sub,
+        steps=steps,
+        condition=Condition(fixed, values),
+        method=method,
+        temperature=temperature,
+        top_p=top_p,
+        corrector_scale=corrector,
+        seed=seed,
+        cache=False,
+        time_conditioned=False,
+    )
     assert out.tokens.shape == (batch, length)
     assert ((out.tokens >= 0) & (out.tokens < c)).all()
     assert torch.equal(sub.decode(out.subtokens), out.tokens)

@@ -293,7 +293,9 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     if scorers:
-        reference = x[: args.num_samples] if args.data is not None else task.split(args.split)[: args.num_samples]
+        reference = (
+            x[: args.num_samples] if args.data is not None else task.split(args.split)[: args.num_samples]
+        )
         r.update(
             sample_metrics(
                 model,

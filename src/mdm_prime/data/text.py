@@ -96,14 +96,23 @@ def load_brown(root: str | os.PathLike | None = None) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- austen
 
-_AUSTEN_ORDER = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion")
+_AUSTEN_ORDER = (
+    "sensesensibility",
+    "prideprejudice",
+    "mansfieldpark",
+    "emma",
+    "northangerabbey",
+    "persuasion",
+)
 
 
 def _read_r_lazyload(data_dir: Path) -> dict[str, list[str]]:
     """Read an R lazy-load database (``Rdata.rdx`` gzip index + ``Rdata.rdb`` zlib blobs)."""
     import rdata  # lazy: only Austen needs it
 
-    index = rdata.conversion.convert(rdata.parser.parse_data(gzip.decompress((data_dir / "Rdata.rdx").read_bytes())))
+    index = rdata.conversion.convert(
+        rdata.parser.parse_data(gzip.decompress((data_dir / "Rdata.rdx").read_bytes()))
+    )
     blob = (data_dir / "Rdata.rdb").read_bytes()
     out = {}
     for name, (offset, length) in index["variables"].items():
@@ -159,7 +168,9 @@ def load_kjv(root: str | os.PathLike | None = None) -> list[str]:
 # ----------------------------------------------------------------------------------------- gcide
 
 _B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
-_GCIDE_TAG_LINE = re.compile(r"^\s*\[[^\]\n]{1,60}\]\s*$")  # a line holding only "[1913 Webster]", "[PJC]", ...
+_GCIDE_TAG_LINE = re.compile(
+    r"^\s*\[[^\]\n]{1,60}\]\s*$"
+)  # a line holding only "[1913 Webster]", "[PJC]", ...
 _GCIDE_TAG = re.compile(r"\[(?:1913 Webster|Webster 1913[^\]]*|PJC|WordNet[^\]]*|Century[^\]]*|RN)\]")
 
 
@@ -173,7 +184,9 @@ def _dictd_int(s: str) -> int:
 def clean_gcide_entry(entry: str) -> str:
     """Strip GCIDE markup: source tags (``[1913 Webster]``, ``[PJC]``…), ``{braces}``, pronunciation ``\\…\\``."""
     lines = [ln for ln in entry.splitlines() if not _GCIDE_TAG_LINE.match(ln)]
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", "\n".join(lines))]  # re-flow wrapped lines
+    paragraphs = [
+        " ".join(p.split()) for p in re.split(r"\n\s*\n", "\n".join(lines))
+    ]  # re-flow wrapped lines
     text = "\n".join(p for p in paragraphs if p)
     text = _GCIDE_TAG.sub("", text)
     text = re.sub(r"\s*\\[^\\\n]*\\", "", text).replace("{", "").replace("}", "")
@@ -272,14 +285,18 @@ CORPORA = {
 }
 
 
-def load_mix(names: tuple[str, ...] | list[str] = DEFAULT_MIX, root: str | os.PathLike | None = None) -> list[str]:
+def load_mix(
+    names: tuple[str, ...] | list[str] = DEFAULT_MIX, root: str | os.PathLike | None = None
+) -> list[str]:
     """Concatenation of the named corpora's documents (default ``brown + austen + kjv``)."""
     bad = [n for n in names if n not in CORPORA]
     if bad or not names:
         raise ValueError(f"mix expects corpora from {sorted(CORPORA)}, got {list(names)}")
     missing = [n for n in names if not _installed(n, root)]
     if missing:
-        raise MissingDataError(f"mix needs {missing}, not installed. Install with: mdm-prime data install {' '.join(missing)}")
+        raise MissingDataError(
+            f"mix needs {missing}, not installed. Install with: mdm-prime data install {' '.join(missing)}"
+        )
     return [d for n in names for d in CORPORA[n](root)]
 
 
@@ -299,10 +316,13 @@ def load_corpus(name: str, arg: str | None = None, root: str | os.PathLike | Non
         if not arg:
             raise ValueError(f"{name}:PATH needs a path, e.g. {name}:/data/corpus")
         return {"text": load_text_file, "text8": load_text8, "owt": load_owt}[name](arg)
-    raise ValueError(f"unknown corpus {name!r}; expected one of {sorted([*CORPORA, 'mix', 'text', 'text8', 'owt'])}")
+    raise ValueError(
+        f"unknown corpus {name!r}; expected one of {sorted([*CORPORA, 'mix', 'text', 'text8', 'owt'])}"
+    )
 
 
 # --------------------------------------------------------------------------------- normalisation
+
 
 def normalize_text8(text: str) -> str:
     """text8-style: lower-case, every character outside ``a–z`` becomes a space, spaces collapsed.

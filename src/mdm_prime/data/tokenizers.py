@@ -103,7 +103,12 @@ class Tokenizer:
         return self.eos_text.join(pieces)
 
     def config(self) -> dict:
-        return {"kind": type(self).__name__, "name": self.name, "vocab_size": self.vocab_size, "eos_id": self.eos_id}
+        return {
+            "kind": type(self).__name__,
+            "name": self.name,
+            "vocab_size": self.vocab_size,
+            "eos_id": self.eos_id,
+        }
 
     def fingerprint(self) -> str:
         """Short hash identifying the exact vocabulary (used in cache keys)."""
@@ -120,7 +125,9 @@ class Tokenizer:
         return load_tokenizer(directory)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
+        )
 
 
 class ByteTokenizer(Tokenizer):
@@ -294,7 +301,9 @@ def _docs_hash(docs: list[str]) -> str:
 def _parse_bpe(spec: str) -> int:
     m = re.fullmatch(r"bpe:(\d+)", spec)
     if not m or int(m.group(1)) < 258:
-        raise ValueError(f"tokenizer spec {spec!r}: expected bpe:N with an integer N >= 258 (256 bytes + separator + 1)")
+        raise ValueError(
+            f"tokenizer spec {spec!r}: expected bpe:N with an integer N >= 258 (256 bytes + separator + 1)"
+        )
     return int(m.group(1))
 
 
@@ -337,7 +346,9 @@ def get_tokenizer(
     if spec == "gpt2":
         return gpt2_tokenizer(root)
     if not corpus_docs:
-        raise ValueError(f"tokenizer {spec!r} is built from a corpus; pass corpus_docs (a non-empty list of str)")
+        raise ValueError(
+            f"tokenizer {spec!r} is built from a corpus; pass corpus_docs (a non-empty list of str)"
+        )
     if spec == "char":
         return CharTokenizer.from_documents(corpus_docs)
     vocab_size = _parse_bpe(spec)

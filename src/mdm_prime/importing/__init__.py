@@ -9,8 +9,8 @@ Checkpoints are read without executing anything in them (:mod:`.safe_load`).
 
 from __future__ import annotations
 
-from .authors import WEIGHT_CHOICES, import_checkpoint
 from ..scoring import score_corpus  # (lives next to likelihood.py; re-exported here)
+from .authors import WEIGHT_CHOICES, import_checkpoint
 from .run_folder import write_run_folder
 from .safe_load import (
     CheckpointImportError,

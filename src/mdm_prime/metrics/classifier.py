@@ -26,8 +26,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ImageClassifier", "images_to_unit", "train_classifier", "save_classifier", "load_classifier", "describe_classifier",
-           "CONFIG_FILE", "WEIGHTS_FILE", "MIN_STEPS"]
+__all__ = [
+    "ImageClassifier",
+    "images_to_unit",
+    "train_classifier",
+    "save_classifier",
+    "load_classifier",
+    "describe_classifier",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "MIN_STEPS",
+]
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "classifier.safetensors"
 FORMAT = "mdm-prime-image-classifier"
@@ -42,10 +51,14 @@ def images_to_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an int >= 2, got {levels!r}")
     if images.dtype.is_floating_point:
-        raise TypeError(f"images must hold integer pixel levels, got dtype {images.dtype} (pass floats in [0, 1] "
-                        "to the classifier directly)")
+        raise TypeError(
+            f"images must hold integer pixel levels, got dtype {images.dtype} (pass floats in [0, 1] "
+            "to the classifier directly)"
+        )
     if images.numel() and (int(images.min()) < 0 or int(images.max()) >= levels):
-        raise ValueError(f"pixel levels must lie in [0, {levels - 1}], found {int(images.min())}..{int(images.max())}")
+        raise ValueError(
+            f"pixel levels must lie in [0, {levels - 1}], found {int(images.min())}..{int(images.max())}"
+        )
     return images.float() / (levels - 1)
 
 
@@ -57,32 +70,51 @@ class ImageClassifier(nn.Module):
         feature_dim: size of the penultimate layer (the Fréchet features).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int, int] = (32, 64, 64),
-                 feature_dim: int = 128) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        widths: tuple[int, int, int] = (32, 64, 64),
+        feature_dim: int = 128,
+    ) -> None:
         super().__init__()
         if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
             raise ValueError(f"image_shape must be (ch, H, W) of positive ints, got {image_shape!r}")
         if len(widths) != 3 or any(int(w) < 1 for w in widths) or feature_dim < 1 or num_classes < 2:
-            raise ValueError(f"bad classifier sizes: widths {widths!r}, feature_dim {feature_dim}, classes {num_classes}")
+            raise ValueError(
+                f"bad classifier sizes: widths {widths!r}, feature_dim {feature_dim}, classes {num_classes}"
+            )
         self.image_shape = tuple(int(s) for s in image_shape)
-        self.num_classes, self.widths, self.feature_dim = int(num_classes), tuple(int(w) for w in widths), int(feature_dim)
+        self.num_classes, self.widths, self.feature_dim = (
+            int(num_classes),
+            tuple(int(w) for w in widths),
+            int(feature_dim),
+        )
         ch = self.image_shape[0]
         w0, w1, w2 = self.widths
         self.body = nn.Sequential(
-            nn.Conv2d(ch, w0, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w0, w1, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(w1, w2, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(POOL), nn.Flatten(),
-            nn.Linear(w2 * POOL * POOL, self.feature_dim), nn.ReLU(),
+            nn.Conv2d(ch, w0, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w0, w1, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w1, w2, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(POOL),
+            nn.Flatten(),
+            nn.Linear(w2 * POOL * POOL, self.feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            raise TypeError(f"the classifier takes float images in [0, 1], got "
-                            f"{getattr(x, 'dtype', type(x).__name__)}")
+            raise TypeError(
+                f"the classifier takes float images in [0, 1], got {getattr(x, 'dtype', type(x).__name__)}"
+            )
         if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"images must have shape (N, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"images must have shape (N, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}"
+            )
         return x.float() * 2.0 - 1.0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,12 +125,18 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
     def config(self) -> dict:
-        return {"image_shape": list(self.image_shape), "num_classes": self.num_classes, "widths": list(self.widths),
-                "feature_dim": self.feature_dim}
+        return {
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "widths": list(self.widths),
+            "feature_dim": self.feature_dim,
+        }
 
 
 @torch.no_grad()
-def _accuracy(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, levels: int, batch_size: int = 512) -> float:
+def _accuracy(
+    model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, levels: int, batch_size: int = 512
+) -> float:
     model.eval()
     device = next(model.parameters()).device
     correct = 0
@@ -108,9 +146,20 @@ def _accuracy(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, levels: 
     return correct / max(x.shape[0], 1)
 
 
-def train_classifier(data: str, out: str | Path, *, epochs: int = 0, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, max_train: int = 0, widths: tuple[int, int, int] = (32, 64, 64),
-                     feature_dim: int = 128, device: str = "cpu", log=print) -> dict:
+def train_classifier(
+    data: str,
+    out: str | Path,
+    *,
+    epochs: int = 0,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    max_train: int = 0,
+    widths: tuple[int, int, int] = (32, 64, 64),
+    feature_dim: int = 128,
+    device: str = "cpu",
+    log=print,
+) -> dict:
     """Train :class:`ImageClassifier` on the labels of image data ``data`` (a data spec such as
     ``mnist``, ``fashion-mnist``, ``digits``, ``cifar10:PATH``, options like ``mnist:pad=32`` allowed)
     with Adam and a cosine learning rate, save it to ``out``, and return its config (with
@@ -127,8 +176,10 @@ def train_classifier(data: str, out: str | Path, *, epochs: int = 0, batch_size:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     source = load_data(data)
     if source.kind != "image":
-        raise ValueError(f"train-classifier needs labelled image data (mnist, fashion-mnist, digits, cifar10:PATH); "
-                         f"{data!r} is {source.kind} data")
+        raise ValueError(
+            f"train-classifier needs labelled image data (mnist, fashion-mnist, digits, cifar10:PATH); "
+            f"{data!r} is {source.kind} data"
+        )
     images = source.load()
     levels = images.num_levels
     train = images["train"]
@@ -142,7 +193,9 @@ def train_classifier(data: str, out: str | Path, *, epochs: int = 0, batch_size:
     if epochs == 0:
         epochs = max(2, math.ceil(MIN_STEPS / steps_per_epoch))
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -161,12 +214,22 @@ def train_classifier(data: str, out: str | Path, *, epochs: int = 0, batch_size:
         if (epoch + 1) % max(1, epochs // 10) and epoch + 1 != epochs:
             continue
         acc = _accuracy(model, images["valid"].images, images["valid"].labels, levels)
-        log(f"epoch {epoch + 1}/{epochs}: train loss {running / steps_per_epoch:.4f}, valid accuracy {acc:.4f} "
-            f"({time.perf_counter() - start:.0f} s)")
+        log(
+            f"epoch {epoch + 1}/{epochs}: train loss {running / steps_per_epoch:.4f}, valid accuracy {acc:.4f} "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
     info = {
-        "data": data, "num_levels": levels, "class_names": list(images.class_names),
-        "train": {"epochs": epochs, "steps": total, "batch_size": batch_size, "lr": lr, "seed": seed,
-                  "train_images": int(x_tr.shape[0])},
+        "data": data,
+        "num_levels": levels,
+        "class_names": list(images.class_names),
+        "train": {
+            "epochs": epochs,
+            "steps": total,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "train_images": int(x_tr.shape[0]),
+        },
         "valid_accuracy": _accuracy(model, images["valid"].images, images["valid"].labels, levels),
         "test_accuracy": _accuracy(model, images["test"].images, images["test"].labels, levels),
     }
@@ -181,8 +244,13 @@ def save_classifier(model: ImageClassifier, out: str | Path, info: dict) -> dict
     out.mkdir(parents=True, exist_ok=True)
     blob = save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
     (out / WEIGHTS_FILE).write_bytes(blob)
-    cfg = {"format": FORMAT, "format_version": 1, "model": model.config(), **info,
-           "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    cfg = {
+        "format": FORMAT,
+        "format_version": 1,
+        "model": model.config(),
+        **info,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
     return cfg
 
@@ -194,14 +262,20 @@ def load_classifier(folder: str | Path, device: str = "cpu") -> tuple[ImageClass
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
-        raise FileNotFoundError(f"{folder} is not a classifier folder (expected {CONFIG_FILE} and {WEIGHTS_FILE} "
-                                "from mdm-prime train-classifier)")
+        raise FileNotFoundError(
+            f"{folder} is not a classifier folder (expected {CONFIG_FILE} and {WEIGHTS_FILE} "
+            "from mdm-prime train-classifier)"
+        )
     cfg = json.loads((folder / CONFIG_FILE).read_text())
     if cfg.get("format") != FORMAT:
-        raise ValueError(f"{folder / CONFIG_FILE} is not an mdm-prime classifier config (format {cfg.get('format')!r})")
+        raise ValueError(
+            f"{folder / CONFIG_FILE} is not an mdm-prime classifier config (format {cfg.get('format')!r})"
+        )
     blob = (folder / WEIGHTS_FILE).read_bytes()
     if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
-        raise ValueError(f"{folder / WEIGHTS_FILE} does not match the SHA-256 recorded in {CONFIG_FILE} (corrupted?)")
+        raise ValueError(
+            f"{folder / WEIGHTS_FILE} does not match the SHA-256 recorded in {CONFIG_FILE} (corrupted?)"
+        )
     m = cfg["model"]
     model = ImageClassifier(tuple(m["image_shape"]), m["num_classes"], tuple(m["widths"]), m["feature_dim"])
     model.load_state_dict(load(blob))
@@ -213,6 +287,9 @@ def describe_classifier(cfg: dict) -> str:
     """One line naming a classifier: data, architecture, features, accuracy, folder."""
     m = cfg["model"]
     acc = cfg.get("test_accuracy")
-    return (f"mdm-prime CNN classifier (widths {m['widths']}, {m['feature_dim']}-d penultimate features) trained on "
-            f"{cfg['data']!r}" + (f", test accuracy {acc:.4f}" if acc is not None else "")
-            + (f", {cfg['folder']}" if cfg.get("folder") else ""))
+    return (
+        f"mdm-prime CNN classifier (widths {m['widths']}, {m['feature_dim']}-d penultimate features) trained on "
+        f"{cfg['data']!r}"
+        + (f", test accuracy {acc:.4f}" if acc is not None else "")
+        + (f", {cfg['folder']}" if cfg.get("folder") else "")
+    )

@@ -20,13 +20,23 @@ import torch
 
 from .classifier import ImageClassifier, images_to_unit
 
-__all__ = ["feature_statistics", "frechet_from_statistics", "extract_features", "frechet_distance",
-           "InceptionFeatures", "TorchvisionMissingError"]
+__all__ = [
+    "feature_statistics",
+    "frechet_from_statistics",
+    "extract_features",
+    "frechet_distance",
+    "InceptionFeatures",
+    "TorchvisionMissingError",
+]
 
 
 def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``float64[D]`` and covariance ``float64[D, D]`` (unbiased, ``N − 1``) of ``features [N, D]``."""
-    f = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float64)
+    f = (
+        features.detach().cpu().double().numpy()
+        if isinstance(features, torch.Tensor)
+        else np.asarray(features, np.float64)
+    )
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must have shape (N, D) with N >= 2, got {f.shape}")
     if not np.isfinite(f).all():
@@ -39,13 +49,17 @@ def _sqrt_psd(s: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_from_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def frechet_from_statistics(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
     """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (squared feature units, ≥ 0)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shapes must be (D,), (D, D) twice; got {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
+        raise ValueError(
+            f"shapes must be (D,), (D, D) twice; got {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}"
+        )
     r1 = _sqrt_psd(s1)
     m = r1 @ s2 @ r1
     eig = np.linalg.eigvalsh((m + m.T) / 2)
@@ -56,7 +70,9 @@ def frechet_from_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray
 
 
 @torch.no_grad()
-def extract_features(images: torch.Tensor, extractor, *, levels: int | None = None, batch_size: int = 256) -> torch.Tensor:
+def extract_features(
+    images: torch.Tensor, extractor, *, levels: int | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Features ``float64[N, D]`` of images under ``extractor.features``.
 
     ``images``: integer pixel levels ``[N, ch, H, W]`` (or flattened ``[N, ch·H·W]``) in ``[0, levels)``,
@@ -73,15 +89,30 @@ def extract_features(images: torch.Tensor, extractor, *, levels: int | None = No
         if levels is None:
             raise ValueError("integer images need levels (the number of pixel levels) to map them to [0, 1]")
         images = images_to_unit(images, levels)
-    device = next(iter(extractor.parameters())).device if isinstance(extractor, torch.nn.Module) else torch.device("cpu")
+    device = (
+        next(iter(extractor.parameters())).device
+        if isinstance(extractor, torch.nn.Module)
+        else torch.device("cpu")
+    )
     if isinstance(extractor, torch.nn.Module):
         extractor.eval()
-    return torch.cat([extractor.features(images[i : i + batch_size].to(device)).double().cpu()
-                      for i in range(0, images.shape[0], batch_size)])
+    return torch.cat(
+        [
+            extractor.features(images[i : i + batch_size].to(device)).double().cpu()
+            for i in range(0, images.shape[0], batch_size)
+        ]
+    )
 
 
-def frechet_distance(samples: torch.Tensor, reference: torch.Tensor, classifier, *, levels: int | None = None,
-                     batch_size: int = 256, name: str | None = None) -> dict:
+def frechet_distance(
+    samples: torch.Tensor,
+    reference: torch.Tensor,
+    classifier,
+    *,
+    levels: int | None = None,
+    batch_size: int = 256,
+    name: str | None = None,
+) -> dict:
     """Fréchet distance between the features of ``samples`` and ``reference`` under ``classifier``.
 
     Args:
@@ -102,13 +133,23 @@ def frechet_distance(samples: torch.Tensor, reference: torch.Tensor, classifier,
     mu1, s1 = feature_statistics(fs)
     mu2, s2 = feature_statistics(fr)
     if name is None:
-        name = (f"{type(classifier).__name__} ({fs.shape[1]}-d penultimate features)"
-                if isinstance(classifier, ImageClassifier) else f"{type(classifier).__name__} ({fs.shape[1]}-d features)")
-    out = {"frechet_distance": frechet_from_statistics(mu1, s1, mu2, s2), "fd_classifier": name,
-           "fd_num_samples": int(fs.shape[0]), "fd_num_reference": int(fr.shape[0]), "fd_feature_dim": int(fs.shape[1])}
+        name = (
+            f"{type(classifier).__name__} ({fs.shape[1]}-d penultimate features)"
+            if isinstance(classifier, ImageClassifier)
+            else f"{type(classifier).__name__} ({fs.shape[1]}-d features)"
+        )
+    out = {
+        "frechet_distance": frechet_from_statistics(mu1, s1, mu2, s2),
+        "fd_classifier": name,
+        "fd_num_samples": int(fs.shape[0]),
+        "fd_num_reference": int(fr.shape[0]),
+        "fd_feature_dim": int(fs.shape[1]),
+    }
     if min(fs.shape[0], fr.shape[0]) <= fs.shape[1]:
-        out["fd_note"] = (f"only {min(fs.shape[0], fr.shape[0])} images for {fs.shape[1]}-d features: the covariances "
-                          "are rank-deficient and the distance is strongly biased upward; compare only at equal N")
+        out["fd_note"] = (
+            f"only {min(fs.shape[0], fr.shape[0])} images for {fs.shape[1]}-d features: the covariances "
+            "are rank-deficient and the distance is strongly biased upward; compare only at equal N"
+        )
     return out
 
 
@@ -149,7 +190,9 @@ class InceptionFeatures(torch.nn.Module):
 
         torchvision = self.check_available(weights_path)
         path = Path(weights_path)
-        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+        net = torchvision.models.inception_v3(
+            weights=None, aux_logits=True, init_weights=False, transform_input=False
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]

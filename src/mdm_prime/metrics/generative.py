@@ -85,10 +85,12 @@ def generative_perplexity(samples: torch.Tensor, ar_model, *, batch_size: int = 
         )
     ar_model.eval()
     device = next(ar_model.parameters()).device
-    nll = torch.cat([
-        -ar_model.log_likelihood(samples[i : i + batch_size].to(device)).double().cpu()
-        for i in range(0, samples.shape[0], batch_size)
-    ])  # (N,) nats per sequence
+    nll = torch.cat(
+        [
+            -ar_model.log_likelihood(samples[i : i + batch_size].to(device)).double().cpu()
+            for i in range(0, samples.shape[0], batch_size)
+        ]
+    )  # (N,) nats per sequence
     n, length = samples.shape
     nats = float(nll.sum()) / (n * length)
     se = float(nll.std() / math.sqrt(n)) / length if n > 1 else float("nan")
@@ -102,8 +104,9 @@ def generative_perplexity(samples: torch.Tensor, ar_model, *, batch_size: int = 
     }
 
 
-def check_same_tokenizer(run_meta: dict, ar_meta: dict, run_name: str | Path = "run",
-                         ar_name: str | Path = "AR run") -> None:
+def check_same_tokenizer(
+    run_meta: dict, ar_meta: dict, run_name: str | Path = "run", ar_name: str | Path = "AR run"
+) -> None:
     """Raise ``ValueError`` unless two runs' ``task.json`` dicts share the token alphabet: the same
     ``num_classes`` and, when either names one, the same ``tokenizer``; ``ar_meta`` must be text or
     synthetic (not image/toy)."""
@@ -120,5 +123,5 @@ def check_same_tokenizer(run_meta: dict, ar_meta: dict, run_name: str | Path = "
             f"the autoregressive run {ar_name} does not share the token alphabet of {run_name}: "
             + "; ".join(problems)
             + ". Train the AR scorer on the same corpus and tokenizer (mdm-prime train --family ar --data ... "
-              "--tokenizer ...)."
+            "--tokenizer ...)."
         )

@@ -64,12 +64,28 @@ TRANSFORMER_SIZES = {
     "medium": {"dim": 1024, "depth": 24, "heads": 16},
 }
 UNET_SIZES = {
-    "toy": {"base_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [14],
-            "embed_dim": 32},  # CPU, 28×28
-    "mnist": {"base_channels": 64, "channel_mult": [1, 2, 2], "num_res_blocks": 2, "attention_resolutions": [14],
-              "embed_dim": 64},
-    "cifar10": {"base_channels": 96, "channel_mult": [3, 4, 4], "num_res_blocks": 2, "attention_resolutions": [16],
-                "embed_dim": 64, "dropout": 0.1},  # the paper's CIFAR-10 configuration
+    "toy": {
+        "base_channels": 32,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 1,
+        "attention_resolutions": [14],
+        "embed_dim": 32,
+    },  # CPU, 28×28
+    "mnist": {
+        "base_channels": 64,
+        "channel_mult": [1, 2, 2],
+        "num_res_blocks": 2,
+        "attention_resolutions": [14],
+        "embed_dim": 64,
+    },
+    "cifar10": {
+        "base_channels": 96,
+        "channel_mult": [3, 4, 4],
+        "num_res_blocks": 2,
+        "attention_resolutions": [16],
+        "embed_dim": 64,
+        "dropout": 0.1,
+    },  # the paper's CIFAR-10 configuration
 }
 MLP_SIZES = {
     "tiny": {"embed_dim": 16, "hidden_dim": 32, "depth": 1},
@@ -89,44 +105,92 @@ def _sub_config(num_classes: int, length: int, base: int | None, permutation) ->
     return SubTokenizer(num_classes, length, base, permutation).config()
 
 
-def transformer_config(size: str = "tiny", *, num_classes: int, length: int = 1, seq_len: int, base: int | None = None,
-                       permutation=None, schedule: object = "linear", **overrides) -> dict:
+def transformer_config(
+    size: str = "tiny",
+    *,
+    num_classes: int,
+    length: int = 1,
+    seq_len: int,
+    base: int | None = None,
+    permutation=None,
+    schedule: object = "linear",
+    **overrides,
+) -> dict:
     """Config of a :class:`DiffusionTransformer` of a named size (``TRANSFORMER_SIZES``);
     ``overrides`` set any constructor argument (``time_conditioned=True``, ``adapter="sum"``, …)."""
     from ..schedules import get_schedule
 
-    return {"architecture": "transformer", "subtokenizer": _sub_config(num_classes, length, base, permutation),
-            "schedule": get_schedule(schedule).config(), "seq_len": seq_len,
-            **_preset(TRANSFORMER_SIZES, size, "transformer"), **overrides}
+    return {
+        "architecture": "transformer",
+        "subtokenizer": _sub_config(num_classes, length, base, permutation),
+        "schedule": get_schedule(schedule).config(),
+        "seq_len": seq_len,
+        **_preset(TRANSFORMER_SIZES, size, "transformer"),
+        **overrides,
+    }
 
 
 def causal_transformer_config(size: str = "tiny", *, num_classes: int, seq_len: int, **overrides) -> dict:
     """Config of the autoregressive :class:`CausalTransformer` with the same blocks as
     :func:`transformer_config` of the same ``size``."""
-    return {"architecture": "causal_transformer", "subtokenizer": _sub_config(num_classes, 1, None, None),
-            "seq_len": seq_len, **_preset(TRANSFORMER_SIZES, size, "transformer"), **overrides}
+    return {
+        "architecture": "causal_transformer",
+        "subtokenizer": _sub_config(num_classes, 1, None, None),
+        "seq_len": seq_len,
+        **_preset(TRANSFORMER_SIZES, size, "transformer"),
+        **overrides,
+    }
 
 
-def unet_config(size: str = "toy", *, num_classes: int = 256, length: int = 1, image_shape=None,
-                base: int | None = None, permutation=None, schedule: object = "linear", **overrides) -> dict:
+def unet_config(
+    size: str = "toy",
+    *,
+    num_classes: int = 256,
+    length: int = 1,
+    image_shape=None,
+    base: int | None = None,
+    permutation=None,
+    schedule: object = "linear",
+    **overrides,
+) -> dict:
     """Config of a :class:`UNet` (``UNET_SIZES``; ``"cifar10"`` is the paper's: 96 base channels,
     multipliers (3, 4, 4), attention at 16×16). ``image_shape`` defaults to the size's dataset."""
     from ..schedules import get_schedule
 
     preset = _preset(UNET_SIZES, size, "unet")
     shape = list(image_shape) if image_shape is not None else _DEFAULT_IMAGE_SHAPE[size]
-    return {"architecture": "unet", "subtokenizer": _sub_config(num_classes, length, base, permutation),
-            "schedule": get_schedule(schedule).config(), "image_shape": shape, **preset, **overrides}
+    return {
+        "architecture": "unet",
+        "subtokenizer": _sub_config(num_classes, length, base, permutation),
+        "schedule": get_schedule(schedule).config(),
+        "image_shape": shape,
+        **preset,
+        **overrides,
+    }
 
 
-def mlp_config(size: str = "toy", *, num_classes: int = 256, length: int = 1, seq_len: int = 2,
-               base: int | None = None, permutation=None, schedule: object = "linear", **overrides) -> dict:
+def mlp_config(
+    size: str = "toy",
+    *,
+    num_classes: int = 256,
+    length: int = 1,
+    seq_len: int = 2,
+    base: int | None = None,
+    permutation=None,
+    schedule: object = "linear",
+    **overrides,
+) -> dict:
     """Config of the 2-D toy :class:`ToyMLP` (``MLP_SIZES``)."""
     from ..schedules import get_schedule
 
-    return {"architecture": "mlp", "subtokenizer": _sub_config(num_classes, length, base, permutation),
-            "schedule": get_schedule(schedule).config(), "seq_len": seq_len,
-            **_preset(MLP_SIZES, size, "mlp"), **overrides}
+    return {
+        "architecture": "mlp",
+        "subtokenizer": _sub_config(num_classes, length, base, permutation),
+        "schedule": get_schedule(schedule).config(),
+        "seq_len": seq_len,
+        **_preset(MLP_SIZES, size, "mlp"),
+        **overrides,
+    }
 
 
 def build_model(config: dict):
@@ -142,11 +206,15 @@ def build_model(config: dict):
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     if not isinstance(kwargs.get("subtokenizer"), dict):
-        raise ValueError(f"config needs a 'subtokenizer' dict (SubTokenizer.config()), got {kwargs.get('subtokenizer')!r}")
+        raise ValueError(
+            f"config needs a 'subtokenizer' dict (SubTokenizer.config()), got {kwargs.get('subtokenizer')!r}"
+        )
     sub = SubTokenizer.from_config(kwargs.pop("subtokenizer"))
     if arch == "causal_transformer":
         if sub.length != 1:
-            raise ValueError(f"causal_transformer models tokens: subtokenizer length must be 1, got {sub.length}")
+            raise ValueError(
+                f"causal_transformer models tokens: subtokenizer length must be 1, got {sub.length}"
+            )
         kwargs.pop("schedule", None)
         return _construct(arch, num_classes=sub.num_classes, **kwargs)
     return _construct(arch, subtokenizer=sub, **kwargs)

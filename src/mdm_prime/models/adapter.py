@@ -80,7 +80,9 @@ class SubTokenEmbedding(nn.Module):
         # thread-order-dependent index_put_, so two same-seed runs on 2 threads would drift apart;
         # embedding_backward is deterministic on CPU.
         if self.variant == "concat":
-            return F.embedding(y, self.weight).reshape(batch, num_tokens, self.dim)  # (B, L·ℓ, d/ℓ) → (B, L, d)
+            return F.embedding(y, self.weight).reshape(
+                batch, num_tokens, self.dim
+            )  # (B, L·ℓ, d/ℓ) → (B, L, d)
         digit_pos = torch.arange(self.length, device=y.device).repeat(num_tokens)  # (L·ℓ,)
         flat = self.weight.reshape(-1, self.weight.shape[-1])  # (ℓ·(b+1), width)
         rows = F.embedding(digit_pos * self.weight.shape[1] + y, flat)  # (B, L·ℓ, width)

@@ -23,8 +23,15 @@ from ..schedules import get_schedule
 from ..subtokenizer import SubTokenizer
 
 __all__ = [
-    "DiffusionModel", "PRECISIONS", "autocast_context", "uses_bf16", "cpu_has_native_bf16",
-    "check_int_tensor", "check_json", "make_optimizer", "maybe_compile",
+    "DiffusionModel",
+    "PRECISIONS",
+    "autocast_context",
+    "uses_bf16",
+    "cpu_has_native_bf16",
+    "check_int_tensor",
+    "check_json",
+    "make_optimizer",
+    "maybe_compile",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -62,8 +69,13 @@ def autocast_context(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                   weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters, weight decay on matrices/tables only (``dim >= 2``; biases
     and norm gains get none). ``fused=None`` picks the fused kernel (one pass over all parameters,
     no per-parameter Python loop) where torch has it for the parameters' device (CPU, CUDA) and
@@ -73,8 +85,9 @@ def make_optimizer(model: nn.Module, lr: float, betas: tuple[float, float] = (0.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     if fused is None:
-        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
-                                     for p in params)
+        fused = bool(params) and all(
+            p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params
+        )
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), fused=fused)
 
@@ -196,7 +209,9 @@ class DiffusionModel(nn.Module):
             from torch.utils.flop_counter import FlopCounterMode
 
             device = next(self.parameters()).device
-            y = torch.full((1, self.seq_len * self.subtokenizer.length), self.subtokenizer.mask_id, device=device)
+            y = torch.full(
+                (1, self.seq_len * self.subtokenizer.length), self.subtokenizer.mask_id, device=device
+            )
             t = torch.full((1,), 0.5, device=device)
             counter = FlopCounterMode(display=False)
             with torch.no_grad(), counter, sdpa_kernel(SDPBackend.MATH):

@@ -20,8 +20,12 @@ from .transformer import check_transformer_shape, transformer_matmul_flops
 __all__ = ["CausalTransformer", "sample_categorical"]
 
 
-def sample_categorical(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_categorical(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One draw per row of ``logits: FloatTensor[B, C]`` → ``LongTensor[B]``, in float64.
 
     ``temperature = 0`` is greedy (argmax). ``top_p < 1`` keeps the smallest set of most probable
@@ -54,8 +58,17 @@ class CausalTransformer(nn.Module):
     family = "ar"
     time_conditioned = False
 
-    def __init__(self, num_classes: int, seq_len: int, dim: int = 64, depth: int = 2, heads: int = 2,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        seq_len: int,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        precision: str = "auto",
+    ) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes)
         check_positive_int("seq_len", seq_len)
@@ -66,8 +79,14 @@ class CausalTransformer(nn.Module):
         self.num_classes, self.seq_len, self.precision = num_classes, seq_len, precision
         self.dim, self.depth, self.heads, self.mlp_ratio = dim, depth, heads, float(mlp_ratio)
         self.config = {
-            "architecture": self.architecture, "subtokenizer": self.subtokenizer.config(), "seq_len": seq_len,
-            "dim": dim, "depth": depth, "heads": heads, "mlp_ratio": float(mlp_ratio), "dropout": float(dropout),
+            "architecture": self.architecture,
+            "subtokenizer": self.subtokenizer.config(),
+            "seq_len": seq_len,
+            "dim": dim,
+            "depth": depth,
+            "heads": heads,
+            "mlp_ratio": float(mlp_ratio),
+            "dropout": float(dropout),
             "precision": precision,
         }
         check_json("model config", self.config)
@@ -75,7 +94,9 @@ class CausalTransformer(nn.Module):
         self.embed = nn.Embedding(num_classes + 1, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
         self.rotary = Rotary(dim // heads)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, causal=True, dropout=dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, causal=True, dropout=dropout) for _ in range(depth)
+        )
         self.norm_out = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.head.weight)
@@ -88,8 +109,15 @@ class CausalTransformer(nn.Module):
     def flops_per_token(self) -> float:
         """Forward FLOPs per token at ``seq_len`` (multiply-add = 2), attention over the
         ``(L+1)/2`` positions a token sees on average."""
-        return transformer_matmul_flops(self.dim, self.depth, self.mlp_ratio, self.num_classes,
-                                        (self.seq_len + 1) / 2, self.seq_len, False)
+        return transformer_matmul_flops(
+            self.dim,
+            self.depth,
+            self.mlp_ratio,
+            self.num_classes,
+            (self.seq_len + 1) / 2,
+            self.seq_len,
+            False,
+        )
 
     # ------------------------------------------------------------------ forward
     def _check_tokens(self, x: object, name: str = "x") -> None:
@@ -132,12 +160,21 @@ class CausalTransformer(nn.Module):
         """Incremental decoding: feed input symbols ``LongTensor[B, n]`` (``0..C``, ``C`` = BOS) at
         positions ``cache.length ..``; returns logits ``[B, n, C]`` for the *next* token after each."""
         check_int_tensor("inputs", inputs, 2)
-        check_range("inputs", inputs, self.num_classes, f"token ids 0..{self.num_classes - 1}, BOS {self.bos_id}")
+        check_range(
+            "inputs", inputs, self.num_classes, f"token ids 0..{self.num_classes - 1}, BOS {self.bos_id}"
+        )
         return self._run(inputs, cache)
 
     @torch.no_grad()
-    def generate(self, num: int, seq_len: int, temperature: float = 1.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        num: int,
+        seq_len: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Sample ``num`` sequences of ``seq_len`` tokens → ``LongTensor[num, seq_len]``, one KV-cached
         forward per new token (dropout follows the module's mode: call ``.eval()`` first).
 
@@ -161,14 +198,20 @@ class CausalTransformer(nn.Module):
                 prefix = prefix.unsqueeze(0).expand(num, -1)
             check_int_tensor("prefix", prefix, 2)
             if prefix.shape[0] != num or prefix.shape[1] > seq_len:
-                raise ValueError(f"prefix must have shape ({num}, P) with P <= {seq_len}, got {tuple(prefix.shape)}")
+                raise ValueError(
+                    f"prefix must have shape ({num}, P) with P <= {seq_len}, got {tuple(prefix.shape)}"
+                )
             if prefix.shape[1]:
-                check_range("prefix", prefix, self.num_classes - 1, f"token ids of C={self.num_classes} classes")
+                check_range(
+                    "prefix", prefix, self.num_classes - 1, f"token ids of C={self.num_classes} classes"
+                )
             prefix = prefix.to(device).long()
         out = torch.empty((num, seq_len), dtype=torch.long, device=device)
         out[:, : prefix.shape[1]] = prefix
         cache = self.new_cache(seq_len)
-        inputs = torch.cat([torch.full((num, 1), self.bos_id, device=device, dtype=torch.long), prefix], dim=1)
+        inputs = torch.cat(
+            [torch.full((num, 1), self.bos_id, device=device, dtype=torch.long), prefix], dim=1
+        )
         for pos in range(prefix.shape[1], seq_len):
             logits = self._run(inputs, cache)[:, -1]
             out[:, pos] = sample_categorical(logits, temperature, top_p, generator)

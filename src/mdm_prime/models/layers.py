@@ -72,7 +72,9 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
         args = 1000.0 * t.float()[:, None] * freqs[None]
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(feats.to(self.mlp[0].weight.dtype))
@@ -102,8 +104,8 @@ class KVCache:
             shape = (*k.shape[:2], self.max_len, k.shape[3])
             self.keys[layer] = k.new_zeros(shape)
             self.values[layer] = v.new_zeros(shape)
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def advance(self, n: int) -> None:
@@ -119,8 +121,15 @@ class Block(nn.Module):
         causal: causal attention; dropout: on attention weights and branch outputs.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, cond_dim: int | None = None,
-                 causal: bool = False, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        cond_dim: int | None = None,
+        causal: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
         affine = cond_dim is None
@@ -137,8 +146,9 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  cache: KVCache | None, layer: int) -> torch.Tensor:
+    def attention(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         batch, n, dim = x.shape
         qkv = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3,B,H,n,hd]
         q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one pass
@@ -157,8 +167,15 @@ class Block(nn.Module):
         )
         return self.proj(out.transpose(1, 2).reshape(batch, n, dim))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cond: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         if self.modulation is None:
             x = x + self.drop(self.attention(self.norm1(x), cos, sin, cache, layer))
             return x + self.drop(self.mlp(self.norm2(x)))

@@ -41,18 +41,38 @@ class ToyMLP(DiffusionModel):
 
     architecture = "mlp"
 
-    def __init__(self, subtokenizer: SubTokenizer, seq_len: int = 2, embed_dim: int = 64, hidden_dim: int = 256,
-                 depth: int = 3, adapter: str = "concat", dropout: float = 0.0, time_conditioned: bool = False,
-                 precision: str = "auto", schedule: object = "linear") -> None:
+    def __init__(
+        self,
+        subtokenizer: SubTokenizer,
+        seq_len: int = 2,
+        embed_dim: int = 64,
+        hidden_dim: int = 256,
+        depth: int = 3,
+        adapter: str = "concat",
+        dropout: float = 0.0,
+        time_conditioned: bool = False,
+        precision: str = "auto",
+        schedule: object = "linear",
+    ) -> None:
         super().__init__()
         for name, value in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("depth", depth)):
             check_positive_int(name, value)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self._init_common(subtokenizer, seq_len, time_conditioned, precision, schedule, {
-            "embed_dim": embed_dim, "hidden_dim": hidden_dim, "depth": depth, "adapter": adapter,
-            "dropout": float(dropout),
-        })
+        self._init_common(
+            subtokenizer,
+            seq_len,
+            time_conditioned,
+            precision,
+            schedule,
+            {
+                "embed_dim": embed_dim,
+                "hidden_dim": hidden_dim,
+                "depth": depth,
+                "adapter": adapter,
+                "dropout": float(dropout),
+            },
+        )
         self.embed = SubTokenEmbedding(subtokenizer, embed_dim, adapter)
         self.inp = nn.Linear(seq_len * embed_dim, hidden_dim)
         self.time_embed = TimeEmbedding(hidden_dim) if time_conditioned else None

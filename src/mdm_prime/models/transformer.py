@@ -30,15 +30,25 @@ def check_transformer_shape(dim: int, depth: int, heads: int, mlp_ratio: float, 
     if dim % heads:
         raise ValueError(f"dim must be divisible by heads: dim={dim}, heads={heads}")
     if (dim // heads) % 2:
-        raise ValueError(f"head width dim/heads must be even for rotary positions, got {dim}/{heads} = {dim // heads}")
+        raise ValueError(
+            f"head width dim/heads must be even for rotary positions, got {dim}/{heads} = {dim // heads}"
+        )
     if not mlp_ratio > 0:
         raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-def transformer_matmul_flops(dim: int, depth: int, mlp_ratio: float, num_classes: int, context: float,
-                             seq_len: int, conditioned: bool, freq_dim: int = 256) -> float:
+def transformer_matmul_flops(
+    dim: int,
+    depth: int,
+    mlp_ratio: float,
+    num_classes: int,
+    context: float,
+    seq_len: int,
+    conditioned: bool,
+    freq_dim: int = 256,
+) -> float:
     """Forward FLOPs per token (multiply-add = 2) of the blocks and head: per block ``2·(4d² + 2dh)``
     for the projections and MLP (``h`` = MLP width) and ``4·context·d`` for attention scores and
     values; the head ``2dC``; with time conditioning, the per-sequence time MLP and adaLN layers
@@ -75,22 +85,45 @@ class DiffusionTransformer(DiffusionModel):
     architecture = "transformer"
     variable_length = True
 
-    def __init__(self, subtokenizer: SubTokenizer, seq_len: int, dim: int = 64, depth: int = 2, heads: int = 2,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, adapter: str = "concat",
-                 time_conditioned: bool = False, precision: str = "auto", schedule: object = "linear") -> None:
+    def __init__(
+        self,
+        subtokenizer: SubTokenizer,
+        seq_len: int,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        adapter: str = "concat",
+        time_conditioned: bool = False,
+        precision: str = "auto",
+        schedule: object = "linear",
+    ) -> None:
         super().__init__()
         check_transformer_shape(dim, depth, heads, mlp_ratio, dropout)
-        self._init_common(subtokenizer, seq_len, time_conditioned, precision, schedule, {
-            "dim": dim, "depth": depth, "heads": heads, "mlp_ratio": float(mlp_ratio),
-            "dropout": float(dropout), "adapter": adapter,
-        })
+        self._init_common(
+            subtokenizer,
+            seq_len,
+            time_conditioned,
+            precision,
+            schedule,
+            {
+                "dim": dim,
+                "depth": depth,
+                "heads": heads,
+                "mlp_ratio": float(mlp_ratio),
+                "dropout": float(dropout),
+                "adapter": adapter,
+            },
+        )
         self.dim, self.depth, self.heads, self.mlp_ratio = dim, depth, heads, float(mlp_ratio)
         self.embed = SubTokenEmbedding(subtokenizer, dim, adapter)
         self.rotary = Rotary(dim // heads)
         cond_dim = dim if time_conditioned else None
         self.time_embed = TimeEmbedding(dim) if time_conditioned else None
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, cond_dim=cond_dim, causal=False, dropout=dropout) for _ in range(depth)
+            Block(dim, heads, mlp_ratio, cond_dim=cond_dim, causal=False, dropout=dropout)
+            for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=not time_conditioned)
         self.out_modulation = None
@@ -119,5 +152,12 @@ class DiffusionTransformer(DiffusionModel):
 
     def flops_per_token(self) -> float:
         """Closed form (see :func:`transformer_matmul_flops`) at ``seq_len`` tokens, full attention."""
-        return transformer_matmul_flops(self.dim, self.depth, self.mlp_ratio, self.num_classes,
-                                        self.seq_len, self.seq_len, self.time_conditioned)
+        return transformer_matmul_flops(
+            self.dim,
+            self.depth,
+            self.mlp_ratio,
+            self.num_classes,
+            self.seq_len,
+            self.seq_len,
+            self.time_conditioned,
+        )

@@ -67,7 +67,12 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .reshape(b, 3, self.heads, c // self.heads, h * w)
+            .transpose(-1, -2)
+            .unbind(1)
+        )
         out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, hw, c/heads)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
@@ -88,29 +93,60 @@ class UNet(DiffusionModel):
 
     architecture = "unet"
 
-    def __init__(self, subtokenizer: SubTokenizer, image_shape: tuple | list, base_channels: int = 32,
-                 channel_mult: tuple | list = (1, 2), num_res_blocks: int = 1,
-                 attention_resolutions: tuple | list = (), embed_dim: int = 32, head_channels: int = 64,
-                 dropout: float = 0.0, time_conditioned: bool = False, precision: str = "auto",
-                 schedule: object = "linear", seq_len: int | None = None) -> None:
+    def __init__(
+        self,
+        subtokenizer: SubTokenizer,
+        image_shape: tuple | list,
+        base_channels: int = 32,
+        channel_mult: tuple | list = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: tuple | list = (),
+        embed_dim: int = 32,
+        head_channels: int = 64,
+        dropout: float = 0.0,
+        time_conditioned: bool = False,
+        precision: str = "auto",
+        schedule: object = "linear",
+        seq_len: int | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
             raise ValueError(f"image_shape must be (ch, H, W), got {image_shape!r}")
         ch, height, width = (check_positive_int(n, v) for n, v in zip(("ch", "H", "W"), image_shape))
         if seq_len is not None and seq_len != ch * height * width:
-            raise ValueError(f"seq_len must be ch·H·W = {ch * height * width} for image_shape {image_shape}, got {seq_len}")
-        for name, value in (("base_channels", base_channels), ("num_res_blocks", num_res_blocks),
-                            ("embed_dim", embed_dim), ("head_channels", head_channels)):
+            raise ValueError(
+                f"seq_len must be ch·H·W = {ch * height * width} for image_shape {image_shape}, got {seq_len}"
+            )
+        for name, value in (
+            ("base_channels", base_channels),
+            ("num_res_blocks", num_res_blocks),
+            ("embed_dim", embed_dim),
+            ("head_channels", head_channels),
+        ):
             check_positive_int(name, value)
-        if not channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult):
+        if not channel_mult or any(
+            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult
+        ):
             raise ValueError(f"channel_mult must be a non-empty list of positive ints, got {channel_mult!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self._init_common(subtokenizer, ch * height * width, time_conditioned, precision, schedule, {
-            "image_shape": [ch, height, width], "base_channels": base_channels, "channel_mult": list(channel_mult),
-            "num_res_blocks": num_res_blocks, "attention_resolutions": list(attention_resolutions),
-            "embed_dim": embed_dim, "head_channels": head_channels, "dropout": float(dropout),
-        })
+        self._init_common(
+            subtokenizer,
+            ch * height * width,
+            time_conditioned,
+            precision,
+            schedule,
+            {
+                "image_shape": [ch, height, width],
+                "base_channels": base_channels,
+                "channel_mult": list(channel_mult),
+                "num_res_blocks": num_res_blocks,
+                "attention_resolutions": list(attention_resolutions),
+                "embed_dim": embed_dim,
+                "head_channels": head_channels,
+                "dropout": float(dropout),
+            },
+        )
         self.image_shape = (ch, height, width)
         self.embed = SubTokenEmbedding(subtokenizer, embed_dim, "concat")
         temb_dim = 4 * base_channels if time_conditioned else None
@@ -133,8 +169,13 @@ class UNet(DiffusionModel):
                 self.down.append(nn.ModuleList([nn.Conv2d(cur, cur, 3, stride=2, padding=1)]))
                 skips.append(cur)
                 res = (res + 1) // 2
-        self.mid = nn.ModuleList([ResBlock(cur, cur, temb_dim, dropout), AttnBlock(cur, head_channels),
-                                  ResBlock(cur, cur, temb_dim, dropout)])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(cur, cur, temb_dim, dropout),
+                AttnBlock(cur, head_channels),
+                ResBlock(cur, cur, temb_dim, dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
@@ -151,7 +192,9 @@ class UNet(DiffusionModel):
         nn.init.zeros_(self.conv_out.bias)
 
     @staticmethod
-    def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor | None, skip_size=None) -> torch.Tensor:
+    def _run_blocks(
+        blocks: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor | None, skip_size=None
+    ) -> torch.Tensor:
         for block in blocks:
             if isinstance(block, nn.Conv2d):
                 if block.stride == (1, 1):  # upsample conv: nearest to the next skip's size first
@@ -182,7 +225,9 @@ class UNet(DiffusionModel):
 
     def _forward(self, y_t: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         ch, height, width = self.image_shape
-        y = self.subtokenizer.sequence_to_image(y_t, (y_t.shape[0], ch * self.subtokenizer.length, height, width))
+        y = self.subtokenizer.sequence_to_image(
+            y_t, (y_t.shape[0], ch * self.subtokenizer.length, height, width)
+        )
         return self._image_logits(y, t).reshape(y_t.shape[0], ch * height * width, self.num_classes)
 
     def forward_image(self, y: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,7 +236,9 @@ class UNet(DiffusionModel):
         ch, height, width = self.image_shape
         expected = (ch * self.subtokenizer.length, height, width)
         if tuple(y.shape[1:]) != expected:
-            raise ValueError(f"y must have shape (B, {expected[0]}, {height}, {width}) (ch·ℓ, H, W), got {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have shape (B, {expected[0]}, {height}, {width}) (ch·ℓ, H, W), got {tuple(y.shape)}"
+            )
         self.check_input(self.subtokenizer.image_to_sequence(y), t)
         with autocast_context(self.precision, y.device):
             logits = self._image_logits(y, t)

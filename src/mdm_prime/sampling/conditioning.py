@@ -71,7 +71,9 @@ def spans_to_token_mask(num_tokens: int, spans: Sequence[tuple[int, int]]) -> to
 def token_mask_to_digit_mask(token_mask: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
     """``BoolTensor[..., L]`` over tokens → ``BoolTensor[..., L·ℓ]`` over their digits."""
     if not isinstance(token_mask, torch.Tensor) or token_mask.dtype != torch.bool:
-        raise TypeError(f"token_mask must be a bool tensor, got {getattr(token_mask, 'dtype', type(token_mask).__name__)}")
+        raise TypeError(
+            f"token_mask must be a bool tensor, got {getattr(token_mask, 'dtype', type(token_mask).__name__)}"
+        )
     return token_mask.unsqueeze(-1).expand(*token_mask.shape, sub.length).flatten(-2)
 
 
@@ -95,9 +97,13 @@ def condition_from_tokens(
     tokens = _as_2d_tokens(tokens, num_samples)
     values = sub.encode(tokens)
     if not isinstance(digit_mask, torch.Tensor) or digit_mask.dtype != torch.bool:
-        raise TypeError(f"digit_mask must be a bool tensor, got {getattr(digit_mask, 'dtype', type(digit_mask).__name__)}")
+        raise TypeError(
+            f"digit_mask must be a bool tensor, got {getattr(digit_mask, 'dtype', type(digit_mask).__name__)}"
+        )
     if digit_mask.shape[-1] != values.shape[-1] or digit_mask.dim() > 2:
-        raise ValueError(f"digit_mask must have shape (L·ℓ,) or (B, L·ℓ) = {tuple(values.shape)}, got {tuple(digit_mask.shape)}")
+        raise ValueError(
+            f"digit_mask must have shape (L·ℓ,) or (B, L·ℓ) = {tuple(values.shape)}, got {tuple(digit_mask.shape)}"
+        )
     fixed = digit_mask.to(values.device).expand_as(values).clone()
     return Condition(fixed, values.clone())
 
@@ -127,7 +133,9 @@ def infill_condition(
     tokens = _as_2d_tokens(tokens, num_samples)
     if isinstance(generate, torch.Tensor):
         if generate.dtype != torch.bool or generate.shape[-1] != tokens.shape[1]:
-            raise ValueError(f"generate mask must be a bool tensor (..., L={tokens.shape[1]}), got {generate.dtype} {tuple(generate.shape)}")
+            raise ValueError(
+                f"generate mask must be a bool tensor (..., L={tokens.shape[1]}), got {generate.dtype} {tuple(generate.shape)}"
+            )
         gen = generate.to(tokens.device)
     else:
         gen = spans_to_token_mask(tokens.shape[1], generate).to(tokens.device)

@@ -55,9 +55,13 @@ def time_grid(
         if grid.numel() < 2:
             raise ValueError(f"an explicit time grid needs at least 2 points (1, ..., 0), got {grid.numel()}")
         if steps is not None and _check_steps(steps) != grid.numel() - 1:
-            raise ValueError(f"steps={steps} but the explicit time grid has {grid.numel()} points (T+1 expected)")
+            raise ValueError(
+                f"steps={steps} but the explicit time grid has {grid.numel()} points (T+1 expected)"
+            )
         if float(grid[0]) != 1.0 or float(grid[-1]) != 0.0:
-            raise ValueError(f"an explicit time grid must start at 1 and end at 0, got {float(grid[0])} .. {float(grid[-1])}")
+            raise ValueError(
+                f"an explicit time grid must start at 1 and end at 0, got {float(grid[0])} .. {float(grid[-1])}"
+            )
         if not bool((grid[1:] < grid[:-1]).all()):
             raise ValueError("an explicit time grid must be strictly decreasing")
         return grid
@@ -85,11 +89,15 @@ def time_grid(
         raise ValueError(f"unknown time grid {kind!r}; expected one of {GRIDS} ('power:p') or a tensor")
     grid[0], grid[-1] = 1.0, 0.0
     if not bool((grid[1:] < grid[:-1]).all()):
-        raise ValueError(f"time grid {kind!r} with steps={steps} is not strictly decreasing (too many steps?)")
+        raise ValueError(
+            f"time grid {kind!r} with steps={steps} is not strictly decreasing (too many steps?)"
+        )
     return grid
 
 
-def temperature_schedule(kind: str = "linear", start: float = 1.0, end: float = 1.0) -> Callable[[float], float]:
+def temperature_schedule(
+    kind: str = "linear", start: float = 1.0, end: float = 1.0
+) -> Callable[[float], float]:
     """A temperature ``τ(t)`` (``t`` in ``[0, 1]``) going from ``start`` at ``t = 1`` to ``end`` at ``t = 0``.
 
     ``kind``: ``"constant"`` (``start``), ``"linear"`` (``τ = end + (start − end)·t``) or
