@@ -47,7 +47,7 @@ def _commands() -> dict:
         ),
     }
     cmds["experiment"] = (experiment.HELP, experiment.add_arguments, experiment.run)
-    from ..importing import command as import_command
+    from . import import_checkpoint as import_command
 
     cmds["import"] = (import_command.HELP, import_command.add_arguments, import_command.run)
     return cmds

@@ -65,7 +65,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", default=None, help="data root (default: $MDM_PRIME_DATA or ~/.cache/mdm-prime)"
     )
-    from ..data.prepare import add_arguments as add_shard_arguments
+    from .prepare_shards import add_arguments as add_shard_arguments
 
     g = parser.add_argument_group(
         "streaming shards (with --out DIR: memory-mappable token shards for shards:DIR; spec may also be "
@@ -80,7 +80,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..data.registry import parse_data_spec
 
     if args.out is not None:
-        from ..data.prepare import run as run_shards
+        from .prepare_shards import run as run_shards
 
         return run_shards(args)
 

@@ -60,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..configs import parse_overrides
-    from .authors import import_checkpoint
-    from .run_folder import write_run_folder
+    from ..importing.authors import import_checkpoint
+    from ..importing.run_folder import write_run_folder
 
     train_overrides = parse_overrides(args.set)
     sizes = {
