@@ -31,6 +31,19 @@ from .safe_load import CheckpointImportError, SafeCheckpointReader, TensorRef, t
 
 __all__ = ["WEIGHT_CHOICES", "import_checkpoint"]
 
+SIZE_KEYS = (
+    "subtokens",
+    "base",
+    "num_classes",
+    "dim",
+    "depth",
+    "heads",
+    "cond_dim",
+    "seq_len",
+    "time_conditioned",
+)
+"""The network sizes an import infers and records in its metadata."""
+
 WEIGHT_CHOICES = ("ema", "raw")
 _REQUIRED = (
     "vocab_embed.embedding",
@@ -315,20 +328,7 @@ def _import_lightning(path: Path, weights: str, precision: str, permutation, ove
         "epoch": tree.get("epoch"),
         "lightning_version": tree.get("pytorch-lightning_version"),
         "carry_over_in_training": _get(hp, "prime", "carry_over"),
-        "sizes": {
-            k: final[k]
-            for k in (
-                "subtokens",
-                "base",
-                "num_classes",
-                "dim",
-                "depth",
-                "heads",
-                "cond_dim",
-                "seq_len",
-                "time_conditioned",
-            )
-        },
+        "sizes": {k: final[k] for k in SIZE_KEYS},
         "notes": notes,
     }
     return model.eval(), json.loads(json.dumps(meta, default=str))
@@ -390,20 +390,7 @@ def _import_hf(path: Path, weights: str, precision: str, permutation, overrides:
         "source": source,
         "format": "huggingface",
         "weights": "as published",
-        "sizes": {
-            k: final[k]
-            for k in (
-                "subtokens",
-                "base",
-                "num_classes",
-                "dim",
-                "depth",
-                "heads",
-                "cond_dim",
-                "seq_len",
-                "time_conditioned",
-            )
-        },
+        "sizes": {k: final[k] for k in SIZE_KEYS},
         "notes": notes,
     }
     return model.eval(), meta
