@@ -26,6 +26,7 @@ __all__ = [
     "interp_loglinear",
     "payload",
     "sample_tokens",
+    "scaled_warmup",
     "smoke_text_data",
     "study_command",
     "text_spec",
@@ -50,6 +51,9 @@ AR = _family_name(AutoregressiveFamily, 1)
 
 MAIN_JOB_STEPS = 1700
 """Optimizer steps of the README main job (``text-tiny``: batch 32 × L 128 → 6.96 M training bytes)."""
+
+MAIN_JOB_WARMUP = 100
+"""Linear warm-up steps of the main job; runs shorter than the main job scale it by their length."""
 
 ELL_BASES = {1: 256, 2: 16, 4: 4, 8: 2}
 """ℓ → digit base b for byte data (C = 256 = b^ℓ)."""
@@ -111,6 +115,10 @@ def text_spec(
         "max_steps": str(steps),
         "seed": str(seed),
     }
+    if not smoke and steps < MAIN_JOB_STEPS:
+        # the warm-up shrinks with the budget (100 of the main job's 1,700 steps), so a short run still
+        # spends most of its steps at the peak rate and ends its cosine decay like the main job
+        ov["warmup_steps"] = str(scaled_warmup(steps))
     if objective != "prime":
         ov["objective"] = objective
     if smoke:
@@ -132,6 +140,11 @@ def text_spec(
     }
     variant = {} if carry_over else {"carry_over": False}
     return RunSpec(name=name, preset="text-tiny", overrides=ov, variant=variant, labels=labels)
+
+
+def scaled_warmup(steps: int) -> int:
+    """Warm-up steps for a run of ``steps`` steps: the main job's share (100 of 1,700), at least 1."""
+    return max(1, round(MAIN_JOB_WARMUP * steps / MAIN_JOB_STEPS))
 
 
 def scaled_steps(steps: int, budget: float) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import MDM, PRIME, fmt_pm, payload, sample_tokens, scaled_steps
+from .common import MDM, PRIME, fmt_pm, payload, sample_tokens, scaled_steps, scaled_warmup
 from .runner import run_study
 from .runs import RunSpec
 
@@ -33,7 +33,12 @@ each), the classifier (~2 min), and 4 models × 200 samples × (32 + 64 + 128) c
 
 def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
     steps = scaled_steps(3 if smoke else STEPS, budget)
-    ov = {"max_steps": str(steps), "num_preview_samples": "0", "eval_every": "0"}
+    ov = {
+        "max_steps": str(steps),
+        "warmup_steps": str(scaled_warmup(steps)),
+        "num_preview_samples": "0",
+        "eval_every": "0",
+    }
     if smoke:
         ov.update(
             {
