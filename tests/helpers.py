@@ -37,3 +37,20 @@ class RandomDigitModel(torch.nn.Module):
         if self.time_scale:
             z = z + self.time_scale * torch.sin(6 * t.double()).unsqueeze(-1) * self.time_dir
         return z.view(-1, self.num_tokens, self.sub.num_classes)
+
+
+def set_args(**settings) -> list[str]:
+    """``--set key=value`` pairs for ``mdm-prime train``: ``set_args(eval_every=0)`` →
+    ``["--set", "eval_every=0"]`` (keys with dots are spelled with ``__``: ``model_overrides__dim``)."""
+    out = []
+    for key, value in settings.items():
+        out += ["--set", f"{key.replace('__', '.')}={value}"]
+    return out
+
+
+QUIET_RUN = dict(eval_every=0, log_every=1, checkpoint_every=0, num_preview_samples=0)
+"""Settings that keep a test training run quiet: no validation, previews or checkpoints mid-run,
+every step logged."""
+
+TINY_TRANSFORMER = dict(model_overrides__dim=32, model_overrides__depth=1, model_overrides__heads=2)
+"""A 32-wide, one-block, two-head transformer: the smallest model the training tests need."""

@@ -25,6 +25,8 @@ from mdm_prime.evaluate import load_run
 from mdm_prime.run_folder import MARKER, RunFolder
 from mdm_prime.train import RunError, Trainer, train
 
+from .helpers import QUIET_RUN, TINY_TRANSFORMER, set_args
+
 DATA = "markov:states=4,concentration=0.1"
 
 
@@ -260,30 +262,15 @@ ARGS = [
     "prime",
     "--subtokens",
     "2",
-    "--set",
-    "model_size=tiny",
-    "--set",
-    "model_overrides.dim=32",
-    "--set",
-    "model_overrides.depth=1",
-    "--set",
-    "model_overrides.heads=2",
-    "--set",
-    "eval_every=0",
-    "--set",
-    "log_every=1",
-    "--set",
-    "checkpoint_every=0",
-    "--set",
-    "num_preview_samples=0",
-    "--set",
-    "final_eval_sequences=8",
-    "--set",
-    "final_eval_num_times=2",
-    "--set",
-    "warmup_steps=5",
-    "--set",
-    "lr_schedule=constant",
+    *set_args(
+        model_size="tiny",
+        **TINY_TRANSFORMER,
+        **QUIET_RUN,
+        final_eval_sequences=8,
+        final_eval_num_times=2,
+        warmup_steps=5,
+        lr_schedule="constant",
+    ),
 ]
 
 

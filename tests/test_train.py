@@ -13,6 +13,8 @@ import torch
 from mdm_prime.configs import resolve_config
 from mdm_prime.train import train
 
+from .helpers import QUIET_RUN, set_args
+
 DATA = "markov:states=4,concentration=0.1"
 
 
@@ -73,22 +75,13 @@ COMMON = [
     "--no-progress",
     "--precision",
     "fp32",
-    "--set",
-    "eval_every=0",
-    "--set",
-    "log_every=1",
-    "--set",
-    "checkpoint_every=4",
-    "--set",
-    "num_preview_samples=0",
-    "--set",
-    "final_eval_sequences=8",
-    "--set",
-    "final_eval_num_times=2",
-    "--set",
-    "warmup_steps=5",
-    "--set",
-    "lr=3e-3",
+    *set_args(
+        **QUIET_RUN | dict(checkpoint_every=4),
+        final_eval_sequences=8,
+        final_eval_num_times=2,
+        warmup_steps=5,
+        lr=3e-3,
+    ),
 ]
 
 
@@ -146,18 +139,7 @@ def test_ddp_two_processes_match_one(tmp_path):
         "fp32",
         "--family",
         "prime",
-        "--set",
-        "eval_every=0",
-        "--set",
-        "log_every=1",
-        "--set",
-        "checkpoint_every=0",
-        "--set",
-        "num_preview_samples=0",
-        "--set",
-        "final_eval_sequences=8",
-        "--set",
-        "final_eval_num_times=2",
+        *set_args(**QUIET_RUN, final_eval_sequences=8, final_eval_num_times=2),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run(

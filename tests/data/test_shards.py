@@ -36,6 +36,8 @@ from mdm_prime.data.sources import open_source
 from mdm_prime.data.text import load_owt, load_text_file
 from mdm_prime.data.tokenizers import CharTokenizer, get_tokenizer
 
+from ..helpers import QUIET_RUN, TINY_TRANSFORMER, set_args
+
 FR = (0.8, 0.1, 0.1)
 WORDS = [
     "the",
@@ -652,26 +654,9 @@ def _train_argv(data, out, steps):
         "2",
         "--out",
         str(out),
-        "--set",
-        "model_overrides.dim=32",
-        "--set",
-        "model_overrides.depth=1",
-        "--set",
-        "model_overrides.heads=2",
-        "--set",
-        "eval_every=0",
-        "--set",
-        "log_every=1",
-        "--set",
-        "checkpoint_every=0",
-        "--set",
-        "num_preview_samples=0",
-        "--set",
-        "final_eval_sequences=2",
-        "--set",
-        "final_eval_num_times=2",
-        "--set",
-        "warmup_steps=0",
+        *set_args(
+            **TINY_TRANSFORMER, **QUIET_RUN, final_eval_sequences=2, final_eval_num_times=2, warmup_steps=0
+        ),
     ]
 
 
