@@ -151,6 +151,7 @@ def _factor_text(e: dict) -> str:
 
 
 def section(data: dict) -> str:
+    scale = data.get("budget", 1.0)  # the factors are of the study's budget; the table shows main jobs
     lines = [
         (
             "| model | budget × main job | valid bits/char ± s.e. | training tokens | training FLOPs | "
@@ -161,7 +162,7 @@ def section(data: dict) -> str:
     ]
     for r in sorted(data["rows"], key=lambda r: (r["family"], r["train_flops"])):
         lines.append(
-            f"| {r['family_label']} | {r['factor']:g} | "
+            f"| {r['family_label']} | {r['factor'] * scale:g} | "
             f"{fmt_pm(r['valid_bits_per_char'], r['valid_stderr_bits_per_char'])} | {r['train_tokens']:,} | "
             f"{r['train_flops']:.2e} | {r['params']:,} | {r['train_wall_s'] / 60:.1f} |"
         )
@@ -169,25 +170,29 @@ def section(data: dict) -> str:
         "",
         f"Compute the diffusion models need to reach the AR number ({data['interpolation']}):",
         "",
-        "| AR budget | AR bits/char | family | FLOPs needed / AR FLOPs |",
+        "| AR budget × main job | AR bits/char | family | FLOPs needed / AR FLOPs |",
         "|---:|---:|---|---|",
     ]
     for e in data["compute_factors"]:
         lines.append(
-            f"| {e['ar_factor']:g} | {e['ar_bits_per_char']:.3f} | {e['family']} | {_factor_text(e)} |"
+            f"| {e['ar_factor'] * scale:g} | {e['ar_bits_per_char']:.3f} | {e['family']} | {_factor_text(e)} |"
         )
     lines += ["", *[f"![{NAME}](results/{p})" for p in data.get("plots", [])]]
     return "\n".join(lines)
 
 
 def reading(data: dict) -> list[str]:
+    scale = data.get("budget", 1.0)
     out = []
     for fam in (PRIME, MDM):
         es = [e for e in data["compute_factors"] if e["family"] == fam]
         if es:
             out.append(
                 f"{'Prime ℓ=' + str(data['prime_ell']) if fam == PRIME else 'MDM'} needs "
-                + "; ".join(f"{_factor_text(e)} the AR compute at AR budget {e['ar_factor']:g}" for e in es)
+                + "; ".join(
+                    f"{_factor_text(e)} the AR compute at AR budget {e['ar_factor'] * scale:g} × main job"
+                    for e in es
+                )
                 + " to match the autoregressive valid bits/char (log-linear interpolation)."
             )
     rows = data["rows"]
