@@ -332,3 +332,48 @@ def test_model_sequence_length_is_checked_unless_variable():
     likelihood(model, torch.tensor([[1, 2]]), sub, num_times=2)
     model.seq_len, model.variable_length = 3, True
     likelihood(model, torch.tensor([[1, 2]]), sub, num_times=2)  # a variable-length model takes any L
+
+
+def test_stratified_counts_stay_in_range_when_float32_rounds_up():
+    """``v`` just below 1 makes ``v + K − 1`` round to ``K`` in float32; ``k`` must still be ≤ n
+    (and one count per stratum ``[r/K, (r+1)/K)`` of ``k/n``)."""
+    from mdm_prime.likelihood import _stratified_counts
+
+    K, n = 32, 256
+    v = torch.tensor([[1.0 - 2.0**-24], [0.0], [0.5]])
+    k = _stratified_counts(v, K, n).view(3, K)
+    assert int(k.min()) >= 1 and int(k.max()) <= n
+    assert k[0, -1] == n and k[1].tolist() == [r * n // K + 1 for r in range(K)]
+    # by hand for v = 0.5: floor((0.5 + r)/32 · 256) + 1 = 8r + 5
+    assert k[2].tolist() == [8 * r + 5 for r in range(K)]
+
+
+def test_integrated_draws_mask_exactly_k_digits_even_for_long_rows():
+    """Exactly ``k = n/weight`` digits are masked in every row: the uniforms that pick the pattern
+    must not tie (float64; float32 uniforms tie in ~1 % of rows at n = 512)."""
+    from mdm_prime.likelihood import _draw_integrated
+
+    n, K = 512, 32
+    y0 = torch.zeros(64 * K, n, dtype=torch.long)
+    y, weight, t = _draw_integrated(y0, K, get_schedule("linear"), 1, torch.Generator().manual_seed(0))
+    k = (n / weight).round().long()
+    assert torch.equal((y == 1).sum(1), k)
+
+
+def test_messages_name_the_bad_values():
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+    x = torch.tensor([[1, 2]])
+    with pytest.raises(TypeError, match=r"seed must be an int, got str \('3'\)"):
+        likelihood(model, x, sub, seed="3")
+    with pytest.raises(ValueError, match="eps must be a number in"):
+        likelihood(model, x, sub, eps="0.1")
+    with pytest.raises(
+        ValueError, match=r"model returned logits of shape \(32, 2, 4\), expected \(32, 2, 5\)"
+    ):
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 2, 4), x, sub)
+    # L = 3 differs from C' = 4: the hint must read the class axis (last), not the token axis
+    with pytest.raises(ValueError, match="the model has 4 classes but the sub-tokenizer has C=5"):
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 3, 4), torch.tensor([[1, 2, 3]]), sub)
+    with pytest.raises(ValueError, match="^model returned NaN logits; the bound would be NaN$"):
+        likelihood(lambda y, t: torch.full((y.shape[0], 2, 5), float("nan")), x, sub)

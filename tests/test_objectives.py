@@ -266,3 +266,18 @@ def test_diffusion_loss_defaults_reproducibility_and_outputs():
     assert torch.allclose(a.per_sequence, (1.0 / a.t.double()) * terms)
     c = diffusion_loss(model, x, sub, eps=0.4, generator=torch.Generator().manual_seed(1))
     assert float(c.t.min()) >= 0.4
+
+
+def test_diffusion_loss_uses_the_noise_it_is_given():
+    """With ``t`` and ``uniforms`` given, the masked input is exactly ``u < 1 − α(t)`` of those
+    uniforms, whatever the generator (the trainer's resume and DDP slicing rely on it)."""
+    sub = SubTokenizer(5, 2)
+    model = RandomDigitModel(sub, num_tokens=3, seed=0)
+    x = torch.randint(0, 5, (8, 3), generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(0.1, 0.9, 8)
+    u = torch.rand(8, 6, generator=torch.Generator().manual_seed(1))
+    a = diffusion_loss(model, x, sub, t=t, uniforms=u, generator=torch.Generator().manual_seed(2))
+    b = diffusion_loss(model, x, sub, t=t, uniforms=u, generator=torch.Generator().manual_seed(3))
+    expected = torch.where(u < t.view(-1, 1), torch.full((8, 6), sub.mask_id), sub.encode(x))  # linear
+    assert torch.equal(a.y_t, expected) and torch.equal(b.y_t, expected)
+    assert torch.equal(a.per_sequence, b.per_sequence)

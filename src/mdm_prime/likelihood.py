@@ -77,6 +77,15 @@ class LikelihoodResult:
         }
 
 
+def _stratified_counts(v: torch.Tensor, num_times: int, n: int) -> torch.Tensor:
+    """Stratified numbers of masked digits: ``k = floor((v + r)/K · n) + 1`` for ``r = 0..K−1``, one
+    ``v ∈ [0, 1)`` per sequence (``FloatTensor[S, 1]``) → ``LongTensor[S·K]`` in ``[1, n]``, draw-major
+    within a sequence. The clamp matters: in float32, ``v + K − 1`` rounds up to ``K`` for ``v``
+    within ``K·2⁻²⁴`` of 1, which would give ``k = n + 1``."""
+    r = torch.arange(num_times).view(1, -1)
+    return (((v + r) / num_times) * n).floor().long().clamp(0, n - 1).add(1).flatten()
+
+
 def _draw_integrated(
     y0: torch.Tensor, num_times: int, schedule: Schedule, mask_id: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,10 +93,7 @@ def _draw_integrated(
     masked ``y``, weights ``n/k`` and times ``t``."""
     rows, n = y0.shape
     seqs = rows // num_times
-    # stratified k per sequence: k = floor((v + r)/K · n) + 1 for r = 0..K-1, one v per sequence
-    v = torch.rand(seqs, 1, generator=generator)
-    r = torch.arange(num_times).view(1, -1)
-    k = (((v + r) / num_times) * n).floor().long().clamp(0, n - 1).add(1).flatten()  # (R,)
+    k = _stratified_counts(torch.rand(seqs, 1, generator=generator), num_times, n)  # (R,)
     uniforms = torch.rand(rows, n, generator=generator, dtype=torch.float64)
     sorted_u, _ = uniforms.sort(dim=1)
     u = sorted_u.gather(1, (k - 1).view(-1, 1)).squeeze(1)  # k-th smallest ~ Beta(k, n-k+1)

@@ -42,32 +42,28 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OBJECTIVES = ("prime", "valid")
 
 
-def _as_float(logits: torch.Tensor) -> torch.Tensor:
-    """Upcast half/bfloat16 logits to float32 for the loss; keep float32/float64 as they are."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
-
 def token_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
     """``−log p_θ(x0^i | y_t)`` with carry-over: ``FloatTensor[B, L]`` in nats (0 for fully seen tokens).
 
     Args:
-        logits: ``FloatTensor[B, L, C]``; y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``.
+        logits: ``FloatTensor[B, L, C]`` (float64 is computed in float64, every other floating dtype
+            in float32, result float32); y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``.
     """
-    return carry_over_nll(_as_float(logits), y_t, x0, sub, digits=False)[0]
+    return carry_over_nll(logits, y_t, x0, sub, digits=False)[0]
 
 
 def digit_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
     """``−log p_θ(y0^{i,j} | y_t)`` from the carry-over digit marginals, for masked digits only:
     ``FloatTensor[B, L, ℓ]`` in nats, exactly 0 where the digit is seen (capped at ``−log(tiny)``
     of the dtype, as a marginal clamped at ``tiny``)."""
-    return carry_over_nll(_as_float(logits), y_t, x0, sub, tokens=False)[1]
+    return carry_over_nll(logits, y_t, x0, sub, tokens=False)[1]
 
 
 def token_and_digit_nll(
     logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(token_nll, digit_nll)`` sharing one pass over the logits (see those functions)."""
-    return carry_over_nll(_as_float(logits), y_t, x0, sub)
+    return carry_over_nll(logits, y_t, x0, sub)
 
 
 def sequence_terms(

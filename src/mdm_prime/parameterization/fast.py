@@ -46,7 +46,6 @@ class Layout:
         self.device = device
         self.b, self.ell, self.C, self.N = sub.base, sub.length, sub.num_classes, sub.num_codes
         self.coc = sub.class_of_code.to(device)  # (N,), -1 for invalid codes
-        self.code_of_class = sub.code_of_class.to(device)  # (C,)
         self.digit_table = sub.digit_table.to(device)  # (C, ℓ)
         self.pv = sub.place_values.to(device)  # (ℓ,)
         self.all_valid = self.N == self.C

@@ -17,7 +17,8 @@ def categorical_from_uniform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tens
     ``u[...] ∈ [0, 1)`` (``float64``). Returns ``LongTensor[...]`` in ``[0, K)``.
 
     A zero-probability class is never returned (the CDF is flat there and the comparison is strict);
-    a row whose mass is all zero returns 0 (the sampler never reads such rows).
+    a row whose mass is all zero returns 0 (the sampler never reads such rows); ``u = 1`` returns
+    the last class with positive mass.
     """
     probs = probs.to(torch.float64)
     cdf = probs.cumsum(-1)
@@ -25,7 +26,7 @@ def categorical_from_uniform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tens
     target = u.to(torch.float64).unsqueeze(-1) * total
     idx = torch.searchsorted(cdf.contiguous(), target.contiguous(), right=True).squeeze(-1)
     k = probs.shape[-1]
-    over = idx >= k  # only when rounding makes u·total == total: take the last positive class
+    over = idx >= k  # only for u = 1 (a float64 u < 1 gives u·total < total): take the last positive class
     if bool(over.any()):
         last_pos = (k - 1) - (probs.flip(-1) > 0).to(torch.int8).argmax(-1)
         idx = torch.where(over, last_pos, idx)
