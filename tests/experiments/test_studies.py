@@ -46,3 +46,21 @@ def test_smoke_numbers_on_the_page_come_from_the_json(root):
         assert f"{row['valid_bits_per_char']:.3f} ± {row['valid_stderr_bits_per_char']:.3f}" in page
     ar = next(r for r in data["rows"] if r["family"] == "ar")
     assert f"autoregressive baseline ({ar['valid_bits_per_char']:.3f} bits/char)" in page
+
+
+def test_summary_figure_has_a_panel_for_every_smoke_study(root):
+    """After the smoke studies, the page opens with the at-a-glance figure, and every panel drew
+    from its study's JSON (a missing field would warn)."""
+    import warnings
+
+    from mdm_prime.experiments.report import write_results_md
+
+    results = root / "results"
+    for study in ("compute_scaling", "ell_sweep", "sample_quality", "images", "toy"):
+        if not (results / f"{study}-smoke.json").exists():
+            main([study, "--smoke", "--out-root", str(root / "runs"), "--results-dir", str(results)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        page = write_results_md(results, include_smoke=True).read_text()
+    assert "![at a glance](results/summary-smoke.png)" in page
+    assert (results / "summary-smoke.png").stat().st_size > 10_000

@@ -64,12 +64,15 @@ def run_study_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.study == "estimate":
         total = 0.0
+        measured_dir = Path(args.results_dir or "docs/results")
         for name in STUDIES:
             minutes = getattr(get_study(name), "CPU_MINUTES", 0.0) * (
                 1.0 if name == "paper_scale" else args.budget
             )
             total += minutes
-            print(f"{name:16s} ~{minutes:6.1f} CPU-minutes (2 cores, quiet machine)")
+            print(
+                f"{name:16s} ~{minutes:6.1f} CPU-minutes (2 cores, quiet machine){_measured(measured_dir, name)}"
+            )
         print(f"{'total':16s} ~{total:6.1f} CPU-minutes (runs shared between studies counted once)")
         return 0
     results_dir = Path(
@@ -90,3 +93,23 @@ def run_study_command(args: argparse.Namespace) -> int:
 
 add_arguments = add_study_arguments
 run = run_study_command
+
+
+def _measured(results_dir: Path, study: str) -> str:
+    """``"; last run: budget B, N runs, X min of training wall (machine)"`` from ``STUDY.json``, or ``""``."""
+    import json
+
+    path = results_dir / f"{study}.json"
+    if not path.exists():
+        return ""
+    try:
+        data = json.loads(path.read_text())
+        walls = [r["train_wall_s"] for r in data.get("rows", []) if r.get("train_wall_s") is not None]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    if not walls:
+        return ""
+    return (
+        f"; last run: budget {data.get('budget', '?'):g}, {len(walls)} runs, "
+        f"{sum(walls) / 60:.1f} min of training wall ({data.get('machine', '?')})"
+    )

@@ -10,16 +10,20 @@ in the text is hard-coded: regenerate after any run with ``mdm-prime experiment 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from . import STUDIES, get_study
 from .common import fmt_pm
 
-__all__ = ["EXTRA_PAGES", "load_studies", "render", "write_results_md"]
+__all__ = ["EXTRA_PAGES", "SUMMARY_FIGURE", "load_studies", "render", "summary_figure", "write_results_md"]
 
 EXTRA_PAGES = ("animation.md", "determinism.md")
 """Sections written by their own commands (``mdm-prime sample --animate``, the determinism
 measurement) and appended to the page when present in the results folder."""
+
+SUMMARY_FIGURE = "summary.png"
+"""The at-a-glance figure (:func:`summary_figure`), written next to the study JSONs."""
 
 HEADER = """# Results
 
@@ -82,8 +86,147 @@ def headline_table(studies: dict[str, dict]) -> str:
     return "\n".join(lines) if n else "_No likelihood rows yet: run a study._"
 
 
-def render(studies: dict[str, dict], extra_sections: list[str] | None = None) -> str:
-    parts = [HEADER, "## Headline", "", headline_table(studies), "", "## Reading", ""]
+def _panel_compute(ax, data: dict) -> None:
+    fams = []
+    for r in data["rows"]:
+        if r["family_label"] not in fams:
+            fams.append(r["family_label"])
+    for label in fams:
+        pts = sorted((r for r in data["rows"] if r["family_label"] == label), key=lambda r: r["train_flops"])
+        ax.errorbar(
+            [r["train_flops"] for r in pts],
+            [r["valid_bits_per_char"] for r in pts],
+            yerr=[2 * r["valid_stderr_bits_per_char"] for r in pts],
+            marker="o",
+            capsize=2,
+            label=label,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("valid bits/char")
+    ax.set_title("valid bits/char against compute", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _panel_ell(ax, data: dict) -> None:
+    primes = sorted(
+        (r for r in data["rows"] if r.get("gap_nats_per_token") is not None and r["subtokens"] > 1),
+        key=lambda r: r["subtokens"],
+    )
+    ells = [1] + [r["subtokens"] for r in primes]
+    gaps = [0.0] + [r["gap_nats_per_token"] for r in primes]
+    ax.plot(ells, gaps, marker="o", color="tab:red")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ℓ (sub-tokens per byte)")
+    ax.set_ylabel("L_valid − L_prime, nats/token")
+    ax.set_title("the objective gap against ℓ", fontsize=9)
+
+
+def _panel_samples(ax, data: dict) -> None:
+    for label in dict.fromkeys(
+        r["model"] for r in data["rows"] if r["T"] is not None and r["family"] != "ar"
+    ):
+        pts = sorted((r for r in data["rows"] if r["model"] == label and r["T"]), key=lambda r: r["T"])
+        ax.plot([r["T"] for r in pts], [r["gen_ppl"] for r in pts], marker="o", label=label)
+    for r in data["rows"]:
+        if r["family"] in ("ar", "data"):
+            ax.axhline(r["gen_ppl"], color="k", ls="--" if r["family"] == "ar" else ":", label=r["model"])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sampling steps T")
+    ax.set_ylabel("generative perplexity")
+    ax.set_title("sample quality against steps", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _panel_images(ax, data: dict) -> None:
+    rows = data["rows"]
+    labels = [r["family_label"] for r in rows]
+    ax.bar(
+        labels,
+        [r["valid_bits_per_dim"] for r in rows],
+        yerr=[2 * r["valid_stderr_bits_per_dim"] for r in rows],
+        color="tab:blue",
+        capsize=2,
+    )
+    ax.set_ylabel("valid bits/dim")
+    lo = min(r["valid_bits_per_dim"] for r in rows)
+    ax.set_ylim(lo * 0.9, None)
+    T = str(data["nfes"][-1])
+    twin = ax.twinx()
+    twin.plot(labels, [r["fd"][T]["frechet_distance"] for r in rows], "o-", color="tab:orange")
+    twin.set_ylabel(f"Fréchet distance, NFE {T}", color="tab:orange")
+    ax.set_title("MNIST: bits/dim (bars), FD (line)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def _panel_toy(ax, data: dict) -> None:
+    rows = data["rows"]
+    labels = [r.get("family_label", r.get("name")) for r in rows]
+    ax.bar(
+        labels,
+        [r["valid_nats_per_token"] for r in rows],
+        yerr=[2 * r["valid_stderr_nats_per_token"] for r in rows],
+        capsize=2,
+        color="tab:green",
+    )
+    entropy = rows[0].get("data_entropy_nats_per_token")
+    if entropy is not None:
+        ax.axhline(entropy, color="k", ls="--", label="exact entropy")
+        ax.legend(fontsize=7)
+    lo = [r["valid_nats_per_token"] - 2 * r["valid_stderr_nats_per_token"] for r in rows]
+    hi = [r["valid_nats_per_token"] + 2 * r["valid_stderr_nats_per_token"] for r in rows]
+    if entropy is not None:
+        lo.append(entropy)
+        hi.append(entropy)
+    pad = 0.1 * (max(hi) - min(lo)) + 1e-3
+    ax.set_ylim(min(lo) - pad, max(hi) + pad)
+    ax.set_ylabel("valid NLL, nats/coordinate")
+    ax.set_title("2-D toy: valid NLL against the entropy", fontsize=9)
+
+
+_PANELS = (
+    ("compute_scaling", _panel_compute),
+    ("ell_sweep", _panel_ell),
+    ("sample_quality", _panel_samples),
+    ("images", _panel_images),
+    ("toy", _panel_toy),
+)
+
+
+def summary_figure(studies: dict[str, dict], path: str | Path) -> Path | None:
+    """One figure with a panel per finished study (compute scaling, the gap against ℓ, sample quality
+    against steps, images, toy); ``None`` (nothing written) when no study has a panel."""
+    from .common import plt
+
+    panels = [(name, draw) for name, draw in _PANELS if name in studies and studies[name].get("rows")]
+    if not panels:
+        return None
+    pyplot = plt()
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = pyplot.subplots(nrows, cols, figsize=(4.2 * cols, 3.5 * nrows), dpi=100, squeeze=False)
+    for ax, (name, draw) in zip(axes.flat, panels):
+        try:
+            draw(ax, studies[name])
+        except (KeyError, TypeError, ValueError, IndexError) as err:  # an older JSON without a field
+            warnings.warn(f"summary figure: no {name} panel ({err!r}); re-run the study", stacklevel=2)
+            ax.text(0.5, 0.5, f"{name}: {err!r}", ha="center", va="center", fontsize=7, wrap=True)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    pyplot.close(fig)
+    return path
+
+
+def render(
+    studies: dict[str, dict], extra_sections: list[str] | None = None, summary: str | None = None
+) -> str:
+    parts = [HEADER, "## Headline", ""]
+    if summary:
+        parts += [f"![at a glance](results/{summary})", ""]
+    parts += [headline_table(studies), "", "## Reading", ""]
     readings = []
     for name, data in studies.items():
         module = get_study(name)
@@ -117,5 +260,9 @@ def write_results_md(
             extra += ["", (results_dir / page).read_text().strip()]
     out = Path(out) if out is not None else results_dir.parent / "results.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(studies, extra))
+    figure = None
+    if results_dir.is_dir():
+        suffix = "-smoke" if include_smoke and any(d.get("smoke") for d in studies.values()) else ""
+        figure = summary_figure(studies, results_dir / SUMMARY_FIGURE.replace(".png", f"{suffix}.png"))
+    out.write_text(render(studies, extra, summary=figure.name if figure else None))
     return out
