@@ -158,6 +158,8 @@ def fmt_pm(value: float | None, se: float | None = None, digits: int = 3) -> str
     """``"3.590 ± 0.013"`` (or ``"—"`` for ``None``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if abs(value) < 0.5 * 10**-digits:
+        value = 0.0  # no "-0.000" for a difference that rounds to zero
     if se is None:
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ± {se:.{digits}f}"
