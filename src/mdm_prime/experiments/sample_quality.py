@@ -211,10 +211,20 @@ def reading(data: dict) -> list[str]:
         + 2 * math.hypot(prime[T]["gen_stderr_nats_per_token"], mdm[T]["gen_stderr_nats_per_token"])
         < prime[T]["gen_nats_per_token"]
     ]
+    ties = [T for T in common if T not in wins and T not in losses]
+    parts = [
+        f"{word} at T ∈ {{{', '.join(map(str, ts))}}}"
+        for word, ts in (
+            ("better than MDM beyond 2 s.e.", wins),
+            ("worse than MDM beyond 2 s.e.", losses),
+            ("indistinguishable from MDM", ties),
+        )
+        if ts
+    ]
+    ratio = ", ".join(f"{mdm[T]['gen_ppl'] / prime[T]['gen_ppl']:.2f}×" for T in common)
     out.append(
-        f"Generative perplexity: Prime ℓ=2 is better than MDM beyond 2 s.e. at T ∈ {wins or 'none'}, worse "
-        "at "
-        f"T ∈ {losses or 'none'}, indistinguishable at the rest of {common}."
+        f"Generative perplexity: Prime ℓ=2 is {'; '.join(parts)} (MDM's perplexity / Prime's: {ratio} "
+        f"for T = {', '.join(map(str, common))})."
     )
     lo, hi = common[0], common[-1]
     more = prime[hi]["network_calls_mean"] > mdm[hi]["network_calls_mean"]
