@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import STUDIES, get_study
-from .common import fmt_pm
+from .common import AR, fmt_pm
 
 __all__ = ["EXTRA_PAGES", "SUMMARY_FIGURE", "load_studies", "render", "summary_figure", "write_results_md"]
 
@@ -123,14 +123,12 @@ def _panel_ell(ax, data: dict) -> None:
 
 
 def _panel_samples(ax, data: dict) -> None:
-    for label in dict.fromkeys(
-        r["model"] for r in data["rows"] if r["T"] is not None and r["family"] != "ar"
-    ):
+    for label in dict.fromkeys(r["model"] for r in data["rows"] if r["T"] is not None and r["family"] != AR):
         pts = sorted((r for r in data["rows"] if r["model"] == label and r["T"]), key=lambda r: r["T"])
         ax.plot([r["T"] for r in pts], [r["gen_ppl"] for r in pts], marker="o", label=label)
     for r in data["rows"]:
-        if r["family"] in ("ar", "data"):
-            ax.axhline(r["gen_ppl"], color="k", ls="--" if r["family"] == "ar" else ":", label=r["model"])
+        if r["family"] in (AR, "data"):
+            ax.axhline(r["gen_ppl"], color="k", ls="--" if r["family"] == AR else ":", label=r["model"])
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sampling steps T")
     ax.set_ylabel("generative perplexity")
