@@ -28,8 +28,9 @@ from .runs import RunSpec
 
 NAME = "ablations"
 TITLE = "training objective and carry-over (Prime ℓ = 2)"
-CPU_MINUTES = 25.0
-"""Estimated CPU time at budget 1 (2 cores): two new main-job runs (the default run is shared)."""
+CPU_MINUTES = 46.0
+"""Estimated CPU time at budget 1 on 2 AVX2 cores in fp32 (the default run is shared with
+``ell_sweep``), from the measured run at budget 0.25: two new runs, 11.5 min wall."""
 
 
 def specs(smoke: bool = False, budget: float = 1.0, data: str | None = None) -> list[RunSpec]:

@@ -35,9 +35,10 @@ from .runs import RunSpec
 NAME = "compute_scaling"
 TITLE = "valid bits/char against training compute"
 FACTORS = (0.25, 0.5, 1.0, 2.0)
-CPU_MINUTES = 100.0
-"""Estimated CPU time at budget 1 (2 cores): 3 families × (¼ + ½ + 2) main jobs of ~11 min (the 1 ×
-runs are shared with ``ell_sweep``)."""
+CPU_MINUTES = 160.0
+"""Estimated CPU time at budget 1 on 2 AVX2 cores in fp32 (the 1 × runs are shared with
+``ell_sweep``), from the measured run at budget 0.125: nine new runs of 1/32-1/8 of the main job,
+19.6 min wall (short runs pay proportionally more for their final evaluation)."""
 
 
 def best_prime_ell(results_dir: str | Path) -> int:

@@ -87,6 +87,8 @@ def headline_table(studies: dict[str, dict]) -> str:
 
 
 def _panel_compute(ax, data: dict) -> None:
+    from matplotlib.ticker import NullFormatter
+
     fams = []
     for r in data["rows"]:
         if r["family_label"] not in fams:
@@ -102,6 +104,7 @@ def _panel_compute(ax, data: dict) -> None:
             label=label,
         )
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("valid bits/char")
     ax.set_title("valid bits/char against compute", fontsize=9)
