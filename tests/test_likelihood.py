@@ -349,8 +349,8 @@ def test_stratified_counts_stay_in_range_when_float32_rounds_up():
 
 
 def test_integrated_draws_mask_exactly_k_digits_even_for_long_rows():
-    """Exactly ``k = n/weight`` digits are masked in every row: the uniforms that pick the pattern
-    must not tie (float64; float32 uniforms tie in ~1 % of rows at n = 512)."""
+    """Exactly ``k = n/weight`` digits are masked in every row (the pattern's uniforms are float64, so
+    a tie with the k-th smallest, which would mask k + 1, has probability ~``n · 2⁻⁵³`` per row)."""
     from mdm_prime.likelihood import _draw_integrated
 
     n, K = 512, 32
@@ -372,8 +372,12 @@ def test_messages_name_the_bad_values():
         ValueError, match=r"model returned logits of shape \(32, 2, 4\), expected \(32, 2, 5\)"
     ):
         likelihood(lambda y, t: torch.zeros(y.shape[0], 2, 4), x, sub)
-    # L = 3 differs from C' = 4: the hint must read the class axis (last), not the token axis
+    # the hint reads the class axis (last), not the token axis: L = C = 5 with 4 classes gets it,
+    # L = 3 with the right 5 classes (a wrong token count) does not
+    x5 = torch.tensor([[1, 2, 3, 4, 0]])
     with pytest.raises(ValueError, match="the model has 4 classes but the sub-tokenizer has C=5"):
-        likelihood(lambda y, t: torch.zeros(y.shape[0], 3, 4), torch.tensor([[1, 2, 3]]), sub)
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 5, 4), x5, sub)
+    with pytest.raises(ValueError, match=r"of shape \(32, 3, 5\), expected \(32, 5, 5\)$"):
+        likelihood(lambda y, t: torch.zeros(y.shape[0], 3, 5), x5, sub)
     with pytest.raises(ValueError, match="^model returned NaN logits; the bound would be NaN$"):
         likelihood(lambda y, t: torch.full((y.shape[0], 2, 5), float("nan")), x, sub)

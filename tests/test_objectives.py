@@ -281,3 +281,11 @@ def test_diffusion_loss_uses_the_noise_it_is_given():
     expected = torch.where(u < t.view(-1, 1), torch.full((8, 6), sub.mask_id), sub.encode(x))  # linear
     assert torch.equal(a.y_t, expected) and torch.equal(b.y_t, expected)
     assert torch.equal(a.per_sequence, b.per_sequence)
+
+
+def test_sequence_terms_names_an_unknown_objective():
+    sub = SubTokenizer(5, 2)
+    x = torch.tensor([[1, 2]])
+    y = sub.encode(x)
+    with pytest.raises(ValueError, match="unknown objective 'bogus'; expected one of"):
+        sequence_terms(torch.zeros(1, 2, 5), y, x, sub, "bogus")

@@ -22,7 +22,9 @@ P = "src/mdm_prime/"
 LIK = ["tests/test_likelihood.py"]
 OBJ = ["tests/test_objectives.py"]
 ORA = ["tests/test_oracle.py"]
-SAM = ["tests/test_sampling.py"]
+SAM = ["tests/test_sampling.py", "tests/sampling/test_sampler.py"]  # before and after the tests/ move
+PRO = ["tests/test_process.py"]
+DRW = ["tests/sampling/test_draws.py"]
 SCH = ["tests/test_schedules.py"]
 
 MUTANTS = [
@@ -125,6 +127,171 @@ MUTANTS = [
         "    if x0.shape[0] == 0:",
         "    if False:",
         LIK,
+    ),
+    # mutmut survivors of 2026-11-30 (docs/reliability.md §6) that change behaviour, with the follow-up
+    # tests that kill them (the equivalent survivors are listed there, not here)
+    (
+        "mutmut: batch of 1 refused",
+        P + "process.py",
+        "    if batch_size < 1:",
+        "    if batch_size <= 1:",
+        PRO,
+    ),
+    (
+        "mutmut: eps = 0 refused",
+        P + "process.py",
+        "    if not 0.0 <= eps < 1.0:",
+        "    if not 0.0 < eps < 1.0:",
+        PRO,
+    ),
+    (
+        "mutmut: eps = 1 accepted",
+        P + "process.py",
+        "    if not 0.0 <= eps < 1.0:",
+        "    if not 0.0 <= eps <= 1.0:",
+        PRO,
+    ),
+    (
+        "mutmut: stratified times in the other order",
+        P + "process.py",
+        "        t = (u + torch.arange(batch_size, device=device) / batch_size) % 1.0",
+        "        t = (u - torch.arange(batch_size, device=device) / batch_size) % 1.0",
+        PRO,
+    ),
+    (
+        "mutmut: training_noise default eps",
+        P + "process.py",
+        "num_digits: int, *, eps: float = 1e-3,",
+        "num_digits: int, *, eps: float = 1.001,",
+        PRO,
+    ),
+    (
+        "mutmut: shape message names L instead of B",
+        P + "process.py",
+        "t must have shape ({y0.shape[0]},)",
+        "t must have shape ({y0.shape[1]},)",
+        PRO,
+    ),
+    ("mutmut: mask at u = 1 - alpha", P + "process.py", "uniforms < p_mask", "uniforms <= p_mask", PRO),
+    (
+        "mutmut: mask_k_subtokens ignores its generator",
+        P + "process.py",
+        "    scores = torch.rand((b, n), generator=generator, device=y0.device)",
+        "    scores = torch.rand((b, n), device=y0.device)",
+        PRO,
+    ),
+    (
+        "mutmut: diffusion_loss ignores the given uniforms",
+        P + "objectives.py",
+        "generator=generator, uniforms=uniforms)",
+        "generator=generator, uniforms=None)",
+        OBJ,
+    ),
+    (
+        "mutmut: sequence_terms error without a message",
+        P + "objectives.py",
+        'raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")',
+        "raise ValueError(None)",
+        OBJ,
+    ),
+    (
+        "mutmut: k may exceed n",
+        P + "likelihood.py",
+        ".clamp(0, n - 1).add(1)",
+        ".clamp(0, n + 1).add(1)",
+        LIK,
+    ),
+    ("mutmut: k unclamped", P + "likelihood.py", ".clamp(0, n - 1).add(1)", ".add(1)", LIK),
+    (
+        "mutmut: seed message names NoneType",
+        P + "likelihood.py",
+        "got {type(seed).__name__} ({seed!r})",
+        "got {type(None).__name__} ({seed!r})",
+        LIK,
+    ),
+    (
+        "mutmut: eps type check by and",
+        P + "likelihood.py",
+        "isinstance(eps, bool) or not isinstance(eps, (int, float))",
+        "isinstance(eps, bool) and not isinstance(eps, (int, float))",
+        LIK,
+    ),
+    (
+        "mutmut: shape message without the shape",
+        P + "likelihood.py",
+        "got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else",
+        "got = tuple(logits.shape) if False else",
+        LIK,
+    ),
+    (
+        "mutmut: class-count hint reads the token axis",
+        P + "likelihood.py",
+        "logits.shape[-1] != sub.num_classes:",
+        "logits.shape[1] != sub.num_classes:",
+        LIK,
+    ),
+    (
+        "mutmut: NaN message changed",
+        P + "likelihood.py",
+        '"model returned NaN logits; the bound would be NaN"',
+        '"XXmodel returned NaN logits; the bound would be NaNXX"',
+        LIK,
+    ),
+    (
+        "mutmut: float32 probabilities drawn in float32",
+        P + "sampling/draws.py",
+        "    probs = probs.to(torch.float64)",
+        "    probs = probs",
+        DRW,
+    ),
+    (
+        "mutmut: u = 1 not guarded (>)",
+        P + "sampling/draws.py",
+        "    over = idx >= k",
+        "    over = idx > k",
+        DRW,
+    ),
+    (
+        "mutmut: u = 1 not guarded (off)",
+        P + "sampling/draws.py",
+        "    if bool(over.any()):",
+        "    if False:",
+        DRW,
+    ),
+    (
+        "mutmut: default temperature 2",
+        P + "sampling/draws.py",
+        "temperature: float = 1.0, top_p",
+        "temperature: float = 2.0, top_p",
+        DRW,
+    ),
+    (
+        "mutmut: float32 log-probs stay float32",
+        P + "sampling/draws.py",
+        "    lp = log_probs.to(torch.float64)",
+        "    lp = log_probs",
+        DRW,
+    ),
+    (
+        "mutmut: top_p = 1 truncates",
+        P + "sampling/draws.py",
+        "    if top_p < 1.0:",
+        "    if top_p <= 1.0:",
+        DRW,
+    ),
+    (
+        "mutmut: top_p keeps the class at the boundary",
+        P + "sampling/draws.py",
+        "keep_sorted = before < top_p",
+        "keep_sorted = before <= top_p",
+        DRW,
+    ),
+    (
+        "mutmut: top_p renormalises over the whole batch",
+        P + "sampling/draws.py",
+        "        p = p / p.sum(-1, keepdim=True)",
+        "        p = p / p.sum()",
+        DRW,
     ),
 ]
 
