@@ -326,3 +326,23 @@ def test_resume_changing_the_data_or_model_is_refused_by_name(tmp_path, capsys):
     code = main(["train", "--out", str(run), "--resume", "--data", "markov:states=5", "--set", "lr=0.5"])
     err = capsys.readouterr().err
     assert code == 2 and "['data', 'lr']" in err and len(err.strip().splitlines()) == 1
+
+
+def test_signal_during_the_final_evaluation_stops_with_the_message(tmp_path, monkeypatch):
+    """SIGINT after the last step (here: during the final evaluation) ends the run with the same
+    one-line stop (RunInterrupted, exit 130 from the CLI), not a KeyboardInterrupt traceback out of
+    the evaluation or the plot; the checkpoint of the last step is complete."""
+    from mdm_prime.train import RunInterrupted
+
+    real_evaluate = Trainer.evaluate
+
+    def evaluate_then_signal(self, *args, final=False, **kw):
+        if final:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_evaluate(self, *args, final=final, **kw)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_then_signal)
+    with pytest.raises(RunInterrupted, match="stopped by SIGINT after the last step \\(4\\)"):
+        train(tiny(), tmp_path / "run", show_progress=False)
+    verify_checkpoint(tmp_path / "run" / "checkpoint")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -465,19 +465,34 @@ class Trainer:
             while self.step < cfg.max_steps:
                 last_eval = self._loop_step(bar, last_eval, window_tokens, window_start)
                 window_tokens, window_start = self._window
+            bar.close()
+            self.save_checkpoint()
+            # a signal after the last step (final evaluation, plot, previews) skips what is left of
+            # them and stops with the same one-line message: the checkpoint is already complete
+            if self.dist.is_main:
+                self._stop_after_training()
+                last_eval = self.evaluate(final=True)
+                self.log(last_eval)
+                from .plotting import plot_metrics
+
+                self._stop_after_training()
+                plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
+                self._stop_after_training()
+                self.preview_samples()
         finally:
             self._restore_signal_handlers(previous)
-        bar.close()
-        self.save_checkpoint()
-        if self.dist.is_main:
-            last_eval = self.evaluate(final=True)
-            self.log(last_eval)
-            from .plotting import plot_metrics
-
-            plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
-            self.preview_samples()
         D.barrier(self.dist)
         return last_eval
+
+    def _stop_after_training(self) -> None:
+        """Raise :class:`RunInterrupted` if SIGINT/SIGTERM arrived after the last training step."""
+        if self._signal:
+            name = signal.Signals(self._signal).name
+            raise RunInterrupted(
+                f"stopped by {name} after the last step ({self.step}); checkpoint saved in "
+                f"{self.out / 'checkpoint'}; the final evaluation was cut short: mdm-prime eval {self.out}",
+                self._signal,
+            )
 
     # ----------------------------------------------------------------- signals
     def _install_signal_handlers(self) -> dict:
