@@ -1,4 +1,8 @@
-"""Small models and distributions shared by the core tests."""
+"""Small models and distributions shared by the core tests, and a CLI launcher."""
+
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -54,3 +58,10 @@ every step logged."""
 
 TINY_TRANSFORMER = dict(model_overrides__dim=32, model_overrides__depth=1, model_overrides__heads=2)
 """A 32-wide, one-block, two-head transformer: the smallest model the training tests need."""
+
+
+def start_cli(args: list[str], **popen_kwargs) -> subprocess.Popen:
+    """Start ``python -m mdm_prime.cli ARGS`` in a child process with one torch thread (the caller
+    waits, signals or reads it; ``popen_kwargs`` go to :class:`subprocess.Popen`)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **popen_kwargs)

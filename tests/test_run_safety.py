@@ -25,7 +25,7 @@ from mdm_prime.evaluate import load_run
 from mdm_prime.run_folder import MARKER, RunFolder
 from mdm_prime.train import RunError, Trainer, train
 
-from .helpers import QUIET_RUN, TINY_TRANSFORMER, set_args
+from .helpers import QUIET_RUN, TINY_TRANSFORMER, set_args, start_cli
 
 DATA = "markov:states=4,concentration=0.1"
 
@@ -240,11 +240,6 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------------------------------ signals
-def _cli(args, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **kw)
-
-
 ARGS = [
     "train",
     "--data",
@@ -284,7 +279,7 @@ def _steps_logged(run: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     run, ref = tmp_path / "run", tmp_path / "ref"
-    proc = _cli([*ARGS, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli([*ARGS, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and _steps_logged(run) < 3:
         time.sleep(0.05)
@@ -307,14 +302,14 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     # resume without repeating any flag (the saved config), to a step past the interruption
     target = stopped + 3
     assert (
-        _cli(
+        start_cli(
             ["train", "--out", str(run), "--resume", "--max-steps", str(target), "--no-progress"],
             stdout=subprocess.DEVNULL,
         ).wait(timeout=300)
         == 0
     )
     ref_args = [a if a != "400" else str(target) for a in ARGS]
-    assert _cli([*ref_args, "--out", str(ref)], stdout=subprocess.DEVNULL).wait(timeout=300) == 0
+    assert start_cli([*ref_args, "--out", str(ref)], stdout=subprocess.DEVNULL).wait(timeout=300) == 0
     assert_same_weights(ref, run)  # constant learning rate: max_steps does not change the steps' updates
 
 

@@ -13,7 +13,7 @@ import torch
 from mdm_prime.configs import resolve_config
 from mdm_prime.train import train
 
-from .helpers import QUIET_RUN, set_args
+from .helpers import QUIET_RUN, set_args, start_cli
 
 DATA = "markov:states=4,concentration=0.1"
 
@@ -57,11 +57,6 @@ def test_loss_decreases_on_synthetic_data(tmp_path, family, ell):
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
 
 
-def _cli(args, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **kw)
-
-
 COMMON = [
     "train",
     "--data",
@@ -87,8 +82,8 @@ COMMON = [
 
 def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert _cli([*COMMON, "--out", str(ref)]).wait(timeout=600) == 0
-    proc = _cli([*COMMON, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert start_cli([*COMMON, "--out", str(ref)]).wait(timeout=600) == 0
+    proc = start_cli([*COMMON, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill it hard once a checkpoint past step 8 exists and before it finishes
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -100,7 +95,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path):
     proc.wait(timeout=60)
     killed_at = losses(run)[-1][0]
     assert killed_at < 24, "the run finished before it could be killed; make it longer"
-    assert _cli([*COMMON, "--out", str(run), "--resume"]).wait(timeout=600) == 0
+    assert start_cli([*COMMON, "--out", str(run), "--resume"]).wait(timeout=600) == 0
     expected = dict(losses(ref))
     got = losses(run)
     # every step after the last checkpoint is logged twice (before the kill and after resuming): both match

@@ -5,7 +5,7 @@
     python tools/named_mutants.py --tests-from REV                      # the tests of an older commit
 
 Each mutant is (file, exact text, replacement, tests). The source file is restored after each run,
-also on Ctrl-C. Run from the repository root with the package importable from ./src.
+also on Ctrl-C or SIGTERM. Run from the repository root with the package importable from ./src.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,11 @@ P = "src/mdm_prime/"
 LIK = ["tests/test_likelihood.py"]
 OBJ = ["tests/test_objectives.py"]
 ORA = ["tests/test_oracle.py"]
-SAM = ["tests/test_sampling.py", "tests/sampling/test_sampler.py"]  # before and after the tests/ move
+SAM = [  # the fast contract tests first (pytest -x stops at the first failure)
+    "tests/sampling/test_sampler_contract.py",
+    "tests/sampling/test_sampler.py",
+    "tests/test_sampling.py",  # before the tests/ move
+]
 PRO = ["tests/test_process.py"]
 DRW = ["tests/sampling/test_draws.py"]
 SCH = ["tests/test_schedules.py"]
@@ -293,6 +298,286 @@ MUTANTS = [
         "        p = p / p.sum()",
         DRW,
     ),
+    (
+        "mutmut: sampler isnan check by and",
+        P + "sampling/sampler.py",
+        "or not isinstance(value, (int, float)) or math.isnan(value)",
+        "or not isinstance(value, (int, float)) and math.isnan(value)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler bool accepted as a number",
+        P + "sampling/sampler.py",
+        "if isinstance(value, bool) or not isinstance(value, (int, float))",
+        "if isinstance(value, bool) and not isinstance(value, (int, float))",
+        SAM,
+    ),
+    (
+        "mutmut: sampler interval message always half-open",
+        P + "sampling/sampler.py",
+        "{'(' if low_open else '['}",
+        "{'(' if low_open and False else '['}",
+        SAM,
+    ),
+    (
+        "mutmut: sampler num_samples = 1 refused",
+        P + "sampling/sampler.py",
+        "or not isinstance(v, int) or v < 1)",
+        "or not isinstance(v, int) or v <= 1)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler condition type check by and",
+        P + "sampling/sampler.py",
+        "if not isinstance(condition, tuple) or len(condition) != 2:",
+        "if not isinstance(condition, tuple) and len(condition) != 2:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler float condition values accepted",
+        P + "sampling/sampler.py",
+        "values.dtype.is_floating_point or values.dtype == torch.bool",
+        "values.dtype.is_floating_point and values.dtype == torch.bool",
+        SAM,
+    ),
+    (
+        "mutmut: sampler condition shape check by and",
+        P + "sampling/sampler.py",
+        "fixed.dim() != 2 or fixed.shape != values.shape or",
+        "fixed.dim() != 2 and fixed.shape != values.shape or",
+        SAM,
+    ),
+    (
+        "mutmut: sampler num_tokens check inverted",
+        P + "sampling/sampler.py",
+        "num_tokens * sub.length != n:",
+        "num_tokens * sub.length == n:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler bad digit always reported by its max",
+        P + "sampling/sampler.py",
+        "bad = int(given.min()) if int(given.min()) < 0 else",
+        "bad = int(given.min()) if int(given.min()) < 0 and False else",
+        SAM,
+    ),
+    (
+        "mutmut: sampler impossible digits reported at a possible token",
+        P + "sampling/sampler.py",
+        "bi, li = (~possible).nonzero()[0].tolist()",
+        "bi, li = possible.nonzero()[0].tolist()",
+        SAM,
+    ),
+    (
+        "mutmut: sampler default corrector power 1.25",
+        P + "sampling/sampler.py",
+        "corrector_power: float = 0.25,",
+        "corrector_power: float = 1.25,",
+        SAM,
+    ),
+    (
+        "mutmut: sampler unseeded seed space of 124",
+        P + "sampling/sampler.py",
+        "torch.randint(2**62, ())",
+        "torch.randint(2 * 62, ())",
+        SAM,
+    ),
+    (
+        "mutmut: sampler unconditioned fixed mask 1-D",
+        P + "sampling/sampler.py",
+        "fixed = torch.zeros(batch, n_dig, dtype=torch.bool, device=device)",
+        "fixed = torch.zeros(n_dig, dtype=torch.bool, device=device)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler calls counted in float",
+        P + "sampling/sampler.py",
+        "calls = torch.zeros(batch, dtype=torch.long, device=device)",
+        "calls = torch.zeros(batch, device=device)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler processed store also for per-digit",
+        P + "sampling/sampler.py",
+        'store_processed = method == "joint" and temp_fn is None',
+        'store_processed = method == "joint" or temp_fn is None',
+        SAM,
+    ),
+    (
+        "mutmut: sampler processed store under a temperature schedule",
+        P + "sampling/sampler.py",
+        'store_processed = method == "joint" and temp_fn is None',
+        'store_processed = method == "joint" and temp_fn is not None',
+        SAM,
+    ),
+    (
+        "mutmut: sampler joint with a schedule stores probabilities",
+        P + "sampling/sampler.py",
+        'else (logp.exp() if method == "per_digit" else logp)',
+        'else (logp.exp() if method == "per_digit" or True else logp)',
+        SAM,
+    ),
+    (
+        "mutmut: sampler trajectory uint8 for mask id 256",
+        P + "sampling/sampler.py",
+        "torch.uint8 if mask_id < 256 else",
+        "torch.uint8 if mask_id <= 256 else",
+        SAM,
+    ),
+    (
+        "mutmut: sampler trajectory int16 for mask id 2**15",
+        P + "sampling/sampler.py",
+        "torch.int16 if mask_id < 2**15 else",
+        "torch.int16 if mask_id <= 2**15 else",
+        SAM,
+    ),
+    (
+        "mutmut: sampler trajectory_calls in float",
+        P + "sampling/sampler.py",
+        "traj_calls = torch.zeros(steps, batch, dtype=torch.bool)",
+        "traj_calls = torch.zeros(steps, batch)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler temperature 0 from a schedule accepted",
+        P + "sampling/sampler.py",
+        "if not tau > 0:",
+        "if not tau >= 0:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler corrector on at scale 0",
+        P + "sampling/sampler.py",
+        "elif corrector_scale > 0.0:",
+        "elif corrector_scale >= 0.0:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler corrector off below scale 1",
+        P + "sampling/sampler.py",
+        "elif corrector_scale > 0.0:",
+        "elif corrector_scale > 1.0:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler corrector step h = t + s",
+        P + "sampling/sampler.py",
+        "h = t - s",
+        "h = t + s",
+        SAM,
+    ),
+    (
+        "mutmut: sampler corrector reveal rate divided by 1 + kappa",
+        P + "sampling/sampler.py",
+        "math.exp(-h * (1.0 + kappa) *",
+        "math.exp(-h / (1.0 + kappa) *",
+        SAM,
+    ),
+    (
+        "mutmut: sampler remask rate times alpha",
+        P + "sampling/sampler.py",
+        "float(-sched.alpha_derivative(tt)) / a_t if",
+        "float(-sched.alpha_derivative(tt)) * a_t if",
+        SAM,
+    ),
+    (
+        "mutmut: sampler remask rate divides by -alpha'",
+        P + "sampling/sampler.py",
+        "kappa * float(-sched.alpha_derivative(tt))",
+        "kappa / float(-sched.alpha_derivative(tt))",
+        SAM,
+    ),
+    (
+        "mutmut: sampler logits not converted to float64",
+        P + "sampling/sampler.py",
+        "carry_over_log_probs(logits.to(torch.float64), y_in, sub)",
+        "carry_over_log_probs(logits, y_in, sub)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler model output check by and",
+        P + "sampling/sampler.py",
+        "if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (",
+        "if not isinstance(logits, torch.Tensor) and tuple(logits.shape) != (",
+        SAM,
+    ),
+    (
+        "mutmut: sampler steps field None",
+        P + "sampling/sampler.py",
+        "        steps=steps,\n        wall_time",
+        "        steps=None,\n        wall_time",
+        SAM,
+    ),
+    (
+        "mutmut: sampler wall_time sign",
+        P + "sampling/sampler.py",
+        "wall_time=time.perf_counter() - start_time",
+        "wall_time=time.perf_counter() + start_time",
+        SAM,
+    ),
+    (
+        "mutmut: sampler per-digit temperature needs top_p < 1",
+        P + "sampling/sampler.py",
+        "if tau != 1.0 or top_p < 1.0:",
+        "if tau != 1.0 and top_p < 1.0:",
+        SAM,
+    ),
+    (
+        "mutmut: sampler per-digit marginal normalised over positions",
+        P + "sampling/sampler.py",
+        "total = marg.sum(-1, keepdim=True)",
+        "total = marg.sum(1, keepdim=True)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler per-digit top_p dropped",
+        P + "sampling/sampler.py",
+        "(marg / total.clamp_min(1e-300)).log(), tau, top_p)",
+        "(marg / total.clamp_min(1e-300)).log(), tau)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler bad digit reported by its min",
+        P + "sampling/sampler.py",
+        "bad = int(given.min()) if int(given.min()) < 0 else",
+        "bad = int(given.min()) if int(given.min()) < 0 or True else",
+        SAM,
+    ),
+    (
+        "mutmut: sampler bad digit: min 0 counts as negative",
+        P + "sampling/sampler.py",
+        "bad = int(given.min()) if int(given.min()) < 0 else",
+        "bad = int(given.min()) if int(given.min()) <= 0 else",
+        SAM,
+    ),
+    (
+        "mutmut: sampler impossible digits message slices too far",
+        P + "sampling/sampler.py",
+        "y[bi, li * ell : (li + 1) * ell]",
+        "y[bi, li * ell : (li + 2) * ell]",
+        SAM,
+    ),
+    (
+        "mutmut: sampler uniforms in float32",
+        P + "sampling/sampler.py",
+        "rand_opts = dict(generator=generator, device=device, dtype=torch.float64)",
+        "rand_opts = dict(generator=generator, device=device)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler per-digit marginal normalised by the batch total",
+        P + "sampling/sampler.py",
+        "total = marg.sum(-1, keepdim=True)",
+        "total = marg.sum(None, keepdim=True)",
+        SAM,
+    ),
+    (
+        "mutmut: sampler per-digit marginal left unnormalised",
+        P + "sampling/sampler.py",
+        "total.clamp_min(1e-300)",
+        "total.clamp_min(1.0)",
+        SAM,
+    ),
 ]
 
 
@@ -303,6 +588,14 @@ def main() -> int:
         "--only", metavar="TEXT", help="run only the mutants whose file path or name contains TEXT"
     )
     args = ap.parse_args()
+
+    # the mutated source file is restored in a `finally`: make SIGTERM (and SIGINT, which a shell
+    # ignores in background jobs) raise KeyboardInterrupt so that the `finally` runs
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     mutants = [m for m in MUTANTS if not args.only or args.only in m[0] or args.only in m[1]]
     root = Path.cwd()
     tests_root = root

@@ -3,6 +3,7 @@ conditioning, validity of decoded tokens, input validation."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from mdm_prime.sampling import (
     temperature_schedule,
     time_grid,
 )
+from mdm_prime.schedules import get_schedule
 
 from ..helpers import RandomDigitModel, random_joint
 
@@ -159,6 +161,123 @@ def test_corrector_matches_joint_at_large_T():
     assert float((out.idle_steps < 128 - 4).double().mean()) > 0.5
 
 
+def _nucleus(p, temperature, top_p):
+    """Temperature then top-p on a probability vector, written out with numpy (independent of draws.py)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.where(p > 0, p ** (1.0 / temperature), 0.0)
+    q = q / q.sum()
+    order = np.argsort(-q, kind="stable")
+    before = np.cumsum(q[order]) - q[order]
+    keep = np.zeros_like(q, dtype=bool)
+    keep[order[before < top_p]] = True
+    q = np.where(keep, q, 0.0)
+    return q / q.sum()
+
+
+def _support_chi2_pvalue(samples, target):
+    """Chi-square p-value over the cells of positive target mass; 0.0 if a sample hit a zero cell."""
+    target = np.asarray(target, dtype=np.float64)
+    counts = np.bincount(samples.numpy(), minlength=target.size).astype(np.float64)
+    if counts[target == 0].any():
+        return 0.0
+    support = target > 0
+    return chisquare(counts[support], target[support] / target[support].sum() * counts.sum()).pvalue
+
+
+@pytest.mark.parametrize("temperature,top_p", [(2.0, 1.0), (1.0, 0.7), (0.5, 0.9)])
+def test_per_digit_applies_temperature_and_top_p_to_each_digit_marginal(temperature, top_p):
+    """T = 1 reveals both digits of a token in one step: d_0 from the processed marginal of the
+    token distribution, then d_1 from the processed marginal of the classes agreeing with d_0
+    (docs/method.md §6). C = 5, b = 3: the code (1, 2) is invalid and must keep probability 0."""
+    sub = SubTokenizer(5, 2)
+    logits = torch.tensor([1.5, -0.5, 0.3, 0.9, -1.2], dtype=torch.float64)
+    p = torch.softmax(logits, -1).numpy()
+    digits = sub.encode(torch.arange(5)).view(5, 2).numpy()
+    expected = np.zeros(5)
+    m0 = _nucleus([p[digits[:, 0] == v].sum() for v in range(3)], temperature, top_p)
+    for v in range(3):
+        if m0[v] == 0:
+            continue
+        cond = np.where(digits[:, 0] == v, p, 0.0)
+        m1 = _nucleus([cond[digits[:, 1] == w].sum() for w in range(3)], temperature, top_p)
+        for x in range(5):
+            if digits[x, 0] == v:
+                expected[x] = m0[v] * m1[digits[x, 1]]
+    assert expected.sum() == pytest.approx(1.0)
+
+    def model(y, t):
+        return logits.expand(y.shape[0], 500, -1)
+
+    out = sample(
+        model,
+        sub,
+        num_samples=40,
+        num_tokens=500,
+        steps=1,
+        seed=2,
+        method="per_digit",
+        temperature=temperature,
+        top_p=top_p,
+        time_conditioned=False,
+    )
+    assert _support_chi2_pvalue(out.tokens.flatten(), expected) > P_MIN
+    # power: the joint sampler's token-level processing is a detectably different distribution
+    assert _support_chi2_pvalue(out.tokens.flatten(), _nucleus(p, temperature, top_p)) < 1e-6
+
+
+def _finite_difference(f, t, eps=1e-6):
+    return (f(t + eps) - f(t - eps)) / (2 * eps)
+
+
+@pytest.mark.parametrize("corrector_scale", [0.0, 1.5])
+def test_each_step_reveals_and_remasks_at_the_specified_rates(corrector_scale):
+    """Per-digit jump frequencies of every step against docs/method.md §6, from the schedule's α(t)
+    alone (derivative by finite differences). Without corrector a masked digit is revealed with
+    the exact ``(α_s − α_t)/(1 − α_t)`` and nothing is remasked; with ``κ(t) = a·t^p(1−t)^p`` a
+    masked digit is revealed with ``1 − exp(−h(1+κ)w(t))``, ``w = −α'/(1−α)``, and a seen digit is
+    remasked with ``1 − exp(−h κ (−α'/α))``."""
+    sub = SubTokenizer(4, 2)
+    steps, power = 6, 0.5
+    schedule = get_schedule("cosine")
+
+    def alpha(t):
+        return float(schedule.alpha(torch.tensor([t], dtype=torch.float64)))
+
+    out = sample(
+        UniformModel(4, 4),
+        sub,
+        num_samples=4000,
+        num_tokens=4,
+        steps=steps,
+        seed=12,
+        schedule="cosine",
+        corrector_scale=corrector_scale,
+        corrector_power=power,
+        record=True,
+    )
+    grid = time_grid(steps)
+    for k in range(steps - 1):
+        t, s = float(grid[k]), float(grid[k + 1])
+        a_t, da_t = alpha(min(t, 1 - 1e-6)), _finite_difference(alpha, min(t, 1 - 1e-6))
+        if corrector_scale == 0.0:
+            p_reveal, p_remask = (alpha(s) - alpha(t)) / (1 - alpha(t)), 0.0
+        else:
+            kappa = corrector_scale * (t * (1 - t)) ** power
+            p_reveal = 1 - math.exp(-(t - s) * (1 + kappa) * -da_t / (1 - a_t))
+            p_remask = 1 - math.exp(-(t - s) * kappa * -da_t / a_t) if t < 1 else 0.0
+        before, after = out.trajectory[k].long(), out.trajectory[k + 1].long()
+        masked = before == sub.mask_id
+        for chosen, moved, p in (
+            (masked, after != sub.mask_id, p_reveal),
+            (~masked, after == sub.mask_id, p_remask),
+        ):
+            n = int(chosen.sum())
+            if n == 0:
+                continue
+            freq = float(moved[chosen].double().mean())
+            assert abs(freq - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-4) / n), (k, freq, p, n)
+
+
 @pytest.mark.parametrize("method", ["joint", "per_digit"])
 def test_prefix_conditioning_samples_the_exact_conditional(method):
     sub = SubTokenizer(5, 2)
@@ -201,6 +320,7 @@ def test_greedy_limits():
         {},
         {"method": "per_digit"},
         {"temperature": 0.7, "top_p": 0.9},
+        {"temperature": temperature_schedule("linear", 1.4, 0.5)},
         {"temperature": temperature_schedule("linear", 1.2, 0.6), "method": "per_digit", "top_p": 0.8},
         {"corrector_scale": 3.0, "grid": "power:2"},
         {"method": "per_digit", "corrector_scale": 1.0, "grid": "cosine", "schedule": "cosine"},
