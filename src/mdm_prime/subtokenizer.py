@@ -188,8 +188,6 @@ class SubTokenizer:
             self._device_cache[key] = getattr(self, name).to(device)
         return self._device_cache[key]
 
-    _table = table  # former private name, kept while other modules move to table()
-
     def _check_tokens(self, x: torch.Tensor, what: str = "tokens") -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")

@@ -68,7 +68,7 @@ from .run_folder import (
 from .schedules import get_schedule
 from .tasks import Task, build_task
 
-__all__ = ["train", "Trainer", "RunError", "RunInterrupted"]
+__all__ = ["train", "run_trainer", "Trainer", "RunError", "RunInterrupted"]
 
 STATE_FILE = "trainer_state.pt"
 RESUME_MAY_CHANGE = frozenset(
@@ -652,6 +652,12 @@ def train(
         restart=restart,
         allow_data_change=allow_data_change,
     )
+    return run_trainer(trainer)
+
+
+def run_trainer(trainer: Trainer) -> dict:
+    """Run ``trainer`` to its last step, print the final evaluation line (rank 0) and return its row;
+    the run folder's lock and the process group are released whatever happens."""
     try:
         result = trainer.run()
         if trainer.dist.is_main:

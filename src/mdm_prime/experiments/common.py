@@ -174,6 +174,14 @@ def study_command(study: str, smoke: bool, budget: float) -> str:
     return cmd
 
 
+def plot_path(results_dir: str | Path, study: str, smoke: bool) -> Path:
+    """Where a study's figure goes: ``RESULTS_DIR/STUDY.png`` (``STUDY-smoke.png`` for smoke runs);
+    creates ``results_dir``."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    return results_dir / f"{study}{'-smoke' if smoke else ''}.png"
+
+
 def payload(study: str, *, smoke: bool, budget: float, rows: list, extra: dict | None = None) -> dict:
     """The study JSON: study name, the command that reproduces it, when and where it ran, its rows."""
     return {

@@ -24,6 +24,7 @@ from .common import (
     fmt_pm,
     interp_loglinear,
     payload,
+    plot_path,
     plt,
     scaled_steps,
     smoke_text_data,
@@ -73,9 +74,7 @@ def run(
     for r in rows:
         r["headline"] = False  # the 1× rows are ell_sweep's headline rows; the rest belong to this section
     compute = compute_factors(rows)
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
+    plot = plot_path(results_dir, NAME, smoke)
     _plot(rows, plot)
     return payload(
         NAME,

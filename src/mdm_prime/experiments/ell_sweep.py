@@ -23,6 +23,7 @@ from .common import (
     PRIME,
     fmt_pm,
     payload,
+    plot_path,
     plt,
     sample_tokens,
     scaled_steps,
@@ -73,9 +74,7 @@ def run(
             sample_network_calls_mean=out["network_calls_mean"],
             sample_steps=L,
         )
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
+    plot = plot_path(results_dir, NAME, smoke)
     _plot(rows, plot)
     return payload(NAME, smoke=smoke, budget=budget, rows=rows, extra={"plots": [plot.name], "title": TITLE})
 

@@ -227,18 +227,9 @@ def train_run(
     cfg, folder: str | os.PathLike, *, resume: bool, variant: dict | None = None, show_progress: bool = False
 ) -> dict:
     """Train (``resume=False``, empty folder) or resume a run; returns the final evaluation row."""
-    from .. import distributed as D
-    from ..train import format_final
+    from ..train import run_trainer
 
-    trainer = make_trainer(cfg, folder, resume=resume, variant=variant, show_progress=show_progress)
-    try:
-        result = trainer.run()
-        if trainer.dist.is_main:
-            print(format_final(result))
-        return result
-    finally:
-        trainer.folder.release()
-        D.shutdown(trainer.dist)
+    return run_trainer(make_trainer(cfg, folder, resume=resume, variant=variant, show_progress=show_progress))
 
 
 def describe(cfg) -> dict[str, Any]:

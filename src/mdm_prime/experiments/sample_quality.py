@@ -21,6 +21,7 @@ from .common import (
     MDM,
     PRIME,
     payload,
+    plot_path,
     plt,
     sample_tokens,
     scaled_steps,
@@ -105,9 +106,7 @@ def run(
             )
     for r in rows:
         r.update(num_samples=num, headline=False)
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
+    plot = plot_path(results_dir, NAME, smoke)
     _plot(rows, plot)
     return payload(
         NAME,

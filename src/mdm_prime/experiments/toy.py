@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import MDM, PRIME, fmt_pm, payload, plt, sample_tokens, scaled_steps
+from .common import MDM, PRIME, fmt_pm, payload, plot_path, plt, sample_tokens, scaled_steps
 from .runner import run_study
 from .runs import RunSpec
 
@@ -86,7 +86,7 @@ def run(
             row["valid_nats_per_token"] - row["data_entropy_nats_per_token"]
         )
         panels.append((row["family_label"], pts))
-    plot = results_dir / f"{NAME}{'-smoke' if smoke else ''}.png"
+    plot = plot_path(results_dir, NAME, smoke)
     _plot(density, panels, task.num_classes, plot)
     data = payload(
         NAME,

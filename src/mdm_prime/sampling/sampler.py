@@ -281,7 +281,7 @@ def sample(
         fixed = torch.zeros(batch, n_dig, dtype=torch.bool, device=device)
         y = torch.full((batch, n_dig), mask_id, dtype=torch.long, device=device)
 
-    digit_table = sub._table("digit_table", device)  # (C, ℓ)
+    digit_table = sub.table("digit_table", device)  # (C, ℓ)
     mask_prob = sched.mask_probability(grid_t.to(torch.float64))  # 1 − α, closed form (no cancellation)
     if time_conditioned is None:
         time_conditioned = bool(getattr(model, "time_conditioned", True))
@@ -443,7 +443,7 @@ def _per_digit_values(
     a, length, _ = probs.shape
     ell = sub.length
     rev = reveal.view(a, length, ell)
-    table = sub._table("digit_table", probs.device)  # (C, ℓ)
+    table = sub.table("digit_table", probs.device)  # (C, ℓ)
     out = torch.zeros(a, length, ell, dtype=torch.long, device=probs.device)
     p = probs
     for j in range(ell):
