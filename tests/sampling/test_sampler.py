@@ -229,7 +229,9 @@ def _finite_difference(f, t, eps=1e-6):
     return (f(t + eps) - f(t - eps)) / (2 * eps)
 
 
-@pytest.mark.parametrize("corrector_scale", [0.0, 1.5])
+@pytest.mark.parametrize(
+    "corrector_scale", [0.0, 0.8]
+)  # 0.8: below 1, where a "> 1" slip would switch it off
 def test_each_step_reveals_and_remasks_at_the_specified_rates(corrector_scale):
     """Per-digit jump frequencies of every step against docs/method.md §6, from the schedule's α(t)
     alone (derivative by finite differences). Without corrector a masked digit is revealed with
