@@ -11,6 +11,7 @@ The ``mnist-small`` preset's U-Net (``toy`` size), batch 64, ``STEPS`` (600) × 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,14 @@ def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
     return out
 
 
-def _classifier(out_root: Path, data: str, smoke: bool):
+def _classifier(out_root: Path, data: str, smoke: bool, log=print):
     from ..metrics.classifier import load_classifier, train_classifier
 
     folder = out_root / "classifiers" / (data.replace(":", "_") + ("-smoke" if smoke else ""))
     try:
         return load_classifier(folder)
     except FileNotFoundError:
+        log(f"[{NAME}] training the Fréchet-distance classifier on {data} → {folder}")
         train_classifier(
             data,
             folder,
@@ -87,7 +89,7 @@ def _classifier(out_root: Path, data: str, smoke: bool):
             max_train=200 if smoke else 0,
             widths=(4, 8, 8) if smoke else (32, 64, 64),
             feature_dim=8 if smoke else 128,
-            log=lambda *a, **k: None,
+            log=log,
         )
         return load_classifier(folder)
 
@@ -103,7 +105,7 @@ def run(
     rows = run_study(NAME, sp, out_root, log=log)
     cfg = resolve(sp[0])
     task = build_task_for(cfg)
-    classifier, ccfg = _classifier(Path(out_root), cfg.data, smoke)
+    classifier, ccfg = _classifier(Path(out_root), cfg.data, smoke, log=log)
     num = 16 if smoke else NUM_FD
     nfes = (4, 8) if smoke else NFES
     shape = task.image_shape
@@ -111,11 +113,19 @@ def run(
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     plots = []
+    done_calls, total_calls, start = 0, len(rows) * sum(nfes), time.perf_counter()
     for row in rows:
         model = load_model(row["run_dir"])
         row["fd"] = {}
         for T in nfes:
             out = sample_tokens(model, num=num, steps=T, seq_len=task.seq_len, seed=0, batch_size=100)
+            done_calls += T
+            elapsed = time.perf_counter() - start
+            eta = elapsed * (total_calls - done_calls) / done_calls
+            log(
+                f"[{NAME}] {row['family_label']}: {num} samples at NFE {T} in {out['wall_s']:.0f} s "
+                f"(Fréchet samples {done_calls}/{total_calls} steps, ETA {eta / 60:.1f} min)"
+            )
             imgs = out["tokens"].reshape(-1, *shape)
             fd = frechet_distance(imgs, reference, classifier, levels=task.num_classes)
             row["fd"][str(T)] = {
