@@ -392,3 +392,68 @@ def test_layout_cache_is_owned_by_the_module():
     carry_over_nll(logits, y_t, x0, sub)
     assert set(vars(sub)) == before  # nothing cached on the sub-tokenizer
     assert torch.equal(P.layout(other, "cpu").coc, other.class_of_code)
+
+
+# ----------------------------------------------------------------------------- reference helpers
+# (written from the mutmut survivors of parameterization/reference.py, docs/reliability.md §6)
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_to_code_space_puts_each_class_at_its_code_and_fills_the_rest(permuted):
+    """C = 5, b = 3, ℓ = 2: 9 codes, 4 of them invalid; class c sits at code c (or at the code the
+    permutation gives it: the code whose digits ``encode`` writes for c)."""
+    from mdm_prime.parameterization import to_code_space
+
+    sub = SubTokenizer(5, 2, permutation=[3, 0, 4, 1, 2] if permuted else None)
+    values = torch.tensor([[10.0, 11.0, 12.0, 13.0, 14.0]])
+    out = to_code_space(values, sub, fill=-7.0)
+    digits = sub.encode(torch.arange(5)).view(5, 2)
+    codes = (digits[:, 0] * 3 + digits[:, 1]).tolist()
+    expected = [-7.0] * 9
+    for c, code in enumerate(codes):
+        expected[code] = 10.0 + c
+    assert out.tolist() == [expected]
+
+
+@pytest.mark.parametrize("ell", [1, 2, 3])
+@pytest.mark.parametrize("lead", [(), (4,), (2, 3), (2, 1, 3)])
+def test_digit_marginals_for_any_leading_shape(lead, ell):
+    """``(..., C)`` → ``(..., ℓ, b)`` for 0 to 3 leading axes, against a sum over classes by digit."""
+    sub = SubTokenizer(7, ell)
+    g = torch.Generator().manual_seed(len(lead) + ell)
+    probs = torch.softmax(torch.randn(*lead, 7, generator=g, dtype=torch.float64), -1)
+    digits = sub.encode(torch.arange(7)).view(7, ell)
+    expected = torch.zeros(*lead, ell, sub.base, dtype=torch.float64)
+    for c in range(7):
+        for j in range(ell):
+            expected[..., j, digits[c, j]] += probs[..., c]
+    from mdm_prime.parameterization import digit_marginals_from_probs
+
+    got = digit_marginals_from_probs(probs, sub)
+    assert got.shape == (*lead, ell, sub.base)
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+def test_reference_validation_messages():
+    from mdm_prime.parameterization import carry_over_logits
+    from mdm_prime.parameterization.reference import check_logits, split_tokens
+
+    sub = SubTokenizer(5, 2)
+    for bad, dtype in (
+        (torch.zeros(1, 4, dtype=torch.bool), "torch.bool"),
+        (torch.zeros(1, 4), "torch.float32"),
+    ):
+        with pytest.raises(TypeError, match=f"y_t must be an integer tensor, got dtype {dtype}$"):
+            split_tokens(bad, sub)
+    with pytest.raises(ValueError, match=r"y_t must have shape \(B, L·ℓ\) with ℓ=2, got \(1, 2, 4\)$"):
+        split_tokens(torch.zeros(1, 2, 4, dtype=torch.long), sub)
+    with pytest.raises(TypeError, match=r"logits must be a floating-point tensor, got torch\.int64$"):
+        check_logits(torch.zeros(1, 2, 5, dtype=torch.long), sub)
+    with pytest.raises(TypeError, match=r"logits must be a floating-point tensor, got list$"):
+        check_logits([0.0], sub)
+    with pytest.raises(ValueError, match=r"logits must have shape \(B, L, C=5\), got \(2, 5\)$"):
+        check_logits(torch.zeros(2, 5), sub)
+    with pytest.raises(ValueError, match=r"logits must have shape \(B, L, C=5\), got \(1, 2, 4\)$"):
+        check_logits(torch.zeros(1, 2, 4), sub)
+    with pytest.raises(ValueError, match="y_t holds 2 tokens of ℓ=2 digits but logits have 3 positions"):
+        carry_over_logits(torch.zeros(1, 3, 5), torch.zeros(1, 4, dtype=torch.long), sub)

@@ -199,3 +199,12 @@ def test_equality_and_argument_types():
         get_schedule({})
     with pytest.raises(TypeError, match="got int"):
         get_schedule(3)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_time_from_mask_probability_clamps_out_of_range_input(name):
+    """Documented: ``u`` outside ``[0, 1]`` is clamped into it (so ``u = 3`` gives ``t = 1``, not NaN)."""
+    schedule = get_schedule(name)
+    t = schedule.time_from_mask_probability(torch.tensor([-0.5, 0.0, 1.0, 1.5, 3.0], dtype=torch.float64))
+    assert torch.isfinite(t).all()
+    assert t.tolist() == pytest.approx([0.0, 0.0, 1.0, 1.0, 1.0], abs=1e-12)

@@ -31,6 +31,7 @@ SAM = [  # the fast contract tests first (pytest -x stops at the first failure)
 PRO = ["tests/test_process.py"]
 DRW = ["tests/sampling/test_draws.py"]
 SCH = ["tests/test_schedules.py"]
+PAR = ["tests/test_parameterization.py"]
 
 MUTANTS = [
     # the four named in issue 9
@@ -577,6 +578,83 @@ MUTANTS = [
         "total.clamp_min(1e-300)",
         "total.clamp_min(1.0)",
         SAM,
+    ),
+    (
+        "mutmut: bool sub-tokens accepted",
+        P + "parameterization/reference.py",
+        "y_t.dtype.is_complex or y_t.dtype == torch.bool:",
+        "y_t.dtype.is_complex and y_t.dtype == torch.bool:",
+        PAR,
+    ),
+    (
+        "mutmut: float sub-tokens accepted",
+        P + "parameterization/reference.py",
+        "if y_t.dtype.is_floating_point or y_t.dtype.is_complex",
+        "if y_t.dtype.is_floating_point and y_t.dtype.is_complex",
+        PAR,
+    ),
+    (
+        "mutmut: 3-D sub-tokens accepted",
+        P + "parameterization/reference.py",
+        "if y_t.dim() != 2 or y_t.shape[-1] % sub.length:",
+        "if y_t.dim() != 2 and y_t.shape[-1] % sub.length:",
+        PAR,
+    ),
+    (
+        "mutmut: integer logits accepted",
+        P + "parameterization/reference.py",
+        "if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:",
+        "if not isinstance(logits, torch.Tensor) and not logits.dtype.is_floating_point:",
+        PAR,
+    ),
+    (
+        "mutmut: logits shape check by and",
+        P + "parameterization/reference.py",
+        "if logits.dim() != 3 or logits.shape[-1] != sub.num_classes:",
+        "if logits.dim() != 3 and logits.shape[-1] != sub.num_classes:",
+        PAR,
+    ),
+    (
+        "mutmut: carry-over skips the token-count check",
+        P + "parameterization/reference.py",
+        "split_tokens(y_t, sub, logits.shape[1])",
+        "split_tokens(y_t, sub, None)",
+        PAR,
+    ),
+    (
+        "mutmut: code space pads with 0",
+        P + "parameterization/reference.py",
+        "(0, sub.num_codes - sub.num_classes), value=fill)",
+        "(0, sub.num_codes - sub.num_classes))",
+        PAR,
+    ),
+    (
+        "mutmut: l = 1 marginals on axis 2",
+        P + "parameterization/reference.py",
+        "return grid.unsqueeze(-2)",
+        "return grid.unsqueeze(2)",
+        PAR,
+    ),
+    (
+        "mutmut: marginal summed over axis 2",
+        P + "parameterization/reference.py",
+        "marginals.append(joint.sum(-2))",
+        "marginals.append(joint.sum(2))",
+        PAR,
+    ),
+    (
+        "mutmut: marginals stacked on axis 2",
+        P + "parameterization/reference.py",
+        "return torch.stack(marginals[::-1], dim=-2)",
+        "return torch.stack(marginals[::-1], dim=2)",
+        PAR,
+    ),
+    (
+        "mutmut: cosine inverse without the upper clamp",
+        P + "schedules.py",
+        "u.clamp(0.0, 1.0)).sqrt()",
+        "u.clamp(0.0, None)).sqrt()",
+        SCH,
     ),
 ]
 
