@@ -240,6 +240,9 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------------------------------ signals
+# far more steps than the test waits for: the run is always still training when the signal comes
+# (with 400 a quiet machine once finished them while the refused second training started up)
+LONG_RUN_STEPS = "100000"
 ARGS = [
     "train",
     "--data",
@@ -249,7 +252,7 @@ ARGS = [
     "--batch-size",
     "8",
     "--max-steps",
-    "400",
+    LONG_RUN_STEPS,
     "--no-progress",
     "--precision",
     "fp32",
@@ -298,7 +301,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "checkpoint saved" in lines[0] and "Traceback" not in err
     stopped = json.loads((run / "checkpoint" / "config.json").read_text())["extra"]["train_step"]
-    assert 3 <= stopped < 400
+    assert 3 <= stopped < int(LONG_RUN_STEPS)
     # resume without repeating any flag (the saved config), to a step past the interruption
     target = stopped + 3
     assert (
@@ -308,7 +311,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path, sig):
         ).wait(timeout=300)
         == 0
     )
-    ref_args = [a if a != "400" else str(target) for a in ARGS]
+    ref_args = [a if a != LONG_RUN_STEPS else str(target) for a in ARGS]
     assert start_cli([*ref_args, "--out", str(ref)], stdout=subprocess.DEVNULL).wait(timeout=300) == 0
     assert_same_weights(ref, run)  # constant learning rate: max_steps does not change the steps' updates
 
