@@ -65,3 +65,16 @@ def start_cli(args: list[str], **popen_kwargs) -> subprocess.Popen:
     waits, signals or reads it; ``popen_kwargs`` go to :class:`subprocess.Popen`)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "mdm_prime.cli", *args], env=env, **popen_kwargs)
+
+
+class UniformModel:
+    """A time-independent model with zero logits ``[B, L, C]`` whatever the input: every token
+    distribution is uniform."""
+
+    time_conditioned = False
+
+    def __init__(self, num_tokens: int, num_classes: int):
+        self.shape = (num_tokens, num_classes)
+
+    def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(y.shape[0], *self.shape)

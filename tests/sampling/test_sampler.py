@@ -29,7 +29,7 @@ from mdm_prime.sampling import (
 )
 from mdm_prime.schedules import get_schedule
 
-from ..helpers import RandomDigitModel, random_joint
+from ..helpers import RandomDigitModel, UniformModel, random_joint
 
 P_MIN = 1e-3
 
@@ -48,10 +48,15 @@ def seq_index(tokens, num_classes):
 
 
 def chi2_pvalue(samples_idx, target):
+    """Chi-square p-value of the sample counts against ``target`` over its cells of positive mass;
+    0.0 if a sample hit a cell of zero mass."""
     target = torch.as_tensor(target, dtype=torch.float64).flatten()
-    counts = torch.bincount(samples_idx, minlength=target.numel()).double()
-    n = counts.sum()
-    return chisquare(counts.numpy(), (target * n).numpy()).pvalue
+    counts = torch.bincount(samples_idx.flatten(), minlength=target.numel()).double()
+    if counts[target == 0].any():
+        return 0.0
+    support = target > 0
+    expected = target[support] / target[support].sum() * counts.sum()
+    return chisquare(counts[support].numpy(), expected.numpy()).pvalue
 
 
 class Tabulated:
@@ -79,16 +84,6 @@ class Recorder:
     def __call__(self, y, t):
         self.inputs.append(y.clone())
         return self.model(y, t)
-
-
-class UniformModel:
-    time_conditioned = False
-
-    def __init__(self, num_tokens, num_classes):
-        self.shape = (num_tokens, num_classes)
-
-    def __call__(self, y, t):
-        return torch.zeros(y.shape[0], *self.shape)
 
 
 # ----------------------------------------------------------------------------- exactness (chi-square)
@@ -174,16 +169,6 @@ def _nucleus(p, temperature, top_p):
     return q / q.sum()
 
 
-def _support_chi2_pvalue(samples, target):
-    """Chi-square p-value over the cells of positive target mass; 0.0 if a sample hit a zero cell."""
-    target = np.asarray(target, dtype=np.float64)
-    counts = np.bincount(samples.numpy(), minlength=target.size).astype(np.float64)
-    if counts[target == 0].any():
-        return 0.0
-    support = target > 0
-    return chisquare(counts[support], target[support] / target[support].sum() * counts.sum()).pvalue
-
-
 @pytest.mark.parametrize("temperature,top_p", [(2.0, 1.0), (1.0, 0.7), (0.5, 0.9)])
 def test_per_digit_applies_temperature_and_top_p_to_each_digit_marginal(temperature, top_p):
     """T = 1 reveals both digits of a token in one step: d_0 from the processed marginal of the
@@ -220,9 +205,9 @@ def test_per_digit_applies_temperature_and_top_p_to_each_digit_marginal(temperat
         top_p=top_p,
         time_conditioned=False,
     )
-    assert _support_chi2_pvalue(out.tokens.flatten(), expected) > P_MIN
+    assert chi2_pvalue(out.tokens, expected) > P_MIN
     # power: the joint sampler's token-level processing is a detectably different distribution
-    assert _support_chi2_pvalue(out.tokens.flatten(), _nucleus(p, temperature, top_p)) < 1e-6
+    assert chi2_pvalue(out.tokens, _nucleus(p, temperature, top_p)) < 1e-6
 
 
 def _finite_difference(f, t, eps=1e-6):

@@ -14,20 +14,7 @@ import torch
 from mdm_prime import SubTokenizer
 from mdm_prime.sampling import Condition, categorical_from_uniform, sample, time_grid
 
-from ..helpers import RandomDigitModel
-
-
-class UniformModel:
-    """Zero logits ``[B, L, C]`` whatever the input: uniform token distributions."""
-
-    time_conditioned = False
-
-    def __init__(self, num_tokens, num_classes, dtype=torch.float32):
-        self.shape, self.dtype = (num_tokens, num_classes), dtype
-
-    def __call__(self, y, t):
-        return torch.zeros(y.shape[0], *self.shape, dtype=self.dtype)
-
+from ..helpers import RandomDigitModel, UniformModel
 
 SUB = SubTokenizer(5, 2)  # b = 3, mask id 3, codes 5..8 invalid
 OK = dict(num_samples=2, num_tokens=2, steps=3)
