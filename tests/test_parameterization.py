@@ -457,3 +457,198 @@ def test_reference_validation_messages():
         check_logits(torch.zeros(1, 2, 4), sub)
     with pytest.raises(ValueError, match="y_t holds 2 tokens of ℓ=2 digits but logits have 3 positions"):
         carry_over_logits(torch.zeros(1, 3, 5), torch.zeros(1, 4, dtype=torch.long), sub)
+
+
+# ----------------------------------------------------------------------------- fast-path contract
+# (written from the mutmut survivors of parameterization/fast.py, docs/reliability.md §6)
+
+
+def _no_grad_inputs(c=10, ell=2, l=3):
+    sub = _sub(c, ell)
+    logits, y_t, x0 = _draw(sub, b=1, l=l)
+    return sub, logits, y_t, x0
+
+
+@pytest.mark.parametrize("tokens_in_y", [2, 4])
+def test_fast_entry_points_check_the_token_count(tokens_in_y):
+    """Every no-autograd entry point refuses ``y_t`` whose token count is not the logits' ``L``
+    (a shorter ``y_t`` would otherwise leave rows of the output unwritten)."""
+    sub, logits, _, x0 = _no_grad_inputs(l=3)
+    y_t = torch.full((1, tokens_in_y * 2), sub.mask_id)
+    msg = f"y_t holds {tokens_in_y} tokens of ℓ=2 digits but logits have 3 positions"
+    for call in (
+        lambda: carry_over_log_probs(logits, y_t, sub),
+        lambda: carry_over(logits, y_t, sub),
+        lambda: carry_over_nll(logits, y_t, x0, sub),
+        lambda: carry_over_nll(logits, y_t, x0, sub, tokens=False),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            call()
+
+
+def test_carry_over_nll_checks_x0():
+    sub, logits, y_t, x0 = _no_grad_inputs(l=3)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B, L\) = \(1, 3\), got \(1, 2\)$"):
+        carry_over_nll(logits, y_t, x0[:, :2], sub)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B, L\) = \(1, 3\), got list$"):
+        carry_over_nll(logits, y_t, x0.tolist(), sub)
+
+
+def test_carry_over_nll_returns_none_for_the_part_not_asked_for():
+    sub, logits, y_t, x0 = _no_grad_inputs()
+    tok, dig = carry_over_nll(logits, y_t, x0, sub, tokens=False)
+    assert tok is None and dig.shape == (1, 3, 2)
+    tok, dig = carry_over_nll(logits, y_t, x0, sub, digits=False)
+    assert dig is None and tok.shape == (1, 3)
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_single_digit_marginals_are_exact_with_autograd(permuted):
+    """ℓ = 1: the marginal is the token distribution in code order, ``-inf`` where impossible (not
+    clamped at ``log(tiny)``), with and without autograd."""
+    sub = _sub(7, 1, permuted=permuted)
+    logits, y_t, _ = _draw(sub, b=2, l=4)
+    _, marg = carry_over(logits, y_t, sub)
+    _, marg_g = carry_over(logits.clone().requires_grad_(), y_t, sub)
+    seen = y_t.view(2, 4) != sub.mask_id
+    assert seen.any() and (~seen).any()
+    assert (marg[seen].isinf().sum(-1) == 6).all()  # one-hot: six values impossible
+    assert torch.equal(marg_g.detach(), marg)
+
+
+def test_digit_log_marginals_is_differentiable_and_checks_its_input():
+    sub = _sub(10, 2)
+    logits, y_t, _ = _draw(sub)
+    lp = reference.carry_over_log_probs(logits, y_t, sub).detach()
+    w = torch.randn(
+        *lp.shape[:2], 2, sub.base, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    got = lp.clone().requires_grad_()
+    (digit_log_marginals(got, sub).clamp_min(-50) * w).sum().backward()
+    want = lp.clone().requires_grad_()
+    probs = want.exp()  # independent: marginals summed by hand over the digit table
+    marg = torch.stack(
+        [
+            torch.stack([probs[..., sub.digit_table[:, j] == v].sum(-1) for v in range(sub.base)], -1)
+            for j in range(2)
+        ],
+        -2,
+    )
+    (marg.clamp_min(torch.finfo(torch.float64).tiny).log().clamp_min(-50) * w).sum().backward()
+    torch.testing.assert_close(got.grad, want.grad, rtol=0, atol=1e-12)
+    for bad, msg in (
+        (torch.tensor(0.0), r"log_probs must have shape \(\.\.\., C=10\), got \(\)$"),
+        (torch.zeros(2, 9), r"log_probs must have shape \(\.\.\., C=10\), got \(2, 9\)$"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            digit_log_marginals(bad, sub)
+        with pytest.raises(ValueError, match=msg):
+            reference.digit_log_marginals(bad, sub)
+    with pytest.raises(TypeError, match=r"log_probs must be a floating-point tensor, got torch\.int64$"):
+        digit_log_marginals(torch.zeros(2, 10, dtype=torch.long), sub)
+    with pytest.raises(ValueError, match=r"probs must have shape \(\.\.\., C=10\), got \(\)$"):
+        reference.digit_marginals_from_probs(torch.tensor(1.0), sub)
+    with pytest.raises(ValueError, match=r"values must have shape \(\.\.\., C=10\), got \(4,\)$"):
+        reference.to_code_space(torch.zeros(4), sub, 0.0)
+
+
+@pytest.mark.parametrize("chunk", [3, 16])
+@pytest.mark.parametrize("c,ell", [(2, 1), (5, 2), (40, 3)])
+def test_fast_paths_emit_no_warnings(monkeypatch, chunk, c, ell):
+    """Scratch buffers fit every block (a wrong shape would make torch resize an ``out=`` tensor and
+    warn): row counts that are and are not multiples of the block, whole and gathered blocks,
+    fewer classes than block rows."""
+    import warnings
+
+    monkeypatch.setattr(P, "CHUNK_ROWS", chunk)
+    sub = _sub(c, ell)
+    logits, y_t, x0 = _draw(sub, b=5, l=7)
+    y_t = y_t.clone()
+    y_t[1:4] = sub.mask_id  # runs of fully masked rows: blocks computed whole
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lp, marg = carry_over(logits, y_t, sub)
+        tok, dig = carry_over_nll(logits, y_t, x0, sub)
+        carry_over_log_probs(logits, y_t, sub)
+        if ell > 1:
+            dm = digit_log_marginals(lp, sub)
+    ref_lp = _brute_log_probs(logits, y_t, sub)
+    fin = torch.isfinite(ref_lp)
+    torch.testing.assert_close(lp[fin], ref_lp[fin], rtol=0, atol=1e-12)
+    if ell > 1:
+        torch.testing.assert_close(dm, marg, rtol=0, atol=1e-12)
+    keep = (y_t.view(5, 7, ell) == sub.mask_id).any(-1)
+    want_tok = torch.where(keep, -ref_lp.gather(-1, x0[..., None]).squeeze(-1), 0.0)
+    torch.testing.assert_close(tok, want_tok, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["mixed", "all masked"])
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_path_with_rows_of_very_different_scales(seed, mode):
+    """Rows of one block whose logits sit 1,000 nats apart: each row is shifted by its own maximum
+    (a block-wide shift would underflow the low rows to ``-inf``)."""
+    sub, logits, y, x0, digits = _random_case(200 + seed, mode)
+    rng = np.random.default_rng(seed)
+    logits = logits + rng.choice([-700.0, 0.0, 300.0], size=logits.shape[:2])[..., None]
+    lp_ref, marg_ref, tok_ref, dig_ref = _np_brute(logits, y, x0, digits, sub.base, sub.mask_id)
+    y_t, x0_t = torch.as_tensor(y).flatten(1), torch.as_tensor(x0)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-4)):
+        z = torch.as_tensor(logits).to(dtype)
+        lp, marg = carry_over(z, y_t, sub)
+        fin = np.isfinite(lp_ref)
+        assert np.array_equal(torch.isfinite(lp).numpy(), fin)
+        np.testing.assert_allclose(lp.double().numpy()[fin], lp_ref[fin], rtol=0, atol=tol)
+        np.testing.assert_allclose(marg.double().exp().numpy(), marg_ref, rtol=0, atol=tol)
+        tok, dig = carry_over_nll(z, y_t, x0_t, sub)
+        np.testing.assert_allclose(tok.double().numpy(), tok_ref, rtol=0, atol=tol * 10)
+        np.testing.assert_allclose(
+            dig.double().numpy(), dig_ref, rtol=1e-5 if dtype == torch.float32 else 0, atol=tol * 10
+        )
+
+
+@pytest.mark.parametrize("ell", [1, 2])
+def test_half_precision_nll_is_computed_in_float32(ell):
+    """bf16/fp16 logits: the NLLs equal float32 NLLs of the same (upcast) logits to float32 rounding,
+    not to half precision (every path upcasts before ``exp``)."""
+    sub = _sub(64, ell)
+    logits, y_t, x0 = _draw(sub, b=4, l=9, scale=6.0)
+    y_t = y_t.clone()
+    y_t[1:] = sub.mask_id  # mostly fully masked tokens: the dense statistics
+    for dt in (torch.bfloat16, torch.float16):
+        z = logits.to(dt)
+        want_tok, want_dig = carry_over_nll(z.double(), y_t, x0, sub)
+        tok, dig = carry_over_nll(z, y_t, x0, sub)
+        assert tok.dtype == dig.dtype == torch.float32
+        torch.testing.assert_close(tok.double(), want_tok, rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(dig.double(), want_dig, rtol=1e-6, atol=1e-5)
+
+
+def test_layout_cache_follows_each_permutation_when_ids_are_reused():
+    """Sub-tokenizers created and dropped in turn (CPython reuses the ids of dead tensors): each gets
+    the layout of its own permutation, never a dead one's."""
+    g = torch.Generator().manual_seed(0)
+    reused = 0
+    seen_ids = set()
+    for _ in range(30):
+        sub = SubTokenizer(27, 3, permutation=torch.randperm(27, generator=g))
+        reused += id(sub.code_of_class) in seen_ids
+        seen_ids.add(id(sub.code_of_class))
+        assert torch.equal(P.layout(sub, "cpu").coc, sub.class_of_code)
+        del sub
+    assert reused  # the situation under test did occur
+
+
+def test_fully_seen_token_with_an_invalid_code_is_refused():
+    """C = 10, ℓ = 2, b = 4: codes 10..15 have no class; a fully seen token spelling code 11 is an
+    error, not a write to the last column."""
+    sub = _sub(10, 2)
+    logits = torch.randn(1, 2, 10)
+    y_t = torch.tensor([[2, 3, sub.mask_id, sub.mask_id]])  # 2·4 + 3 = 11
+    with pytest.raises(
+        ValueError, match="y_t holds a fully seen token whose digits decode to an invalid code"
+    ):
+        carry_over(logits, y_t, sub)
+    with pytest.raises(
+        ValueError, match="y_t holds a fully seen token whose digits decode to an invalid code"
+    ):
+        carry_over_log_probs(logits, y_t, sub)

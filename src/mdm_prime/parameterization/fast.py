@@ -18,7 +18,7 @@ import torch
 
 from ..subtokenizer import SubTokenizer
 from . import reference as ref
-from .reference import check_logits, compute_dtype, split_tokens
+from .reference import check_class_axis, check_logits, compute_dtype, split_tokens
 
 __all__ = [
     "carry_over",
@@ -302,12 +302,9 @@ def digit_log_marginals(log_probs: torch.Tensor, sub: SubTokenizer) -> torch.Ten
     Values whose total mass underflows are clamped at ``log(tiny)`` of the dtype (≈ -87.3 nats in
     float32). Reference formulation with autograd or ℓ = 1; otherwise row chunks, no ``(…, C)``
     temporary."""
-    if sub.length == 1 or (log_probs.requires_grad and torch.is_grad_enabled()) or log_probs.dim() == 0:
+    check_class_axis(log_probs, sub, "log_probs")
+    if sub.length == 1 or (log_probs.requires_grad and torch.is_grad_enabled()):
         return ref.digit_log_marginals(log_probs, sub)
-    if log_probs.shape[-1] != sub.num_classes:
-        raise ValueError(
-            f"log_probs must have shape (..., C={sub.num_classes}), got {tuple(log_probs.shape)}"
-        )
     tiny = torch.finfo(log_probs.dtype).tiny
     lead, c = log_probs.shape[:-1], log_probs.shape[-1]
     rows = log_probs.reshape(-1, c)

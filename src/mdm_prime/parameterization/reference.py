@@ -15,6 +15,7 @@ from ..subtokenizer import SubTokenizer
 __all__ = [
     "carry_over_log_probs",
     "carry_over_logits",
+    "check_class_axis",
     "compute_dtype",
     "consistency_log_mask",
     "digit_log_marginals",
@@ -42,6 +43,18 @@ def split_tokens(y_t: torch.Tensor, sub: SubTokenizer, num_tokens: int | None = 
             f"y_t holds {y.shape[1]} tokens of ℓ={sub.length} digits but logits have {num_tokens} positions"
         )
     return y
+
+
+def check_class_axis(values: torch.Tensor, sub: SubTokenizer, name: str, floating: bool = True) -> None:
+    """``values`` must be a ``Tensor[..., C]`` (at least one axis, ``C = sub.num_classes``), floating
+    point unless ``floating`` is False."""
+    if not isinstance(values, torch.Tensor) or (floating and not values.dtype.is_floating_point):
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got "
+            f"{values.dtype if isinstance(values, torch.Tensor) else type(values).__name__}"
+        )
+    if values.dim() == 0 or values.shape[-1] != sub.num_classes:
+        raise ValueError(f"{name} must have shape (..., C={sub.num_classes}), got {tuple(values.shape)}")
 
 
 def check_logits(logits: torch.Tensor, sub: SubTokenizer) -> None:
@@ -94,6 +107,7 @@ def carry_over_log_probs(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokeni
 
 def to_code_space(values: torch.Tensor, sub: SubTokenizer, fill: float) -> torch.Tensor:
     """``(..., C)`` per-class values → ``(..., b^ℓ)`` per-code values; invalid codes get ``fill``."""
+    check_class_axis(values, sub, "values", floating=False)
     if sub.permutation is None and sub.num_codes == sub.num_classes:
         return values
     if sub.permutation is None:
@@ -108,6 +122,7 @@ def digit_marginals_from_probs(probs: torch.Tensor, sub: SubTokenizer) -> torch.
 
     ``p(y^j = v) = Σ_{c : d_j(c) = v} p(c)``: pad to ``b^ℓ`` codes and sum the other ℓ-1 axes of the
     code grid, hierarchically (summing the last axis gives the joint of the leading digits)."""
+    check_class_axis(probs, sub, "probs")
     lead = probs.shape[:-1]
     b, ell = sub.base, sub.length
     grid = to_code_space(probs, sub, 0.0)
@@ -128,5 +143,6 @@ def digit_log_marginals(log_probs: torch.Tensor, sub: SubTokenizer) -> torch.Ten
 
     Values whose total mass underflows are clamped at ``log(tiny)`` of the dtype (≈ -87.3 nats in
     float32) rather than ``-inf``, so a loss that reads them stays finite. Differentiable."""
+    check_class_axis(log_probs, sub, "log_probs")
     tiny = torch.finfo(log_probs.dtype).tiny
     return digit_marginals_from_probs(log_probs.exp(), sub).clamp_min(tiny).log()
