@@ -625,17 +625,23 @@ def test_half_precision_nll_is_computed_in_float32(ell):
 
 def test_layout_cache_follows_each_permutation_when_ids_are_reused():
     """Sub-tokenizers created and dropped in turn (CPython reuses the ids of dead tensors): each gets
-    the layout of its own permutation, never a dead one's."""
+    the layout of its own permutation, never a dead one's. The reuse is also staged: a memo entry
+    left at this tensor's id by a dead tensor of another permutation."""
+    import weakref
+
     g = torch.Generator().manual_seed(0)
-    reused = 0
-    seen_ids = set()
     for _ in range(30):
         sub = SubTokenizer(27, 3, permutation=torch.randperm(27, generator=g))
-        reused += id(sub.code_of_class) in seen_ids
-        seen_ids.add(id(sub.code_of_class))
         assert torch.equal(P.layout(sub, "cpu").coc, sub.class_of_code)
         del sub
-    assert reused  # the situation under test did occur
+    sub, other = _sub(27, 3, permuted=True, seed=5), _sub(27, 3, permuted=True, seed=6)
+    dead = other.code_of_class.clone()
+    stale = (weakref.ref(dead), P._fingerprint(other.code_of_class))
+    del dead
+    assert stale[0]() is None
+    P.clear_layout_cache()
+    P._fingerprints[id(sub.code_of_class)] = stale
+    assert torch.equal(P.layout(sub, "cpu").coc, sub.class_of_code)
 
 
 def test_fully_seen_token_with_an_invalid_code_is_refused():
