@@ -644,17 +644,56 @@ def test_layout_cache_follows_each_permutation_when_ids_are_reused():
     assert torch.equal(P.layout(sub, "cpu").coc, sub.class_of_code)
 
 
-def test_fully_seen_token_with_an_invalid_code_is_refused():
-    """C = 10, ℓ = 2, b = 4: codes 10..15 have no class; a fully seen token spelling code 11 is an
-    error, not a write to the last column."""
+NO_CLASS = r"^y_t holds a token whose seen digits fit no class \(they can only spell codes >= C, which no class has\)$"
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_tokens_no_class_fits_are_refused(grad):
+    """C = 10, ℓ = 2, b = 4: codes 10..15 have no class. A fully seen token spelling code 11, or a
+    token whose first digit 3 is seen (codes 12..15 only), is an error on both paths (not NaN, not
+    a write to the last column); digits outside 0..b are refused by name."""
+    sub = _sub(10, 2)
+    logits = torch.randn(1, 2, 10, requires_grad=grad)
+    for y in ([2, 3, 4, 4], [4, 4, 3, 4], [2, 3, 3, 4]):
+        with pytest.raises(ValueError, match=NO_CLASS):
+            carry_over(logits, torch.tensor([y]), sub)
+        with pytest.raises(ValueError, match=NO_CLASS):
+            carry_over_log_probs(logits, torch.tensor([y]), sub)
+    for y, bad in (([7, 1, 4, 4], 7), ([0, -1, 4, 4], -1), ([5, 1, 4, 4], 5)):
+        with pytest.raises(
+            ValueError, match=rf"^y_t must hold digits 0\.\.3 or the mask id 4, found the value {bad}$"
+        ):
+            carry_over_log_probs(logits, torch.tensor([y]), sub)
+    # a token that partly fits (first digit 2: codes 8..11, classes 8 and 9) is fine
+    lp = carry_over_log_probs(logits, torch.tensor([[2, 4, 4, 4]]), sub)
+    assert lp[0, 0, :8].isinf().all() and lp[0, 0, 8:].isfinite().all()
+
+
+def test_carry_over_nll_checks_x0_against_y_t():
     sub = _sub(10, 2)
     logits = torch.randn(1, 2, 10)
-    y_t = torch.tensor([[2, 3, sub.mask_id, sub.mask_id]])  # 2·4 + 3 = 11
-    with pytest.raises(
-        ValueError, match="y_t holds a fully seen token whose digits decode to an invalid code"
+    y_t = torch.tensor([[0, 1, 4, 4]])  # token 0 seen as class 1
+    tok, _ = carry_over_nll(logits, y_t, torch.tensor([[1, 7]]), sub)
+    assert tok[0, 0] == 0.0 and tok[0, 1] > 0
+    for x0, err, msg in (
+        (
+            [[2, 7]],
+            ValueError,
+            r"^y_t disagrees with x0 at a seen digit: y_t must be x0's digits with some masked$",
+        ),
+        ([[1, 10]], ValueError, r"^x0 must hold classes 0\.\.9, found 10$"),
+        ([[-1, 0]], ValueError, r"^x0 must hold classes 0\.\.9, found -1$"),
+        ([[1.0, 7.0]], TypeError, r"^x0 must be an integer tensor of classes, got dtype torch\.float32$"),
     ):
-        carry_over(logits, y_t, sub)
-    with pytest.raises(
-        ValueError, match="y_t holds a fully seen token whose digits decode to an invalid code"
-    ):
-        carry_over_log_probs(logits, y_t, sub)
+        with pytest.raises(err, match=msg):
+            carry_over_nll(logits, y_t, torch.tensor(x0), sub)
+
+
+def test_per_class_entry_points_name_a_non_tensor_and_keep_integer_values():
+    sub = _sub(5, 2)  # b = 3, 9 codes
+    with pytest.raises(TypeError, match=r"^log_probs must be a floating-point tensor, got list$"):
+        digit_log_marginals([0.0] * 5, sub)
+    with pytest.raises(TypeError, match=r"^probs must be a floating-point tensor, got tuple$"):
+        reference.digit_marginals_from_probs((0.2,) * 5, sub)
+    out = reference.to_code_space(torch.arange(5), sub, -1)  # integer values are fine here
+    assert out.dtype == torch.long and out.tolist() == [0, 1, 2, 3, 4, -1, -1, -1, -1]

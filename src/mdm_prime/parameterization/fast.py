@@ -353,12 +353,13 @@ def _carry_over_fast(
             torch.full((), log_tiny, dtype=cdt, device=dev),
             torch.zeros((), dtype=cdt, device=dev),
         )
-    # 3. fully seen: one-hot
+    # 3. fully seen: one-hot (a token no class fits is flagged here and in 4; one host sync at the end)
+    no_class = torch.zeros((), dtype=torch.bool, device=dev)
     rows = groups[0]
     if counts[0]:
         cls = lay.coc[(y[rows] * lay.pv).sum(-1)]
-        if bool((cls < 0).any()):
-            raise ValueError("y_t holds a fully seen token whose digits decode to an invalid code")
+        if not lay.all_valid:
+            no_class |= (cls < 0).any()
         lp[rows, cls] = 0.0
     # 4. partially seen: gather the box of consistent codes, normalise, scatter back
     for pattern in range(1, full_pat):
@@ -366,6 +367,8 @@ def _carry_over_fast(
             continue
         rows = groups[pattern]
         cls = _box_classes(lay, y[rows], pattern)
+        if not lay.all_valid:
+            no_class |= (cls < 0).all(-1).any()
         vals = _gather_box(z, rows, cls, lay, cdt)
         vals = vals - torch.logsumexp(vals, -1, keepdim=True)
         col, val = _valid_targets(cls, vals, lay)
@@ -378,6 +381,8 @@ def _carry_over_fast(
                 others = [d + 1 for d in range(k) if d != a]
                 s = probs.sum(others) if others else probs
                 marg[rows, j] = s.clamp_min(tiny).log()
+    if bool(no_class):
+        raise ValueError(ref.NO_CONSISTENT_CLASS)
     return lp, marg
 
 
@@ -616,6 +621,14 @@ def carry_over_nll(
             f"x0 must have shape (B, L) = {tuple(logits.shape[:2])}, got "
             f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}"
         )
+    if x0.dtype.is_floating_point or x0.dtype.is_complex or x0.dtype == torch.bool:
+        raise TypeError(f"x0 must be an integer tensor of classes, got dtype {x0.dtype}")
+    if bool(((x0 < 0) | (x0 >= sub.num_classes)).any()):
+        bad = x0[(x0 < 0) | (x0 >= sub.num_classes)][0].item()
+        raise ValueError(f"x0 must hold classes 0..{sub.num_classes - 1}, found {bad}")
+    seen = y != sub.mask_id
+    if bool((seen & (y != sub.table("digit_table", x0.device)[x0])).any()):
+        raise ValueError("y_t disagrees with x0 at a seen digit: y_t must be x0's digits with some masked")
     shape = logits.shape[:2]
     z = logits.reshape(-1, sub.num_classes)
     tok, dig = _CarryOverNLL.apply(z, y.reshape(-1, sub.length), x0.reshape(-1).long(), sub, tokens, digits)

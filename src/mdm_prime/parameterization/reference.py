@@ -24,6 +24,11 @@ __all__ = [
 ]
 
 
+NO_CONSISTENT_CLASS = (
+    "y_t holds a token whose seen digits fit no class (they can only spell codes >= C, which no class has)"
+)
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every other floating dtype (float32, bfloat16, float16) → float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -37,6 +42,11 @@ def split_tokens(y_t: torch.Tensor, sub: SubTokenizer, num_tokens: int | None = 
         raise TypeError(f"y_t must be an integer tensor, got dtype {y_t.dtype}")
     if y_t.dim() != 2 or y_t.shape[-1] % sub.length:
         raise ValueError(f"y_t must have shape (B, L·ℓ) with ℓ={sub.length}, got {tuple(y_t.shape)}")
+    if bool(((y_t < 0) | (y_t > sub.mask_id)).any()):
+        bad = y_t[(y_t < 0) | (y_t > sub.mask_id)][0].item()
+        raise ValueError(
+            f"y_t must hold digits 0..{sub.base - 1} or the mask id {sub.mask_id}, found the value {bad}"
+        )
     y = y_t.unflatten(-1, (-1, sub.length))
     if num_tokens is not None and y.shape[1] != num_tokens:
         raise ValueError(
@@ -93,7 +103,10 @@ def carry_over_logits(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokenizer
     """``logits`` (``FloatTensor[B, L, C]``) with inconsistent classes set to ``-inf``; same dtype."""
     check_logits(logits, sub)
     split_tokens(y_t, sub, logits.shape[1])
-    return logits + consistency_log_mask(y_t, sub, dtype=logits.dtype)
+    mask = consistency_log_mask(y_t, sub, dtype=logits.dtype)
+    if bool(torch.isinf(mask).all(-1).any()):
+        raise ValueError(NO_CONSISTENT_CLASS)
+    return logits + mask
 
 
 def carry_over_log_probs(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
