@@ -654,12 +654,14 @@ def test_tokens_no_class_fits_are_refused(grad):
     a write to the last column); digits outside 0..b are refused by name."""
     sub = _sub(10, 2)
     logits = torch.randn(1, 2, 10, requires_grad=grad)
-    for y in ([2, 3, 4, 4], [4, 4, 3, 4], [2, 3, 3, 4]):
+    # alone, after a fully seen token that fits, before a partial token of another pattern that fits,
+    # beside a partial token of the same pattern that fits
+    for y in ([2, 3, 4, 4], [4, 4, 3, 4], [2, 3, 3, 4], [2, 3, 4, 1], [3, 4, 4, 1], [3, 4, 2, 4]):
         with pytest.raises(ValueError, match=NO_CLASS):
             carry_over(logits, torch.tensor([y]), sub)
         with pytest.raises(ValueError, match=NO_CLASS):
             carry_over_log_probs(logits, torch.tensor([y]), sub)
-    for y, bad in (([7, 1, 4, 4], 7), ([0, -1, 4, 4], -1), ([5, 1, 4, 4], 5)):
+    for y, bad in (([7, 1, 4, 4], 7), ([0, -1, 4, 4], -1), ([5, 1, 4, 4], 5), ([4, 4, 7, 1], 7)):
         with pytest.raises(
             ValueError, match=rf"^y_t must hold digits 0\.\.3 or the mask id 4, found the value {bad}$"
         ):
@@ -681,9 +683,10 @@ def test_carry_over_nll_checks_x0_against_y_t():
             ValueError,
             r"^y_t disagrees with x0 at a seen digit: y_t must be x0's digits with some masked$",
         ),
-        ([[1, 10]], ValueError, r"^x0 must hold classes 0\.\.9, found 10$"),
+        ([[0, 10]], ValueError, r"^x0 must hold classes 0\.\.9, found 10$"),
         ([[-1, 0]], ValueError, r"^x0 must hold classes 0\.\.9, found -1$"),
         ([[1.0, 7.0]], TypeError, r"^x0 must be an integer tensor of classes, got dtype torch\.float32$"),
+        ([[True, False]], TypeError, r"^x0 must be an integer tensor of classes, got dtype torch\.bool$"),
     ):
         with pytest.raises(err, match=msg):
             carry_over_nll(logits, y_t, torch.tensor(x0), sub)

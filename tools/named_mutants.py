@@ -838,6 +838,41 @@ MUTANTS = [
         'check_class_axis(values, sub, "values")',
         PAR,
     ),
+    (
+        "mutmut: fast partial no-class flag overwritten",
+        P + "parameterization/fast.py",
+        "no_class |= (cls < 0).all(-1).any()",
+        "no_class = (cls < 0).all(-1).any()",
+        PAR,
+    ),
+    (
+        "mutmut: fast partial no-class flag over the whole pattern",
+        P + "parameterization/fast.py",
+        "no_class |= (cls < 0).all(-1).any()",
+        "no_class |= (cls < 0).all().any()",
+        PAR,
+    ),
+    (
+        "mutmut: fast NLL bool x0 accepted",
+        P + "parameterization/fast.py",
+        "x0.dtype.is_complex or x0.dtype == torch.bool",
+        "x0.dtype.is_complex and x0.dtype == torch.bool",
+        PAR,
+    ),
+    (
+        "mutmut: fast NLL x0 = 0 reported as bad",
+        P + "parameterization/fast.py",
+        "bad = x0[(x0 < 0) | (x0 >= sub.num_classes)][0].item()",
+        "bad = x0[(x0 <= 0) | (x0 >= sub.num_classes)][0].item()",
+        PAR,
+    ),
+    (
+        "mutmut: reference mask id reported as a bad digit",
+        P + "parameterization/reference.py",
+        "bad = y_t[(y_t < 0) | (y_t > sub.mask_id)][0].item()",
+        "bad = y_t[(y_t < 0) | (y_t >= sub.mask_id)][0].item()",
+        PAR,
+    ),
 ]
 
 
