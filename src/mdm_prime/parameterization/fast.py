@@ -248,8 +248,8 @@ def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, tor
 def carry_over_log_probs(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
     """``log p_θ(x^i = c | y_t)``: ``FloatTensor[B, L, C]`` in nats, ``-inf`` on inconsistent classes.
 
-    Never NaN: the true class is always consistent, and a token with all digits seen gets
-    log-probability exactly 0 on its value. float64 stays float64; float32/bfloat16/float16 are
+    Never NaN: a token whose seen digits fit no class raises ``ValueError``, and a token with all
+    digits seen gets log-probability exactly 0 on its value. float64 stays float64; float32/bfloat16/float16 are
     computed and returned in float32. Differentiable (reference formulation) when ``logits``
     requires grad; otherwise computed by the fast path."""
     check_logits(logits, sub)
@@ -606,7 +606,8 @@ def carry_over_nll(
     """Per-token and per-digit carry-over NLLs without materialising the distribution.
 
     Args:
-        logits: ``FloatTensor[B, L, C]``; y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``.
+        logits: ``FloatTensor[B, L, C]``; y_t: ``LongTensor[B, L·ℓ]``; x0: ``LongTensor[B, L]``, the
+        classes whose digits ``y_t`` shows where it is not masked (``ValueError`` otherwise).
 
     Returns ``(token_nll FloatTensor[B, L], digit_nll FloatTensor[B, L, ℓ])`` in nats (``None`` for
     a part not asked for): ``−log p_θ(x0^i | y_t)`` (0 for fully seen tokens) and, for hidden digits,

@@ -35,7 +35,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def split_tokens(y_t: torch.Tensor, sub: SubTokenizer, num_tokens: int | None = None) -> torch.Tensor:
-    """``LongTensor[B, L·ℓ]`` → ``LongTensor[B, L, ℓ]``; raises ``ValueError`` on a bad shape."""
+    """``LongTensor[B, L·ℓ]`` → ``LongTensor[B, L, ℓ]``; raises ``ValueError`` on a bad shape, a value
+    outside ``0..b`` (digits and the mask id ``b``) or a token count other than ``num_tokens``."""
     if not isinstance(y_t, torch.Tensor):
         raise TypeError(f"y_t must be a torch.Tensor of sub-tokens, got {type(y_t).__name__}")
     if y_t.dtype.is_floating_point or y_t.dtype.is_complex or y_t.dtype == torch.bool:
