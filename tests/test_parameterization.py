@@ -300,11 +300,14 @@ MODES = ["mixed", "all masked", "all seen"]
 @pytest.mark.parametrize("offset", [0.0, -300.0, 120.0])  # unshifted exp / shift needed (under-, overflow)
 def test_fast_path_matches_numpy_brute_force(seed, mode, offset):
     sub, logits, y, x0, digits = _random_case(seed, mode)
-    logits = logits + offset
+    _assert_fast_path_matches_numpy(sub, logits + offset, y, x0, digits, tol64=1e-10)
+
+
+def _assert_fast_path_matches_numpy(sub, logits, y, x0, digits, tol64):
+    """Every fast entry point, in float64 (``tol64``) and float32, against :func:`_np_brute`."""
     lp_ref, marg_ref, tok_ref, dig_ref = _np_brute(logits, y, x0, digits, sub.base, sub.mask_id)
-    y_t = torch.as_tensor(y).flatten(1)
-    x0_t = torch.as_tensor(x0)
-    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-4)):
+    y_t, x0_t = torch.as_tensor(y).flatten(1), torch.as_tensor(x0)
+    for dtype, tol in ((torch.float64, tol64), (torch.float32, 2e-4)):
         z = torch.as_tensor(logits).to(dtype)
         lp, marg = carry_over(z, y_t, sub)
         fin = np.isfinite(lp_ref)
@@ -590,20 +593,7 @@ def test_fast_path_with_rows_of_very_different_scales(seed, mode):
     sub, logits, y, x0, digits = _random_case(200 + seed, mode)
     rng = np.random.default_rng(seed)
     logits = logits + rng.choice([-700.0, 0.0, 300.0], size=logits.shape[:2])[..., None]
-    lp_ref, marg_ref, tok_ref, dig_ref = _np_brute(logits, y, x0, digits, sub.base, sub.mask_id)
-    y_t, x0_t = torch.as_tensor(y).flatten(1), torch.as_tensor(x0)
-    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-4)):
-        z = torch.as_tensor(logits).to(dtype)
-        lp, marg = carry_over(z, y_t, sub)
-        fin = np.isfinite(lp_ref)
-        assert np.array_equal(torch.isfinite(lp).numpy(), fin)
-        np.testing.assert_allclose(lp.double().numpy()[fin], lp_ref[fin], rtol=0, atol=tol)
-        np.testing.assert_allclose(marg.double().exp().numpy(), marg_ref, rtol=0, atol=tol)
-        tok, dig = carry_over_nll(z, y_t, x0_t, sub)
-        np.testing.assert_allclose(tok.double().numpy(), tok_ref, rtol=0, atol=tol * 10)
-        np.testing.assert_allclose(
-            dig.double().numpy(), dig_ref, rtol=1e-5 if dtype == torch.float32 else 0, atol=tol * 10
-        )
+    _assert_fast_path_matches_numpy(sub, logits, y, x0, digits, tol64=1e-9)
 
 
 @pytest.mark.parametrize("ell", [1, 2])
