@@ -249,8 +249,8 @@ def carry_over_log_probs(logits: torch.Tensor, y_t: torch.Tensor, sub: SubTokeni
     """``log p_θ(x^i = c | y_t)``: ``FloatTensor[B, L, C]`` in nats, ``-inf`` on inconsistent classes.
 
     Never NaN: a token whose seen digits fit no class raises ``ValueError``, and a token with all
-    digits seen gets log-probability exactly 0 on its value. float64 stays float64; float32/bfloat16/float16 are
-    computed and returned in float32. Differentiable (reference formulation) when ``logits``
+    digits seen gets log-probability exactly 0 on its value. float64 stays float64;
+    float32/bfloat16/float16 are computed and returned in float32. Differentiable (reference formulation) when ``logits``
     requires grad; otherwise computed by the fast path."""
     check_logits(logits, sub)
     y = split_tokens(y_t, sub, logits.shape[1])
@@ -465,6 +465,10 @@ class _CarryOverNLL(torch.autograd.Function):
         r = x.shape[0]
         lay = layout(sub, dev)
         y0 = lay.digit_table[x]  # (R, ℓ)
+        if bool(((y != sub.mask_id) & (y != y0)).any()):
+            raise ValueError(
+                "y_t disagrees with x0 at a seen digit: y_t must be x0's digits with some masked"
+            )
         groups, counts = _pattern_groups(y, ell, sub.mask_id)
         full_pat = (1 << ell) - 1
         tiny = torch.finfo(cdt).tiny
@@ -627,9 +631,6 @@ def carry_over_nll(
     if bool(((x0 < 0) | (x0 >= sub.num_classes)).any()):
         bad = x0[(x0 < 0) | (x0 >= sub.num_classes)][0].item()
         raise ValueError(f"x0 must hold classes 0..{sub.num_classes - 1}, found {bad}")
-    seen = y != sub.mask_id
-    if bool((seen & (y != sub.table("digit_table", x0.device)[x0])).any()):
-        raise ValueError("y_t disagrees with x0 at a seen digit: y_t must be x0's digits with some masked")
     shape = logits.shape[:2]
     z = logits.reshape(-1, sub.num_classes)
     tok, dig = _CarryOverNLL.apply(z, y.reshape(-1, sub.length), x0.reshape(-1).long(), sub, tokens, digits)

@@ -56,25 +56,26 @@ def split_tokens(y_t: torch.Tensor, sub: SubTokenizer, num_tokens: int | None = 
     return y
 
 
-def check_class_axis(values: torch.Tensor, sub: SubTokenizer, name: str, floating: bool = True) -> None:
-    """``values`` must be a ``Tensor[..., C]`` (at least one axis, ``C = sub.num_classes``), floating
-    point unless ``floating`` is False."""
+def _check_tensor(values: torch.Tensor, name: str, floating: bool) -> None:
+    """``values`` must be a tensor, floating point if ``floating``; ``TypeError`` naming what it is."""
     if not isinstance(values, torch.Tensor) or (floating and not values.dtype.is_floating_point):
         raise TypeError(
             f"{name} must be a floating-point tensor, got "
             f"{values.dtype if isinstance(values, torch.Tensor) else type(values).__name__}"
         )
+
+
+def check_class_axis(values: torch.Tensor, sub: SubTokenizer, name: str, floating: bool = True) -> None:
+    """``values`` must be a ``Tensor[..., C]`` (at least one axis, ``C = sub.num_classes``), floating
+    point unless ``floating`` is False."""
+    _check_tensor(values, name, floating)
     if values.dim() == 0 or values.shape[-1] != sub.num_classes:
         raise ValueError(f"{name} must have shape (..., C={sub.num_classes}), got {tuple(values.shape)}")
 
 
 def check_logits(logits: torch.Tensor, sub: SubTokenizer) -> None:
     """``logits`` must be a floating ``Tensor[B, L, C]`` with ``C = sub.num_classes``."""
-    if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
-        raise TypeError(
-            f"logits must be a floating-point tensor, got "
-            f"{logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__}"
-        )
+    _check_tensor(logits, "logits", floating=True)
     if logits.dim() != 3 or logits.shape[-1] != sub.num_classes:
         raise ValueError(f"logits must have shape (B, L, C={sub.num_classes}), got {tuple(logits.shape)}")
 
