@@ -603,8 +603,8 @@ MUTANTS = [
     (
         "mutmut: integer logits accepted",
         P + "parameterization/reference.py",
-        "if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:",
-        "if not isinstance(logits, torch.Tensor) and not logits.dtype.is_floating_point:",
+        "if not isinstance(values, torch.Tensor) or (floating and not values.dtype.is_floating_point):",
+        "if not isinstance(values, torch.Tensor) and (floating and not values.dtype.is_floating_point):",
         PAR,
     ),
     (
