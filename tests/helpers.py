@@ -78,3 +78,30 @@ class UniformModel:
 
     def __call__(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros(y.shape[0], *self.shape)
+
+
+def tree_fingerprint(root) -> dict:
+    """``{relative path: sha256 of the bytes (files), 'dir' or 'link -> target'}`` of everything under
+    ``root`` (empty when it does not exist); symbolic links are not followed."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    out = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = f"link -> {os.readlink(path)}"
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                out[rel] = h.hexdigest()
+    return out

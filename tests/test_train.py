@@ -180,7 +180,7 @@ def test_ddp_two_processes_match_one(tmp_path):
         (["train", "--family", "mdm", "--subtokens", "2"], "subtokens must be 1"),
         (["train", "--set", "lr"], "key=value"),
         (["train", "--batch-size", "10", "--set", "grad_accum=3"], "divisible by grad_accum"),
-        (["eval", "/nonexistent/run"], "not a run folder"),
+        (["eval", "/nonexistent/run"], "/nonexistent/run does not exist"),
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, argv, message):

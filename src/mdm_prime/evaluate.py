@@ -23,8 +23,13 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 def run_paths(run_dir: str | Path) -> tuple[Path, Path]:
-    """``(run folder, checkpoint folder)``; FileNotFoundError unless ``run_dir`` is a run folder."""
+    """``(run folder, checkpoint folder)``; FileNotFoundError (saying whether the folder is missing or
+    only lacks a run's files) unless ``run_dir`` is a run folder."""
     run = Path(run_dir)
+    if not run.exists():
+        raise FileNotFoundError(f"{run} does not exist: give a run folder written by mdm-prime train")
+    if not run.is_dir():
+        raise NotADirectoryError(f"{run} is a file, not a run folder (a folder written by mdm-prime train)")
     ckpt = run / CHECKPOINT_DIR
     if not ckpt.exists() and (run / (CHECKPOINT_DIR + ".old")).exists():
         ckpt = run / (CHECKPOINT_DIR + ".old")  # a save stopped between its two renames: the previous one
@@ -72,11 +77,12 @@ def evaluate_model(
     num_sequences: int = 256,
     num_times: int = 32,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> dict:
     """Likelihood per token (nats and bits, with the task's units) of the first ``num_sequences``
     items of ``split``: the family's ``score`` (valid bound with ``num_times`` draws each and its
-    standard error, or the exact NLL)."""
+    standard error, or the exact NLL). ``mdm-prime eval`` with the same split, sequences, seed and K
+    gives the same numbers (same draws; ``batch_size``, rows per network call, changes nothing)."""
     x = task.split(split)[:num_sequences]
     summary = family_of(model).score(model, x, num_times=num_times, seed=seed, batch_size=batch_size)
     summary["split"] = split

@@ -84,12 +84,42 @@ class Family:
         raise NotImplementedError
 
     def score(
-        self, model, tokens: torch.Tensor, *, num_times: int = 32, seed: int = 0, batch_size: int = 64
+        self,
+        model,
+        tokens: torch.Tensor,
+        *,
+        num_times: int = 32,
+        seed: int = 0,
+        batch_size: int | None = None,
+        max_sequences: int | None = None,
+        max_tokens: int | None = None,
+        progress: bool = False,
     ) -> dict:
-        """Likelihood of ``tokens: LongTensor[N, L]`` per token: a dict with ``nelbo_nats_per_token``,
-        ``stderr_nats_per_token``, ``bits_per_token``, ``perplexity``, ``num_times``, ``num_sequences``,
-        ``tokens_per_sequence``, ``estimator``, ``stderr_kind`` and ``family``."""
+        """Likelihood of ``tokens: LongTensor[N, L]`` per token (nats; the app's only scoring entry
+        point: training validations, the final evaluation and ``mdm-prime eval``): a dict with
+        ``nelbo_nats_per_token``, ``stderr_nats_per_token``, ``bits_per_token``, ``perplexity``,
+        ``num_times``, ``num_sequences``, ``num_tokens``, ``tokens_per_sequence``, ``estimator``,
+        ``stderr_kind`` and ``family``.
+
+        ``batch_size``: rows per network call (default: :func:`mdm_prime.scoring.auto_batch_size`; it
+        never changes the numbers). ``max_sequences`` / ``max_tokens``: score only the first whole
+        sequences within that budget. ``progress``: a progress bar on stderr."""
         raise NotImplementedError
+
+    @staticmethod
+    def _budget(tokens: torch.Tensor, max_sequences: int | None, max_tokens: int | None) -> torch.Tensor:
+        """The first whole sequences of ``tokens`` within the budget (ValueError below one sequence)."""
+        n, L = tokens.shape
+        for name, value in (("max_sequences", max_sequences), ("max_tokens", max_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1 (or None), got {value!r}")
+        if max_sequences is not None:
+            n = min(n, max_sequences)
+        if max_tokens is not None:
+            n = min(n, max_tokens // L)
+            if n < 1:
+                raise ValueError(f"max_tokens {max_tokens} is below one sequence of {L} tokens")
+        return tokens[:n]
 
     def generate(
         self,
@@ -241,23 +271,34 @@ class DiffusionFamily(Family):
         ).per_sequence
 
     @torch.no_grad()
-    def score(self, model, tokens, *, num_times=32, seed=0, batch_size=64):
+    def score(
+        self,
+        model,
+        tokens,
+        *,
+        num_times=32,
+        seed=0,
+        batch_size=None,
+        max_sequences=None,
+        max_tokens=None,
+        progress=False,
+    ):
         """The valid bound ``L_valid`` (``docs/method.md §5``) with ``num_times`` draws per sequence
-        and its Monte Carlo standard error; ``L_prime`` beside it, labelled as the training objective."""
-        from .likelihood import likelihood
+        and its Monte Carlo standard error; ``L_prime`` beside it, labelled as the training objective,
+        and the gap. Draws as in :func:`mdm_prime.scoring.score_corpus` (chunks of 256 sequences, chunk
+        ``i`` seeded ``seed + i``)."""
+        from .scoring import score_corpus
 
-        device = next(model.parameters()).device
+        tokens = self._budget(tokens, max_sequences, max_tokens)
         model.eval()
-        res = likelihood(
+        summary = score_corpus(
             model,
-            tokens.to(device),
-            model.subtokenizer,
-            schedule=model.schedule,
+            tokens,
             num_times=num_times,
             seed=seed,
-            batch_size=batch_size,
+            rows_per_call=batch_size,
+            progress=progress,
         )
-        summary = res.summary()
         summary.update(stderr_kind="Monte Carlo (time draws)", family=model.family)
         return summary
 
@@ -363,16 +404,34 @@ class AutoregressiveFamily(Family):
         return -torch.log_softmax(logits.float(), -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     @torch.no_grad()
-    def score(self, model, tokens, *, num_times=32, seed=0, batch_size=64):
-        """Exact NLL per token; the standard error is over sequences."""
+    def score(
+        self,
+        model,
+        tokens,
+        *,
+        num_times=32,
+        seed=0,
+        batch_size=None,
+        max_sequences=None,
+        max_tokens=None,
+        progress=False,
+    ):
+        """Exact NLL per token; the standard error is over sequences (``num_times`` and ``seed`` are
+        unused: nothing is drawn)."""
+        from tqdm.auto import tqdm
+
+        from .scoring import auto_batch_size
+
+        tokens = self._budget(tokens, max_sequences, max_tokens)
+        rows = batch_size or auto_batch_size(model.num_classes, tokens.shape[1])
         device = next(model.parameters()).device
         model.eval()
-        nll = torch.cat(
-            [
-                -model.log_likelihood(tokens[i : i + batch_size].to(device)).double().cpu()
-                for i in range(0, tokens.shape[0], batch_size)
-            ]
-        )
+        parts = []
+        with tqdm(total=tokens.shape[0], unit="seq", desc="exact NLL", disable=not progress) as bar:
+            for i in range(0, tokens.shape[0], rows):
+                parts.append(-model.log_likelihood(tokens[i : i + rows].to(device)).double().cpu())
+                bar.update(parts[-1].shape[0])
+        nll = torch.cat(parts)
         num_tokens = tokens.shape[1]
         nats = float(nll.mean()) / num_tokens
         se = float(nll.std() / math.sqrt(len(nll))) / num_tokens if len(nll) > 1 else 0.0
@@ -381,6 +440,7 @@ class AutoregressiveFamily(Family):
             se,
             num_times=0,
             num_sequences=len(nll),
+            num_tokens=len(nll) * num_tokens,
             tokens_per_sequence=num_tokens,
             estimator="exact (autoregressive)",
             stderr_kind="over sequences",

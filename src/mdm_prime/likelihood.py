@@ -23,6 +23,7 @@ this is conservative (stratification only lowers the true variance).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -117,10 +118,12 @@ def _draw_stratified(
     return y, weight, t
 
 
-def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size) -> None:
+def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size, progress=None) -> None:
     """Argument checks of :func:`likelihood`, all before any work (docs/method.md §5)."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(y_t, t), got {type(model).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable (rows done) or None, got {type(progress).__name__}")
     if not isinstance(sub, SubTokenizer):
         raise TypeError(f"subtokenizer must be a SubTokenizer, got {type(sub).__name__}")
     if estimator not in ESTIMATORS:
@@ -179,6 +182,7 @@ def likelihood(
     estimator: str = "integrated",
     eps: float = 1e-3,
     batch_size: int = 64,
+    progress: Callable[[int], object] | None = None,
 ) -> LikelihoodResult:
     """Estimate ``L_valid`` and ``L_prime`` per sequence with ``num_times`` Monte Carlo draws each.
 
@@ -193,7 +197,8 @@ def likelihood(
         seed: seeds a private generator; results are reproducible and leave global RNG untouched.
         estimator: ``"integrated"`` (default, low variance) or ``"stratified"`` (in ``t``).
         eps: lower clip on ``t`` for the stratified estimator.
-        batch_size: rows (sequence × draw) per model call.
+        batch_size: rows (sequence × draw) per model call; it changes neither the draws nor the result.
+        progress: called after each model call with the number of rows (sequence × draw) it scored.
 
     Returns:
         :class:`LikelihoodResult` (nats per sequence).
@@ -203,7 +208,7 @@ def likelihood(
         out of range, a sub-tokenizer different from the model's; and at the first model call for
         logits whose shape or class count does not match (``(rows, L, C)``) or that hold NaN.
     """
-    _validate(model, x0, subtokenizer, num_times, seed, estimator, eps, batch_size)
+    _validate(model, x0, subtokenizer, num_times, seed, estimator, eps, batch_size, progress)
     schedule = get_schedule(schedule)
     y0_all = subtokenizer.encode(x0)  # validates ids
     num_seqs, num_tokens = x0.shape
@@ -226,6 +231,8 @@ def likelihood(
         tok, dig = token_and_digit_nll(logits, y_b, x_b, subtokenizer)  # one carry-over pass for both
         valid_rows.append(dig.sum((-1, -2)).double().cpu())
         prime_rows.append(tok.sum(-1).double().cpu())
+        if progress is not None:
+            progress(y_b.shape[0])
     valid = (torch.cat(valid_rows) * weight).view(num_seqs, num_times)
     prime = (torch.cat(prime_rows) * weight).view(num_seqs, num_times)
     root_k = math.sqrt(num_times)

@@ -2,10 +2,12 @@
 any text spec or shard folder under a run's tokenizer: :func:`spec_tokens`; the network-call size
 that keeps the logits near a memory budget: :func:`auto_batch_size`.
 
-The library part of ``mdm-prime eval`` (docs/method.md §5, §8): token
-sequences are taken in chunks of ``batch_size``, each chunk is scored by :func:`mdm_prime.likelihood`
-(``num_times`` draws per sequence, chunk ``i`` seeded ``seed + i``), and only per-sequence numbers are
-kept. Returns the valid bound ``L_valid`` per token with its Monte Carlo standard error, the paper's
+The one scoring path of the package (docs/method.md §5, §8): ``mdm-prime eval``, the trainer's
+validations and its final evaluation all reach it through the family's ``score``. Token sequences are
+taken in chunks of ``batch_size`` (default :data:`SEQUENCES_PER_CHUNK`), each chunk is scored by
+:func:`mdm_prime.likelihood` (``num_times`` draws per sequence, chunk ``i`` seeded ``seed + i``), and only
+per-sequence numbers are kept. The draws depend on the seed and the chunking only, never on the rows per
+network call, so the same sequences, seed and K give the same numbers in ``eval`` and in training. Returns the valid bound ``L_valid`` per token with its Monte Carlo standard error, the paper's
 objective ``L_prime`` beside it (the training objective, not a likelihood for ℓ > 1) and the gap.
 """
 
@@ -18,10 +20,15 @@ import torch
 
 from .likelihood import likelihood
 
-__all__ = ["LOGITS_BUDGET_BYTES", "auto_batch_size", "score_corpus", "spec_tokens"]
+__all__ = ["LOGITS_BUDGET_BYTES", "SEQUENCES_PER_CHUNK", "auto_batch_size", "score_corpus", "spec_tokens"]
 
 LOGITS_BUDGET_BYTES = 2**30
 """Default budget of :func:`auto_batch_size`: 1 GiB of float32 logits per network call."""
+
+SEQUENCES_PER_CHUNK = 256
+"""Sequences whose time draws come from one seed (chunk ``i`` of :func:`score_corpus` uses ``seed + i``).
+A run's validations score at most 256 sequences, so they are one chunk: ``eval`` on the same sequences
+with the same seed and K repeats the training's final line exactly."""
 
 
 def auto_batch_size(
@@ -131,8 +138,8 @@ def score_corpus(
     *,
     num_times: int = 32,
     seed: int = 0,
-    batch_size: int = 8,
-    rows_per_call: int = 8,
+    batch_size: int = SEQUENCES_PER_CHUNK,
+    rows_per_call: int | None = None,
     max_sequences: int | None = None,
     max_tokens: int | None = None,
     progress: bool = True,
@@ -143,12 +150,15 @@ def score_corpus(
 
     Args:
         num_times: K ≥ 2 draws per sequence. seed: chunk ``i`` uses ``seed + i``.
-        batch_size: sequences per chunk (one :func:`likelihood` call, seeded ``seed + i``).
+        batch_size: sequences per chunk (one :func:`likelihood` call, seeded ``seed + i``); it sets
+            the draws, so keep the default to compare with a training run's validation numbers.
         rows_per_call: (sequence × draw) rows per network call (memory: ``rows × L × C`` float32 logits;
-            8 rows at L = 1024, C = 50257 are 1.6 GB).
+            8 rows at L = 1024, C = 50257 are 1.6 GB); default :func:`auto_batch_size`. It does not
+            change the draws.
         max_sequences / max_tokens: stop once this many sequences / tokens are scored (the last chunk
             is cut to fit; sequences are never split).
-        progress: a tqdm bar (sequences) on stderr.
+        progress: a tqdm bar on stderr, advanced after every network call (rows = sequence × draw),
+            with the running bound and an ETA.
         subtokenizer: default ``model.subtokenizer`` (any model callable of the contract works).
 
     Returns (nats per token unless stated)::
@@ -161,7 +171,7 @@ def score_corpus(
     """
     if num_times < 2:
         raise ValueError(f"num_times must be >= 2 (for a standard error), got {num_times}")
-    if batch_size < 1 or rows_per_call < 1:
+    if batch_size < 1 or (rows_per_call is not None and rows_per_call < 1):
         raise ValueError(f"batch_size and rows_per_call must be >= 1, got {batch_size} and {rows_per_call}")
     for name, value in (("max_sequences", max_sequences), ("max_tokens", max_tokens)):
         if value is not None and value < 1:
@@ -178,7 +188,12 @@ def score_corpus(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="seq", desc="valid bound", dynamic_ncols=True)
+        bar = tqdm(
+            total=None if total is None else total * num_times,
+            unit="row",
+            desc=f"valid bound (sequence × {num_times} draws)",
+            dynamic_ncols=True,
+        )
     nelbo, se, prime = [], [], []
     seen_seq = seen_tok = 0
     L = None
@@ -194,6 +209,7 @@ def score_corpus(
         if room <= 0:
             break
         chunk = chunk[:room]
+        rows = rows_per_call or auto_batch_size(sub.num_classes, L)
         res = likelihood(
             model,
             chunk.to(device),
@@ -201,8 +217,9 @@ def score_corpus(
             schedule=schedule,
             num_times=num_times,
             seed=seed + i,
-            batch_size=rows_per_call,
+            batch_size=rows,
             estimator=estimator,
+            progress=None if bar is None else bar.update,
         )
         nelbo.append(res.nelbo.double().cpu())
         se.append(res.nelbo_stderr.double().cpu())
@@ -210,7 +227,6 @@ def score_corpus(
         seen_seq += room
         seen_tok += room * L
         if bar is not None:
-            bar.update(room)
             n = sum(len(v) for v in nelbo)
             bar.set_postfix(valid=f"{float(torch.cat(nelbo).sum()) / n / L:.3f}")
     if bar is not None:

@@ -311,7 +311,7 @@ def test_eval_rejects_bad_metric_options_before_work(runs, capsys):
         (["--num-samples", "1", "--fd", "x"], "--num-samples"),
         (["--discrete-steps", "-1"], "--discrete-steps"),
         (["--discrete-draws", "1", "--discrete-steps", "2"], "--discrete-draws"),
-        (["--gen-ppl", "/nonexistent"], "not a run folder"),
+        (["--gen-ppl", "/nonexistent"], "/nonexistent does not exist"),
     ):
         assert main(["eval", str(runs["markov"]), *args]) == 2
         assert msg in capsys.readouterr().err
@@ -408,3 +408,63 @@ def test_auto_batch_size_keeps_the_logits_within_one_gib(runs, capsys):
     assert r["batch_size"] == 3
     with pytest.raises(ValueError, match="num_classes"):
         auto_batch_size(0, 16)
+
+
+# ----------------------------------------------------------------------------- eval repeats training
+def _final_row(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in reversed(rows) if r.get("final"))
+
+
+@pytest.mark.parametrize("name", ["text", "markov", "ar"])
+def test_default_eval_repeats_the_final_evaluation_line_exactly(runs, capsys, name):
+    """Same sequences, seed and K as the training's final evaluation: the same draws, so the same
+    numbers to the last bit, whatever ``--batch-size`` (rows per network call) is."""
+    final = _final_row(runs[name])
+    for extra in ([], ["--batch-size", "3"]):
+        r = _eval_json(capsys, runs[name], "--num-sequences", 4, "--num-times", 2, "--no-progress", *extra)
+        assert r["seed"] == 0 and r["num_sequences"] == final["num_sequences"] == 4
+        for key in ("nelbo_nats_per_token", "stderr_nats_per_token", "prime_objective_nats_per_token"):
+            assert r.get(key) == final.get(key), (key, extra)
+
+
+def test_eval_seed_defaults_to_the_run_seed(runs, capsys):
+    """A run trained with seed 5: eval's default draws are the ones of its final line (seed 5), and an
+    explicit other seed gives other draws."""
+    run = _train(
+        runs["root"] / "seed5", data="markov:states=4", seq_len=8, subtokens=2, seed=5, **TINY_TRANSFORMER
+    )
+    final = _final_row(run)
+    r = _eval_json(capsys, run, "--num-sequences", 4, "--num-times", 2, "--no-progress")
+    assert r["seed"] == 5 and r["nelbo_nats_per_token"] == final["nelbo_nats_per_token"]
+    other = _eval_json(capsys, run, "--num-sequences", 4, "--num-times", 2, "--no-progress", "--seed", "0")
+    assert other["seed"] == 0 and other["nelbo_nats_per_token"] != final["nelbo_nats_per_token"]
+
+
+def test_scorer_warnings_name_a_weak_scorer():
+    from mdm_prime.cli.eval import scorer_warnings
+
+    base = {"nelbo_nats_per_token": 2.0, "generative_perplexity": 9.0, "reference_generative_perplexity": 8.0}
+    assert scorer_warnings({"nelbo_nats_per_token": 2.0}) == []  # no --gen-ppl: nothing to say
+    assert scorer_warnings({**base, "reference_generative_nats_per_token": 1.9}) == []  # a stronger scorer
+    weak = scorer_warnings({**base, "reference_generative_nats_per_token": 2.1})
+    assert len(weak) == 1 and "weaker than the model it judges" in weak[0] and "2.1000" in weak[0]
+    flattered = scorer_warnings(
+        {**base, "reference_generative_nats_per_token": 1.9, "generative_perplexity": 7.0}
+    )
+    assert len(flattered) == 1 and "better than real text" in flattered[0] and "7.000 < 8.000" in flattered[0]
+
+
+def test_eval_prints_the_scorer_nll_and_its_warning(runs, capsys):
+    """The tiny AR scorer of these tests is weaker than the diffusion run on its reference text or not;
+    either way the scorer's own NLL is printed beside the scored model's bound, and a warning appears
+    exactly when the rule says so."""
+    from mdm_prime.cli.eval import scorer_warnings
+
+    args = ["--num-sequences", "2", "--num-times", "2", "--gen-ppl", str(runs["ar"]), "--num-samples", "4"]
+    assert main(["eval", str(runs["text"]), *args, "--steps", "4", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "the scorer's exact NLL on it" in out
+    r = _eval_json(capsys, runs["text"], *args, "--steps", 4, "--no-progress")
+    assert r.get("gen_ppl_warnings", []) == scorer_warnings(r)
+    assert ("WARNING:" in out) == bool(scorer_warnings(r)) and ("warning:" in err) == bool(scorer_warnings(r))

@@ -45,7 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="score this text spec (text:PATH, owt:DIR, mix, …) or shards:DIR with the run's tokenizer, "
         "split by document as training splits it (default: the run's own data)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the time draws and samples")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the time draws and samples (default: the run's training seed, so that the default "
+        "eval repeats the training's final evaluation line exactly)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -229,41 +235,29 @@ def _scored_tokens(args: argparse.Namespace):
 
 
 def score(args: argparse.Namespace, task, model, x) -> dict:
-    """The likelihood summary of ``model`` on ``x`` within the budget of ``args``: the valid bound by
-    :func:`mdm_prime.scoring.score_corpus` (chunks of 8 sequences, chunk ``i`` seeded ``seed + i``, so
-    the numbers do not depend on ``--batch-size``) with ``L_prime``, the gap and ``prime_perplexity``
-    beside it; the exact NLL for an autoregressive run."""
+    """The likelihood summary of ``model`` on ``x`` within the budget of ``args``, by the family's
+    ``score`` (the trainer's path too): the valid bound (chunks of 256 sequences, chunk ``i`` seeded
+    ``seed + i``; ``--batch-size`` changes only the memory) with ``L_prime``, the gap and
+    ``prime_perplexity`` beside it; the exact NLL for an autoregressive run."""
     from ..families import family_of
-    from ..scoring import auto_batch_size, score_corpus
+    from ..scoring import auto_batch_size
 
     L = x.shape[1]
+    if args.max_tokens is not None and args.max_tokens < L:
+        raise ValueError(f"--max-tokens {args.max_tokens} is below one sequence of {L} tokens")
     rows = args.batch_size or auto_batch_size(task.num_classes, L)
-    family = family_of(model)
-    if family.exact_likelihood:
-        n = x.shape[0]
-        if args.max_sequences is not None:
-            n = min(n, args.max_sequences)
-        if args.max_tokens is not None:
-            n = min(n, args.max_tokens // L)
-        if n < 1:
-            raise ValueError(f"--max-tokens {args.max_tokens} is below one sequence of {L} tokens")
-        r = family.score(model, x[:n], num_times=args.num_times, seed=args.seed, batch_size=rows)
-    else:
-        if args.max_tokens is not None and args.max_tokens < L:
-            raise ValueError(f"--max-tokens {args.max_tokens} is below one sequence of {L} tokens")
-        r = score_corpus(
-            model,
-            x,
-            num_times=args.num_times,
-            seed=args.seed,
-            batch_size=8,
-            rows_per_call=rows,
-            max_sequences=args.max_sequences,
-            max_tokens=args.max_tokens,
-            progress=not args.no_progress,
-        )
-        r.update(stderr_kind="Monte Carlo (time draws)", family=family.name)
+    r = family_of(model).score(
+        model,
+        x,
+        num_times=args.num_times,
+        seed=args.seed,
+        batch_size=rows,
+        max_sequences=args.max_sequences,
+        max_tokens=args.max_tokens,
+        progress=not args.no_progress,
+    )
     r["split"] = args.split
+    r["seed"] = args.seed
     r["batch_size"] = rows
     if args.data is not None:
         r["data"] = args.data
@@ -274,7 +268,9 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import discrete_bound_metrics, sample_metrics
 
     _check(args)
-    _, task, model, x = _scored_tokens(args)
+    cfg, task, model, x = _scored_tokens(args)
+    if args.seed is None:
+        args.seed = cfg.seed
     scorers = _load_scorers(args, task)
     r = score(args, task, model, x)
     r["weights"] = "raw" if args.no_ema else "ema"
@@ -308,11 +304,39 @@ def run(args: argparse.Namespace) -> int:
                 **scorers,
             )
         )
+    warnings = scorer_warnings(r)
+    if warnings:
+        r["gen_ppl_warnings"] = warnings
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     _print(args, r)
     return 0
+
+
+def scorer_warnings(r: dict) -> list[str]:
+    """Why a generative perplexity in ``r`` may not mean what it seems: the AR scorer models the
+    reference text worse than the scored model does (its exact NLL per token above the scored model's
+    valid bound, an upper bound on that model's NLL), or the samples score better than real text."""
+    if "reference_generative_nats_per_token" not in r:
+        return []
+    out = []
+    scorer, model = r["reference_generative_nats_per_token"], r["nelbo_nats_per_token"]
+    if scorer > model:
+        out.append(
+            f"the AR scorer is weaker than the model it judges: its exact NLL on the reference text is "
+            f"{scorer:.4f} nats/token, above the scored model's valid bound {model:.4f}; its generative "
+            f"perplexity says little (score with a stronger AR run: longer training or more data)"
+        )
+    if r["generative_perplexity"] < r["reference_generative_perplexity"]:
+        out.append(
+            f"the samples score better than real text under this scorer (generative perplexity "
+            f"{r['generative_perplexity']:.3f} < {r['reference_generative_perplexity']:.3f} for the reference): "
+            f"a weak scorer, or repetitive samples (compare the unigram entropies)"
+        )
+    return out
 
 
 def _print(args: argparse.Namespace, r: dict) -> None:
@@ -321,7 +345,7 @@ def _print(args: argparse.Namespace, r: dict) -> None:
     print(
         f"{args.run_dir} [{r['family']}], {r.get('data', 'run data')} {r['split']} split, "
         f"{r['num_sequences']} sequences × "
-        f"{r['tokens_per_sequence']} tokens, {draws}, {r['weights']} weights"
+        f"{r['tokens_per_sequence']} tokens, {draws}, {r['weights']} weights, seed {r['seed']}"
     )
     print(
         f"  {name}  {r['nelbo_nats_per_token']:.4f} ± {r['stderr_nats_per_token']:.4f} nats/token"
@@ -364,8 +388,12 @@ def _print(args: argparse.Namespace, r: dict) -> None:
         )
         print(
             f"  reference {r['split']} text: gen. perplexity {r['reference_generative_perplexity']:.3f}, "
-            f"unigram entropy {r['reference_unigram_entropy_nats']:.4f} nats"
+            f"unigram entropy {r['reference_unigram_entropy_nats']:.4f} nats; the scorer's exact NLL on it "
+            f"{r['reference_generative_nats_per_token']:.4f} nats/token (the scored model's bound: "
+            f"{r['nelbo_nats_per_token']:.4f})"
         )
+        for w in r.get("gen_ppl_warnings", []):
+            print(f"  WARNING: {w}")
     if "frechet_distance" in r:
         print(
             f"  Fréchet distance {r['frechet_distance']:.4f} ({r['fd_num_samples']} samples vs {r['fd_num_reference']} "
