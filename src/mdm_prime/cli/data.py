@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 
 from .common import HelpFormatter
@@ -48,7 +49,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "spec",
         help="text data spec: brown, austen, kjv, gcide, nlp-corpus, mix, mix:A+B, "
-        "text:PATH, text8:PATH, owt:DIR (image/toy/synthetic specs are only described)",
+        "text:PATH, text8:PATH, owt:DIR (image/toy/synthetic specs are only described); without --out "
+        "a source over $MDM_PRIME_MAX_IN_MEMORY_MB (default 256) MB is refused: stream it with --out",
     )
     parser.add_argument(
         "--tokenizer", default="byte", help="byte | char | text8 | gpt2 | bpe:N (default: byte)"
@@ -75,8 +77,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Without ``--out``: tokenize and cache a text spec in memory and report its sizes; with ``--out
-    DIR``: write token shards (:func:`mdm_prime.data.prepare.prepare_shards`) for ``shards:DIR``."""
+    """Without ``--out``: tokenize and cache a text spec in memory and report its sizes (a user-supplied
+    source over ``$MDM_PRIME_MAX_IN_MEMORY_MB``, default 256 MB, is refused before it is read); with
+    ``--out DIR``: write token shards (:func:`mdm_prime.data.prepare.prepare_shards`) for ``shards:DIR``."""
     from ..data.registry import parse_data_spec
 
     if args.out is not None:
@@ -84,6 +87,13 @@ def run_prepare(args: argparse.Namespace) -> int:
 
         return run_shards(args)
 
+    prefix, sep, _ = args.spec.partition(":")
+    if sep and prefix in ("txt", "jsonl", "parquet", "hf"):
+        raise ValueError(
+            f"{args.spec} is read by the streaming path only: add --out DIR "
+            f"(mdm-prime data prepare {shlex.quote(args.spec)} --tokenizer gpt2 --out DIR), "
+            "then use --data shards:DIR"
+        )
     src = parse_data_spec(args.spec)
     if src.kind != "text":
         data = src.load()

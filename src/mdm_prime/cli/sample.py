@@ -2,12 +2,15 @@
 
 Each call writes new files (never over earlier ones): ``RUN/samples/sample_seed<S>[_<n>].*`` by
 default, with the settings (seed, T, temperature, top-p, method, conditioning) and the sampling cost
-recorded in ``<stem>.stats.json`` beside the samples. Text is also printed. ``--animate FILE.gif``
-also writes the reverse process as an animated GIF (:mod:`mdm_prime.animation`)."""
+recorded in ``<stem>.stats.json`` beside the samples. Text is also printed. Without ``--seed`` each call
+draws a fresh seed ``S`` (printed, and recorded in the stats) so that calls differ; ``--seed S`` repeats
+one. ``--animate FILE.gif`` also writes the reverse process as an animated GIF
+(:mod:`mdm_prime.animation`)."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from pathlib import Path
 
@@ -53,7 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--corrector", type=float, default=0.0, metavar="A", help="corrector scale a (0: none)")
     p.add_argument("--no-cache", action="store_true", help="call the network at every step")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the sampler (default: a fresh one each call, printed and recorded in .stats.json)",
+    )
     p.add_argument(
         "--out",
         help="output file stem (default: RUN_DIR/samples/sample_seed<SEED>); an existing "
@@ -99,9 +107,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--animate writes a GIF; give a FILE.gif, got {args.animate!r}")
     if args.animate_frames < 2:
         raise ValueError(f"--animate-frames must be >= 2, got {args.animate_frames}")
+    if args.infill is not None and "_" not in args.infill:
+        raise ValueError(
+            f"--infill {args.infill!r} has no '_' blanks: mark each token to generate with '_' "
+            "(e.g. 'The ___ sat'), or use --prefix to continue a text"
+        )
     run_dir, _ = run_paths(args.run_dir)
     cfg, task, model = load_run(run_dir, device=args.device, with_data=args.keep_digits is not None)
     family = family_of(model)
+    if args.steps > 0:
+        from ..sampling.sampler import check_step_count
+
+        ell = getattr(getattr(model, "subtokenizer", None), "length", 1)
+        check_step_count(args.steps, task.seq_len, ell, name="--steps")
+    seed = secrets.randbelow(2**31) if args.seed is None else args.seed
     temperature = cfg.sample_temperature if args.temperature is None else args.temperature
     top_p = cfg.sample_top_p if args.top_p is None else args.top_p
     prefix = infill = keep = None
@@ -123,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         num=args.num,
         num_tokens=task.seq_len,
         steps=args.steps or None,
-        seed=args.seed,
+        seed=seed,
         prefix=prefix,
         infill=infill,
         keep_digits=keep,
@@ -138,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     settings = {
         "run_dir": str(run_dir),
         "family": family.name,
-        "seed": args.seed,
+        "seed": seed,
+        "seed_drawn": args.seed is None,
         "steps": stats["steps"],
         "temperature": temperature,
         "top_p": top_p,
@@ -150,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         "keep_digits": args.keep_digits,
         "weights": "ema",
     }
-    stem = free_stem(Path(args.out) if args.out else run_dir / "samples" / f"sample_seed{args.seed}")
+    stem = free_stem(Path(args.out) if args.out else run_dir / "samples" / f"sample_seed{seed}")
     paths = task.write_samples(
         tokens, stem.parent, stem.name, stats={**stats, "settings": settings}, echo=True
     )
@@ -160,12 +180,16 @@ def run(args: argparse.Namespace) -> int:
         f"top-p {top_p}",
         file=sys.stderr,
     )
+    if args.seed is None:
+        print(f"seed {seed} (pass --seed {seed} to repeat)", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     if args.animate is not None:
         from ..animation import animate
 
         ell = model.subtokenizer.length
-        title = f"{family.name}, {ell} digit{'s' if ell > 1 else ''} per token, T = {stats['steps']}, seed {args.seed}"
+        title = (
+            f"{family.name}, {ell} digit{'s' if ell > 1 else ''} per token, T = {stats['steps']}, seed {seed}"
+        )
         gif = animate(
             trajectory,
             model.subtokenizer,

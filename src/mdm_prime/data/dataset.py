@@ -14,6 +14,12 @@ Pipeline of :func:`prepare`:
    tokenizer spec, the split fractions/seed/mode and :data:`CACHE_VERSION` — not ``seq_len``;
 5. cut each stream into non-overlapping chunks ``LongTensor[N, L]`` (the tail ``< L`` is dropped).
 
+All of it is held in memory (a few bytes per byte of text, several more while tokenizing), so before
+anything is read a user-supplied source (``text:PATH``, ``text8:PATH``, ``owt:DIR``) larger than
+``$MDM_PRIME_MAX_IN_MEMORY_MB`` MB on disk (default 256) is refused, naming the streaming path
+(``mdm-prime data prepare SPEC --tokenizer T --out DIR``, then ``shards:DIR``); see
+:func:`check_in_memory_size`. These specs read plain text only, so the size on disk is the text's size.
+
 Example::
 
     data = prepare("brown", "byte", seq_len=256)
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -40,19 +48,27 @@ from .tokenizers import Tokenizer, check_tokenizer_spec, get_tokenizer, load_tok
 
 __all__ = [
     "CACHE_VERSION",
+    "DEFAULT_MAX_IN_MEMORY_MB",
+    "MAX_IN_MEMORY_ENV",
     "SPLITS",
     "PreparedText",
     "SplitStats",
     "split_documents",
     "concat_documents",
+    "check_in_memory_size",
     "chunk_tokens",
+    "max_in_memory_bytes",
     "parse_text_spec",
     "prepare",
+    "text_spec_bytes",
 ]
 
 CACHE_VERSION = 2  # bump when a loader or the stream format changes
 SPLITS = ("train", "valid", "test")
 TEXT_SPEC_NAMES = (*CORPORA, "mix", "text:PATH", "text8:PATH", "owt:DIR")
+MAX_IN_MEMORY_ENV = "MDM_PRIME_MAX_IN_MEMORY_MB"
+DEFAULT_MAX_IN_MEMORY_MB = 256.0
+_STREAMING_TOKENIZERS = ("byte", "text8", "gpt2")  # fixed tokenizers data prepare --out accepts by name
 
 
 def parse_text_spec(spec: str) -> tuple[str, str | None]:
@@ -78,6 +94,56 @@ def parse_text_spec(spec: str) -> tuple[str, str | None]:
             raise ValueError(f"text spec {spec!r}: {name}:PATH needs a path")
         return name, arg
     raise ValueError(f"unknown text spec {spec!r}; expected one of {list(TEXT_SPEC_NAMES)}")
+
+
+def max_in_memory_bytes() -> float:
+    """The largest user-supplied text source (bytes on disk) the in-memory path reads:
+    ``$MDM_PRIME_MAX_IN_MEMORY_MB`` MB (10^6 bytes; ``inf`` for no limit), default 256 MB."""
+    raw = os.environ.get(MAX_IN_MEMORY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IN_MEMORY_MB * 1e6
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = math.nan
+    if not mb > 0:
+        raise ValueError(f"{MAX_IN_MEMORY_ENV}={raw!r} must be a number of MB > 0 (or inf for no limit)")
+    return mb * 1e6
+
+
+def text_spec_bytes(spec: str) -> int | None:
+    """Bytes on disk that a user-supplied text spec reads: the file of ``text:PATH`` / ``text8:PATH``,
+    the ``*.txt`` files under ``owt:DIR``. ``None`` for installed corpora (fixed, small) and for paths
+    the loaders will refuse anyway (missing, a folder for a file…). Reads no text."""
+    name, arg = parse_text_spec(spec)
+    if name not in ("text", "text8", "owt"):
+        return None
+    path = Path(arg).expanduser()
+    if name == "owt":
+        return sum(f.stat().st_size for f in path.rglob("*.txt") if f.is_file()) if path.is_dir() else None
+    return path.stat().st_size if path.is_file() else None
+
+
+def check_in_memory_size(spec: str, tokenizer_spec: str | None = None) -> None:
+    """Refuse, before anything is read, a text spec too large for the in-memory path.
+
+    Raises:
+        ValueError: one line naming the spec, its size, the limit, the streaming command to use
+            instead, and ``$MDM_PRIME_MAX_IN_MEMORY_MB`` to raise the limit.
+    """
+    size = text_spec_bytes(spec)
+    limit = max_in_memory_bytes()
+    if size is None or size <= limit:
+        return
+    tok = tokenizer_spec if tokenizer_spec in _STREAMING_TOKENIZERS else "gpt2" if tokenizer_spec else "T"
+    mb = size / 1e6
+    raise ValueError(
+        f"{spec} holds {f'{mb:,.1f}' if mb >= 0.1 else f'{mb:.2g}'} MB of text, more than the "
+        f"{limit / 1e6:,.10g} MB limit of the "
+        f"in-memory data path; stream it instead: mdm-prime data prepare {shlex.quote(spec)} "
+        f"--tokenizer {tok} --out DIR, then use --data shards:DIR "
+        f"(or, with the RAM for it, raise the limit: {MAX_IN_MEMORY_ENV}=MB)"
+    )
 
 
 def _hash01(seed: int, doc: str) -> float:
@@ -250,7 +316,9 @@ def prepare(
         :class:`PreparedText` (``data["train"]``, ``data.tokenizer``, ``data.stats``, ``data.report()``).
 
     Raises:
-        ValueError / TypeError: bad spec, tokenizer spec, seq_len, fractions — before any work.
+        ValueError / TypeError: bad spec, tokenizer spec, seq_len, fractions — before any work; a
+            user-supplied source over the in-memory limit (:func:`check_in_memory_size`) — before
+            anything is read.
         MissingDataError: the corpus is not installed or the path does not exist.
     """
     name, arg = parse_text_spec(spec)
@@ -259,6 +327,7 @@ def prepare(
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
     mode = split_mode or ("contiguous" if name == "text8" else "hash")
     split_documents([], fractions, seed, mode)  # validates fractions and mode
+    check_in_memory_size(spec, tokenizer_spec)
 
     key_obj = {
         "version": CACHE_VERSION,

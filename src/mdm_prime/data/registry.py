@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dataset import parse_text_spec, prepare
+from .dataset import check_in_memory_size, parse_text_spec, prepare
 from .text import CORPORA
 
 __all__ = ["DataSource", "load_data", "parse_data_spec", "VALID_SPECS", "KINDS"]
@@ -132,9 +132,12 @@ class DataSource:
         )
 
     def documents(self) -> list[str]:
-        """Text sources only: the raw documents."""
+        """Text sources only: the raw documents (all in memory: a user-supplied source over
+        ``$MDM_PRIME_MAX_IN_MEMORY_MB`` is refused before it is read, see
+        :func:`~.dataset.check_in_memory_size`)."""
         if self.kind != "text":
             raise TypeError(f"{self.spec!r} is {self.kind} data, not text")
+        check_in_memory_size(self.spec)
         from .text import load_corpus
 
         return load_corpus(*parse_text_spec(self.spec))

@@ -129,7 +129,8 @@ def infill_condition(
     num_samples: int | None = None,
 ) -> Condition:
     """Keep ``tokens`` (``[B, L]`` or ``[L]``) except where generated: ``generate`` is a list of
-    half-open token spans ``[(start, end), …]`` or a ``BoolTensor[L]`` / ``[B, L]`` (True = generate)."""
+    half-open token spans ``[(start, end), …]`` or a ``BoolTensor[L]`` / ``[B, L]`` (True = generate).
+    Raises ValueError when it selects no token at all (nothing to generate)."""
     tokens = _as_2d_tokens(tokens, num_samples)
     if isinstance(generate, torch.Tensor):
         if generate.dtype != torch.bool or generate.shape[-1] != tokens.shape[1]:
@@ -139,6 +140,11 @@ def infill_condition(
         gen = generate.to(tokens.device)
     else:
         gen = spans_to_token_mask(tokens.shape[1], generate).to(tokens.device)
+    if not bool(gen.any()):
+        raise ValueError(
+            f"infill_condition: nothing to generate (the spans / mask select none of the "
+            f"{tokens.shape[1]} tokens); mark the tokens to generate, or use prefix_condition to continue a text"
+        )
     return condition_from_tokens(tokens, token_mask_to_digit_mask(~gen, sub), sub)
 
 

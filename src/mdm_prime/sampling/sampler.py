@@ -64,9 +64,10 @@ from .conditioning import Condition
 from .draws import categorical_from_uniform, process_log_probs
 from .grids import corrector_kappa, time_grid
 
-__all__ = ["METHODS", "SampleResult", "sample"]
+__all__ = ["MAX_STEPS_PER_DIGIT", "METHODS", "SampleResult", "check_step_count", "sample"]
 
 METHODS = ("joint", "per_digit")
+MAX_STEPS_PER_DIGIT = 64  # T > 64·L·ℓ is refused: see check_step_count
 
 
 @dataclass
@@ -118,6 +119,34 @@ def _check_number(name: str, value: object, low: float, high: float, low_open: b
     if not ok:
         raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
     return float(value)
+
+
+def check_step_count(steps: int, num_tokens: int, ell: int, name: str = "steps") -> None:
+    """Refuse ``steps > 64·L·ℓ`` (``MAX_STEPS_PER_DIGIT`` per digit) before any work.
+
+    ``L·ℓ`` digits are revealed in all; without a corrector at most ``L·ℓ`` steps change anything, so
+    a step count 64 times larger only adds idle steps (and a ``float64[T+1]`` grid: ``T = 10^8`` alone
+    is 0.8 GB). ``name`` is how the caller spells the option (``--steps`` on the command line).
+    """
+    limit = MAX_STEPS_PER_DIGIT * num_tokens * ell
+    if steps > limit:
+        raise ValueError(
+            f"{name}={steps} is more than 64·L·ℓ = 64·{num_tokens}·{ell} = {limit}: only "
+            f"L·ℓ = {num_tokens * ell} digits are revealed, so no schedule can use more steps than that "
+            f"(the rest are idle); use {name} <= {limit}"
+        )
+
+
+def _tokens_for_step_check(
+    sub: SubTokenizer, num_tokens: int | None, condition: Condition | None
+) -> int | None:
+    """``L`` when it can be read without validating the shape (that comes later), else ``None``."""
+    if isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens >= 1:
+        return num_tokens
+    fixed = condition[0] if isinstance(condition, tuple) and len(condition) == 2 else None
+    if isinstance(fixed, torch.Tensor) and fixed.dim() == 2 and fixed.shape[1] >= sub.length:
+        return fixed.shape[1] // sub.length
+    return None
 
 
 def _resolve_shape(
@@ -191,7 +220,8 @@ def sample(
             that attribute is treated as time-conditioned (never reused: the safe default) unless
             the caller passes ``time_conditioned=False``.
         sub: the sub-tokenizer (``C``, ``ℓ``, ``b``).
-        steps: ``T ≥ 1`` (optional when ``grid`` is an explicit tensor).
+        steps: ``T ≥ 1`` (optional when ``grid`` is an explicit tensor); at most ``64·L·ℓ`` (more
+            raises ValueError before any work: see :func:`check_step_count`).
         num_samples, num_tokens: ``B`` and ``L`` (implied by ``condition`` if given).
         condition: :class:`Condition` with ``fixed``/``values`` ``[B, L·ℓ]``: digits observed from the
             start that never change (see :mod:`.conditioning` for prefix/infill/digit helpers).
@@ -245,9 +275,13 @@ def sample(
     corrector_scale = _check_number("corrector_scale", corrector_scale, 0.0, math.inf, low_open=False)
     corrector_power = _check_number("corrector_power", corrector_power, 0.0, math.inf)
     sched = get_schedule(schedule)
+    check_length = _tokens_for_step_check(sub, num_tokens, condition)
+    if isinstance(steps, int) and not isinstance(steps, bool) and check_length is not None:
+        check_step_count(steps, check_length, sub.length)  # before the grid of T+1 floats is built
     grid_t = time_grid(steps, grid, sched)
     steps = grid_t.numel() - 1
     batch, length = _resolve_shape(sub, num_samples, num_tokens, condition)
+    check_step_count(steps, length, sub.length)  # an explicit grid sets T
 
     if device is None:
         if condition is not None:
