@@ -150,3 +150,38 @@ def test_autoregressive_family_refuses_infilling():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_network_registered_in_the_table_is_built_by_the_family(tmp_path, monkeypatch):
+    """The "add a network" recipe: one row in ``ARCHITECTURES`` (class, config function, shape) and the
+    diffusion family builds it from a config, with the task's shape and the config's overrides; names
+    not in the table (or only the AR network) are refused with the table's names."""
+    from mdm_prime import models as M
+    from mdm_prime.tasks import build_task
+
+    class Wider(M.DiffusionTransformer):
+        pass
+
+    def wider_config(size, **kwargs):
+        return {**M.transformer_config(size, **kwargs), "architecture": "wider"}
+
+    monkeypatch.setitem(M.ARCHITECTURES, "wider", M.Architecture(Wider, wider_config))
+
+    def config(arch):
+        small = {"model_size": "tiny", "model_overrides": {"dim": 32, "depth": 1, "heads": 2}}
+        return resolve_config(
+            "text-tiny", {"data": DATA, "seq_len": 8, "subtokens": 2, "architecture": arch, **small}
+        )
+
+    cfg = config("wider")
+    task = build_task(cfg)
+    model = get_family("prime").build_model(cfg, task)
+    assert type(model) is Wider and model.seq_len == 8 and model.subtokenizer.length == 2
+    assert model.config["dim"] == 32 and model.config["depth"] == 1  # the overrides reached it
+    for bad in ("rnn", "causal_transformer"):
+        with pytest.raises(
+            ValueError, match=rf"unknown architecture '{bad}'; expected auto, transformer, .*wider"
+        ):
+            get_family("prime").build_model(config(bad), task)
+    with pytest.raises(ValueError, match="'unet' needs image data"):
+        get_family("prime").build_model(config("unet"), task)

@@ -229,33 +229,32 @@ class DiffusionFamily(Family):
         self.name, self.description, self.fixed_subtokens = name, description, fixed_subtokens
 
     def build_model(self, cfg, task):
-        """Transformer (text, synthetic), U-Net (images), MLP (toy) or the published models' DiT
-        (``mdlm_dit``, run folders of ``mdm-prime import``) over ``cfg.subtokens`` digits;
-        ``cfg.architecture`` (``auto``: the task's default) and ``cfg.model_overrides`` choose."""
+        """The network ``cfg.architecture`` names (``auto``: the task's default) from the table
+        :data:`mdm_prime.models.ARCHITECTURES` — transformer (text, synthetic), U-Net (images), MLP
+        (toy), the published models' DiT (``mdlm_dit``, run folders of ``mdm-prime import``) — over
+        ``cfg.subtokens`` digits, with ``cfg.model_overrides`` on top of the named size."""
         from . import models as M
 
         arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
+        entry = M.ARCHITECTURES.get(arch)
+        if entry is None or not entry.diffusion:
+            names = [name for name, e in M.ARCHITECTURES.items() if e.diffusion]
+            raise ValueError(
+                f"unknown architecture {arch!r}; expected auto, {', '.join(names[:-1])} or {names[-1]}"
+            )
+        if entry.takes == "image" and task.image_shape is None:
+            raise ValueError(f"architecture {arch!r} needs image data, got {cfg.data!r}")
         extra = dict(cfg.model_overrides)
         extra.setdefault("precision", cfg.precision)
-        common = dict(
-            num_classes=task.num_classes, length=cfg.subtokens, base=cfg.base, schedule=cfg.schedule
+        conf = entry.config(
+            cfg.model_size,
+            num_classes=task.num_classes,
+            length=cfg.subtokens,
+            base=cfg.base,
+            schedule=cfg.schedule,
+            **entry.shape_kwargs(task.seq_len, task.image_shape),
+            **extra,
         )
-        if arch == "transformer":
-            conf = M.transformer_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
-        elif arch == "unet":
-            if task.image_shape is None:
-                raise ValueError(f"architecture 'unet' needs image data, got {cfg.data!r}")
-            conf = M.unet_config(cfg.model_size, image_shape=list(task.image_shape), **common, **extra)
-        elif arch == "mlp":
-            conf = M.mlp_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
-        elif arch == "mdlm_dit":  # the published MDLM / MDLM-Prime network (mdm_prime.importing)
-            from .models.mdlm_dit import mdlm_dit_config
-
-            conf = mdlm_dit_config(cfg.model_size, seq_len=task.seq_len, **common, **extra)
-        else:
-            raise ValueError(
-                f"unknown architecture {arch!r}; expected auto, transformer, unet, mlp or mdlm_dit"
-            )
         return M.build_model(conf)
 
     def loss(self, model, x0, noise, *, objective="prime", schedule=None):
@@ -390,7 +389,7 @@ class AutoregressiveFamily(Family):
             raise ValueError(f"the autoregressive baseline uses the transformer; got architecture {arch!r}")
         extra = dict(cfg.model_overrides)
         extra.setdefault("precision", cfg.precision)  # (before the seam, --precision was ignored for ar)
-        conf = M.causal_transformer_config(
+        conf = M.ARCHITECTURES["causal_transformer"].config(
             cfg.model_size, num_classes=task.num_classes, seq_len=task.seq_len, **extra
         )
         return M.build_model(conf)

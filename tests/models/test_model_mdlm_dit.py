@@ -165,7 +165,7 @@ def test_logits_equal_a_plain_float64_forward(ell, C, dim, heads):
 
 
 def test_contract_and_round_trip(tmp_path):
-    assert ARCHITECTURES["mdlm_dit"] is MDLMDiT
+    assert ARCHITECTURES["mdlm_dit"].cls is MDLMDiT
     for ell, family in ((1, "mdm"), (2, "prime")):
         conf = mdlm_dit_config("tiny", num_classes=40, length=ell, seq_len=6, precision="fp32")
         model = build_model(conf)

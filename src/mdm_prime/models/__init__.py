@@ -17,18 +17,22 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ..subtokenizer import SubTokenizer
 from .adapter import ADAPTER_VARIANTS, SubTokenEmbedding
 from .base import PRECISIONS, DiffusionModel
 from .causal import CausalTransformer, sample_categorical
 from .layers import KVCache
-from .mdlm_dit import MDLMDiT
+from .mdlm_dit import MDLMDiT, mdlm_dit_config
 from .mlp import ToyMLP
 from .transformer import DiffusionTransformer
 from .unet import UNet
 
 __all__ = [
     "build_model",
+    "Architecture",
     "ARCHITECTURES",
     "transformer_config",
     "causal_transformer_config",
@@ -48,14 +52,6 @@ __all__ = [
     "ADAPTER_VARIANTS",
     "PRECISIONS",
 ]
-
-ARCHITECTURES = {
-    "transformer": DiffusionTransformer,
-    "causal_transformer": CausalTransformer,
-    "unet": UNet,
-    "mlp": ToyMLP,
-    "mdlm_dit": MDLMDiT,  # the published MDLM / MDLM-Prime network (mdm_prime.importing)
-}
 
 TRANSFORMER_SIZES = {
     "tiny": {"dim": 64, "depth": 2, "heads": 2},  # tests
@@ -193,6 +189,46 @@ def mlp_config(
     }
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One network the families can build, registered in :data:`ARCHITECTURES`.
+
+    Attributes:
+        cls: the ``nn.Module`` class (``build_model`` calls it with the config's keyword arguments).
+        config: ``config(size, *, num_classes, length, base, permutation, schedule, <shape>, **overrides)
+            -> dict``, the config of a named size (``build_model(config)`` rebuilds the model).
+        takes: the data shape its config needs: ``"sequence"`` (``seq_len = L``) or ``"image"``
+            (``image_shape = [channels, H, W]``).
+        diffusion: ``True`` for networks over sub-tokens (families ``prime``/``mdm``), ``False`` for the
+            autoregressive baseline's network (whole tokens).
+    """
+
+    cls: type
+    config: Callable[..., dict]
+    takes: str = "sequence"
+    diffusion: bool = True
+
+    def shape_kwargs(self, seq_len: int, image_shape) -> dict:
+        """The config's shape argument for data of ``seq_len`` tokens / ``image_shape`` (``None`` for
+        non-image data; ValueError when an image network is asked for other data)."""
+        if self.takes == "image":
+            if image_shape is None:
+                raise ValueError(f"architecture {self.cls.__name__} takes images; this data has none")
+            return {"image_shape": list(image_shape)}
+        return {"seq_len": seq_len}
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "transformer": Architecture(DiffusionTransformer, transformer_config),
+    "causal_transformer": Architecture(CausalTransformer, causal_transformer_config, diffusion=False),
+    "unet": Architecture(UNet, unet_config, takes="image"),
+    "mlp": Architecture(ToyMLP, mlp_config),
+    # the published MDLM / MDLM-Prime network (mdm_prime.importing)
+    "mdlm_dit": Architecture(MDLMDiT, mdlm_dit_config),
+}
+"""Every network by name (``--set architecture=NAME``): add a row to add one (docs/architecture.md)."""
+
+
 def build_model(config: dict):
     """Rebuild a model from its ``config`` (``model.config`` or a ``*_config`` helper's output).
 
@@ -222,7 +258,7 @@ def build_model(config: dict):
 
 def _construct(arch: str, **kwargs):
     try:
-        return ARCHITECTURES[arch](**kwargs)
+        return ARCHITECTURES[arch].cls(**kwargs)
     except TypeError as err:
         if "unexpected keyword argument" in str(err) or "missing" in str(err):
             raise TypeError(f"bad config for architecture {arch!r}: {err}") from None
