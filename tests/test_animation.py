@@ -132,3 +132,57 @@ def test_family_generate_records_in_chunks_for_ar_and_diffusion():
         stats["trajectory_calls"].long().sum(0).double().mean(),
         torch.tensor(stats["network_calls_mean"], dtype=torch.float64),
     )
+
+
+LONG_CAPTION = (
+    "prime, 4 digits per token, T = 128, seed 0, run runs/anim-mnist-with-a-rather-long-folder-name "
+    "(a long caption must wrap inside the frame instead of running off its right edge)"
+)
+
+
+def _ink_rows(region: np.ndarray) -> int:
+    """Number of separate bands of rows holding ink (non-white) in an ``[H, W, 3]`` region."""
+    ink = (region < 200).any(-1).any(-1)
+    return int(ink[0]) + int((ink[1:] & ~ink[:-1]).sum())
+
+
+def test_a_long_image_caption_wraps_inside_the_frame():
+    """The caption and the counters wrap to the frame's width: no ink in the rightmost columns of the
+    header, one band of ink per wrapped line, and the tiles move down below the taller header."""
+    from mdm_prime.animation import _font
+    from mdm_prime.plotting import wrap_to_width
+
+    sub = SubTokenizer(256, 4)
+    out = sample(
+        RandomDigitModel(sub, 30, seed=0), sub, num_samples=4, num_tokens=30, steps=8, seed=1, record=True
+    )
+    short = image_frames(out.trajectory, sub, (1, 6, 5), calls=out.trajectory_calls, scale=2)
+    frames = image_frames(
+        out.trajectory, sub, (1, 6, 5), calls=out.trajectory_calls, scale=2, title=LONG_CAPTION
+    )
+    width = frames[-1].width
+    caption_lines = wrap_to_width(LONG_CAPTION, _font(13), width - 8)
+    assert len(caption_lines) >= 3
+    extra = frames[-1].height - short[-1].height
+    assert extra == 18 * (len(caption_lines) - 1)  # one 18-px row per extra caption line
+    for frame in (frames[0], frames[-1]):
+        arr = np.asarray(frame.convert("RGB")).astype(int)
+        header = arr[: 4 + 18 * len(caption_lines) + 18]
+        assert (header[:, -3:] >= 250).all(), "caption or counters run into the right edge"
+        assert _ink_rows(header) >= len(caption_lines) + 1
+    # the tiles are where they were, shifted by the taller header
+    a = np.asarray(short[-1])[42:54, 2:12]
+    b = np.asarray(frames[-1])[42 + extra : 54 + extra, 2:12]
+    assert np.array_equal(a, b)
+
+
+def test_a_long_text_caption_and_the_legend_fit_a_narrow_frame():
+    sub = SubTokenizer(256, 2)
+    final = sub.encode(torch.tensor([[ord(c) for c in "abcdefghij"]]))[0]
+    traj = torch.stack([torch.full_like(final, sub.mask_id), final]).unsqueeze(1)
+    frames = text_frames(traj, sub, chr, columns=16, title=LONG_CAPTION)
+    for frame in frames:
+        arr = np.asarray(frame.convert("RGB")).astype(int)
+        assert (arr[:, -3:] >= 250).all(), "text runs into the right edge"
+        assert (arr[-3:] >= 250).all(), "text runs into the bottom edge"
+    assert _ink_rows(np.asarray(frames[-1].convert("RGB"))[:60]) >= 2

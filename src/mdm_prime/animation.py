@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .plotting import wrap_to_width
 from .subtokenizer import SubTokenizer
 
 __all__ = [
@@ -158,21 +159,34 @@ def text_frames(
         if w.endswith("↵"):
             col, row = 0, row + 1
     rows = row + 1
-    pad, header = 8, lh * 2
-    size = (2 * pad + columns * cw, 2 * pad + header + rows * lh + lh)
+    pad = 8
+    width = 2 * pad + columns * cw
     idle, ncalls = _counters(traj, calls, sample)
     steps = traj.shape[0] - 1
+    picks = select_frames(traj.shape[0], max_frames)
+    heads = {}
+    for k in picks:
+        head = f"step {k}/{steps} · idle steps {idle[k]}"
+        if ncalls[k] is not None:
+            head += f" · network calls {ncalls[k]}"
+        heads[k] = wrap_to_width(head, font, width - 2 * pad)
+    # the caption and the counters wrap to the frame's width (never cut at the right edge)
+    title_lines = wrap_to_width(title, font, width - 2 * pad)
+    head_rows = max(len(v) for v in heads.values())
+    header = lh * (len(title_lines) + head_rows)
+    legend = _legend_layout(font, cw, lh, width - 2 * pad)
+    legend_rows = 1 + max(r for r, _, _, _ in legend)
+    size = (width, 2 * pad + header + rows * lh + legend_rows * lh)
     frames = []
-    for k in select_frames(traj.shape[0], max_frames):
+    for k in picks:
         state = traj[k, sample : sample + 1]
         known = digits_known(state, sub)[0].tolist()
         img = Image.new("RGB", size, KNOWN_BG)
         draw = ImageDraw.Draw(img)
-        head = f"step {k}/{steps} · idle steps {idle[k]}"
-        if ncalls[k] is not None:
-            head += f" · network calls {ncalls[k]}"
-        draw.text((pad, pad), title, fill=FAINT, font=font)
-        draw.text((pad, pad + lh), head, fill=INK, font=font)
+        for i, line in enumerate(title_lines):
+            draw.text((pad, pad + i * lh), line, fill=FAINT, font=font)
+        for i, line in enumerate(heads[k]):
+            draw.text((pad, pad + (len(title_lines) + i) * lh), line, fill=INK, font=font)
         top = pad + header
         for (c, r, width), w, kn in zip(boxes, words, known):
             x0, y0 = pad + c * cw, top + r * lh
@@ -185,20 +199,36 @@ def text_frames(
                 draw.rectangle((x0, y0, x1, y1), fill=PARTIAL_BG)
                 fill_top = y1 - round((y1 - y0) * kn / sub.length)
                 draw.rectangle((x0, fill_top, x1, y1), fill=PARTIAL_FG)
-        legend_y = size[1] - pad - lh + 4
-        x = pad
-        for label, colour in (
-            ("Aa known", None),
-            ("partly known (height: digits known)", PARTIAL_FG),
-            ("masked", MASKED_BG),
-        ):
+        legend_top = top + rows * lh + 4
+        for r, x, label, colour in legend:
+            y = legend_top + r * lh
             if colour is not None:
-                draw.rectangle((x, legend_y + 2, x + cw - 1, legend_y + lh - 6), fill=colour)
+                draw.rectangle((pad + x, y + 2, pad + x + cw - 1, y + lh - 6), fill=colour)
                 x += cw + 4
-            draw.text((x, legend_y), label, fill=FAINT, font=font)
-            x += round(font.getlength(label)) + 2 * cw
+            draw.text((pad + x, y), label, fill=FAINT, font=font)
         frames.append(img)
     return frames
+
+
+_LEGEND = (("Aa known", None), ("partly known (height: digits known)", PARTIAL_FG), ("masked", MASKED_BG))
+
+
+def _legend_layout(font, cw: int, lh: int, width: int) -> list[tuple[int, int, str, tuple | None]]:
+    """``(row, x, text, swatch colour)`` of the text legend's items, flowed into rows of ``width`` px
+    (a label wider than a row wraps onto the next rows, after its swatch)."""
+    out, row, x = [], 0, 0
+    for label, colour in _LEGEND:
+        swatch = cw + 4 if colour is not None else 0
+        item = swatch + round(font.getlength(label))
+        if x and x + item > width:
+            row, x = row + 1, 0
+        lines = wrap_to_width(label, font, width - x - swatch) if x + item > width else [label]
+        out.append((row, x, lines[0], colour))
+        for line in lines[1:]:
+            row += 1
+            out.append((row, x + swatch, line, None))
+        x += swatch + round(max(font.getlength(line) for line in lines)) + 2 * cw
+    return out
 
 
 def image_frames(
@@ -230,14 +260,26 @@ def image_frames(
     n = min(max_samples, traj.shape[1])
     cols = max(1, round(n**0.5))
     grid_rows = -(-n // cols)
-    gap, header = 2, 40
+    gap, line_h = 2, 18
     font = _font(13)
     width = max(cols * (w * scale + gap) + gap, 380)  # room for the counters (every frame differs)
-    height = header + grid_rows * (h * scale + gap) + gap
     steps = traj.shape[0] - 1
     counters = [_counters(traj, calls, i) for i in range(n)]
+    picks = select_frames(traj.shape[0], max_frames)
+    heads = {}
+    for k in picks:
+        idle = sum(c[0][k] for c in counters) / n
+        head = f"step {k}/{steps} · idle {idle:.1f}"
+        if counters[0][1][k] is not None:
+            head += f" · calls {sum(c[1][k] for c in counters) / n:.1f}"
+        heads[k] = wrap_to_width(head + " (per image)", font, width - 2 * (gap + 2))
+    # the caption and the counters wrap to the frame's width (never cut at the right edge)
+    title_lines = wrap_to_width(title, font, width - 2 * (gap + 2))
+    head_rows = max(len(v) for v in heads.values())
+    header = 4 + line_h * (len(title_lines) + head_rows)
+    height = header + grid_rows * (h * scale + gap) + gap
     frames = []
-    for k in select_frames(traj.shape[0], max_frames):
+    for k in picks:
         values = coarse_values(traj[k, :n], sub) / max(1, sub.num_classes - 1) * 255.0  # [n, L]
         pix = values.round().clamp(0, 255).to(torch.uint8).view(n, ch, h, w).permute(0, 2, 3, 1)
         img = Image.new("RGB", (width, height), (255, 255, 255))
@@ -249,12 +291,10 @@ def image_frames(
                 tile, (gap + (i % cols) * (w * scale + gap), header + gap + (i // cols) * (h * scale + gap))
             )
         draw = ImageDraw.Draw(img)
-        idle = sum(c[0][k] for c in counters) / n
-        head = f"step {k}/{steps} · idle {idle:.1f}"
-        if counters[0][1][k] is not None:
-            head += f" · calls {sum(c[1][k] for c in counters) / n:.1f}"
-        draw.text((gap + 2, 2), title, fill=FAINT, font=font)
-        draw.text((gap + 2, 20), head + " (per image)", fill=INK, font=font)
+        for i, line in enumerate(title_lines):
+            draw.text((gap + 2, 2 + i * line_h), line, fill=FAINT, font=font)
+        for i, line in enumerate(heads[k]):
+            draw.text((gap + 2, 2 + (len(title_lines) + i) * line_h), line, fill=INK, font=font)
         frames.append(img)
     return frames
 

@@ -64,3 +64,31 @@ def test_summary_figure_has_a_panel_for_every_smoke_study(root):
         page = write_results_md(results, include_smoke=True).read_text()
     assert "![at a glance](results/summary-smoke.png)" in page
     assert (results / "summary-smoke.png").stat().st_size > 10_000
+
+
+def test_summary_figure_of_the_smoke_studies_is_readable(root):
+    """One drawn axes per panel (no empty slot), each y label with its unit and ↓ (lower is better),
+    at least three labelled ticks on the compute panel's log axis."""
+    import matplotlib.pyplot as plt
+
+    from mdm_prime.experiments.report import build_summary_figure, load_studies
+
+    results = root / "results"
+    for study in ("compute_scaling", "ell_sweep", "sample_quality", "images", "toy"):
+        if not (results / f"{study}-smoke.json").exists():
+            main([study, "--smoke", "--out-root", str(root / "runs"), "--results-dir", str(results)])
+    fig = build_summary_figure(load_studies(results, include_smoke=True))
+    fig.canvas.draw()
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    units = ("bits/char", "bits/dim", "nats/coordinate", "perplexity", "Fréchet distance")
+    for ax in axes:
+        assert ax.lines or ax.patches or ax.collections, ax.get_title()
+        assert "↓" in ax.get_ylabel() and any(u in ax.get_ylabel() for u in units), ax.get_ylabel()
+    compute = next(a for a in axes if "compute" in a.get_title())
+    lo, hi = sorted(compute.get_xlim())
+    labelled = [
+        t for t, x in zip(compute.get_xticklabels(), compute.get_xticks()) if t.get_text() and lo <= x <= hi
+    ]
+    assert len(labelled) >= 3
+    plt.close(fig)

@@ -33,6 +33,24 @@ samples (4 models × 200 samples × (32 + 64 + 128) calls, ≈ 48 min; this part
 ``--budget``)."""
 
 
+GRID_SAMPLES = 32
+"""Samples drawn in each row's grid (at the largest NFE)."""
+
+
+def grid_title(row: dict, steps: int, num: int, nfe: float | None = None) -> str:
+    """The title strip of a row's sample grid: model and ℓ, samples, sampling steps (and mean network
+    calls when caching made them fewer), training steps."""
+    from ..plotting import image_grid_title
+
+    return image_grid_title(
+        f"{row['family_label']}, {row.get('data', 'images')}",
+        num=num,
+        steps=steps,
+        nfe=nfe,
+        train_steps=row.get("max_steps"),
+    )
+
+
 def specs(smoke: bool = False, budget: float = 1.0) -> list[RunSpec]:
     steps = scaled_steps(3 if smoke else STEPS, budget)
     ov = {
@@ -135,7 +153,9 @@ def run(
             }
             if T == nfes[-1]:
                 grid = results_dir / f"{NAME}-{row['name']}.png"
-                save_image_grid(np.asarray(imgs[:32]), grid, levels=task.num_classes)
+                shown = np.asarray(imgs[:GRID_SAMPLES])
+                title = grid_title(row, T, len(shown), out["network_calls_mean"])
+                save_image_grid(shown, grid, levels=task.num_classes, title=title)
                 plots.append(grid.name)
                 row["grid"] = grid.name
         row["fd_classifier"] = fd["fd_classifier"]

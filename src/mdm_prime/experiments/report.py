@@ -16,7 +16,15 @@ from pathlib import Path
 from . import STUDIES, get_study
 from .common import AR, fmt_pm
 
-__all__ = ["EXTRA_PAGES", "SUMMARY_FIGURE", "load_studies", "render", "summary_figure", "write_results_md"]
+__all__ = [
+    "EXTRA_PAGES",
+    "SUMMARY_FIGURE",
+    "build_summary_figure",
+    "load_studies",
+    "render",
+    "summary_figure",
+    "write_results_md",
+]
 
 EXTRA_PAGES = ("animation.md", "determinism.md")
 """Sections written by their own commands (``mdm-prime sample --animate``, the determinism
@@ -86,9 +94,41 @@ def headline_table(studies: dict[str, dict]) -> str:
     return "\n".join(lines) if n else "_No likelihood rows yet: run a study._"
 
 
-def _panel_compute(ax, data: dict) -> None:
-    from matplotlib.ticker import NullFormatter
+LOWER = "↓ better"
+"""Appended to every y label of the summary figure: all of its quantities are lower-is-better."""
 
+
+def _log_ticks(ax, lo: float, hi: float) -> None:
+    """Labelled ticks at 1, 2, 3 and 5 × 10^k on a log x axis spanning ``[lo, hi]`` (at least three
+    inside the range), minor ticks unlabelled."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ticks = []
+    for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+        for m in (1, 2, 3, 5):
+            ticks.append(m * 10.0**k)
+    inside = [t for t in ticks if lo * 0.999 <= t <= hi * 1.001]
+    if len(inside) < 3:  # a narrow range: every integer multiple of the decade
+        inside = [
+            m * 10.0**k
+            for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+            for m in range(1, 10)
+            if lo * 0.999 <= m * 10.0**k <= hi * 1.001
+        ]
+
+    def fmt(x, _pos=None):
+        k = math.floor(math.log10(x) + 1e-9)
+        m = round(x / 10.0**k, 6)
+        return f"$10^{{{k}}}$" if m == 1 else f"${m:g}\\times10^{{{k}}}$"
+
+    ax.xaxis.set_major_locator(FixedLocator(inside))
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _panel_compute(ax, data: dict) -> None:
     fams = []
     for r in data["rows"]:
         if r["family_label"] not in fams:
@@ -103,26 +143,63 @@ def _panel_compute(ax, data: dict) -> None:
             capsize=2,
             label=label,
         )
+    flops = [r["train_flops"] for r in data["rows"]]
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("valid bits/char")
-    ax.set_title("valid bits/char against compute", fontsize=9)
+    lo, hi = min(flops), max(flops)
+    ax.set_xlim(lo / 1.25, hi * 1.25)
+    _log_ticks(ax, lo / 1.25, hi * 1.25)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("training FLOPs (log scale)")
+    ax.set_ylabel(f"valid bound, bits/char ({LOWER})")
+    ax.set_title("valid bits/char against compute (±2 s.e.)", fontsize=9)
     ax.legend(fontsize=7)
 
 
 def _panel_ell(ax, data: dict) -> None:
-    primes = sorted(
-        (r for r in data["rows"] if r.get("gap_nats_per_token") is not None and r["subtokens"] > 1),
+    """Valid bound and the paper's objective L_prime (same unit) against ℓ; their distance is the gap."""
+    rows = data["rows"]
+    diff = sorted(
+        (r for r in rows if r.get("family") != AR and r.get("valid_bits_per_char") is not None),
         key=lambda r: r["subtokens"],
     )
-    ells = [1] + [r["subtokens"] for r in primes]
-    gaps = [0.0] + [r["gap_nats_per_token"] for r in primes]
-    ax.plot(ells, gaps, marker="o", color="tab:red")
+    ells = [r["subtokens"] for r in diff]
+    ax.errorbar(
+        ells,
+        [r["valid_bits_per_char"] for r in diff],
+        yerr=[2 * r["valid_stderr_bits_per_char"] for r in diff],
+        marker="o",
+        capsize=2,
+        color="tab:blue",
+        label="valid bound L_valid",
+    )
+    # L_prime in the row's own unit: bits/char per nats/token is the ratio of the row's valid bound
+    prime = [
+        (
+            r["subtokens"],
+            r["prime_objective_nats_per_token"] * r["valid_bits_per_char"] / r["valid_nats_per_token"],
+        )
+        for r in diff
+        if r.get("prime_objective_nats_per_token") is not None
+    ]
+    if prime:
+        ax.plot(
+            [e for e, _ in prime],
+            [v for _, v in prime],
+            marker="o",
+            mfc="white",
+            ls="--",
+            color="tab:red",
+            label="L_prime (paper's objective, not a bound)",
+        )
+    for r in rows:
+        if r.get("family") == AR:
+            ax.axhline(r["valid_bits_per_char"], color="k", ls=":", label="autoregressive (exact NLL)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(ells, [str(e) for e in ells])
     ax.set_xlabel("ℓ (sub-tokens per byte)")
-    ax.set_ylabel("L_valid − L_prime, nats/token")
-    ax.set_title("the objective gap against ℓ", fontsize=9)
+    ax.set_ylabel(f"bits/char ({LOWER})")
+    ax.set_title("ℓ sweep: the gap is L_valid − L_prime", fontsize=9)
+    ax.legend(fontsize=6.5)
 
 
 def _panel_samples(ax, data: dict) -> None:
@@ -133,56 +210,76 @@ def _panel_samples(ax, data: dict) -> None:
         if r["family"] in (AR, "data"):
             ax.axhline(r["gen_ppl"], color="k", ls="--" if r["family"] == AR else ":", label=r["model"])
     ax.set_xscale("log", base=2)
+    ts = sorted({r["T"] for r in data["rows"] if r["T"] and r["family"] != AR})
+    ax.set_xticks(ts, [str(t) for t in ts])
+    ax.set_ylim(0, 1.45 * max(r["gen_ppl"] for r in data["rows"]))  # headroom for the legend
     ax.set_xlabel("sampling steps T")
-    ax.set_ylabel("generative perplexity")
-    ax.set_title("sample quality against steps", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_ylabel(f"generative perplexity per byte ({LOWER})")
+    ax.set_title("sample quality against steps (AR model as judge)", fontsize=9)
+    ax.legend(fontsize=6.5, loc="upper center", ncol=2)
+
+
+def _bar_labels(ax, bars, values, errors, fmt: str) -> None:
+    """Each bar's value printed above its error bar."""
+    for bar, v, e in zip(bars, values, errors):
+        ax.annotate(
+            format(v, fmt),
+            (bar.get_x() + bar.get_width() / 2, max(v, 0) + e),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
 
 
 def _panel_images(ax, data: dict) -> None:
+    """MNIST bits/dim as bars from zero (a bar's length is the value; the values are printed)."""
     rows = data["rows"]
     labels = [r["family_label"] for r in rows]
-    ax.bar(
-        labels,
-        [r["valid_bits_per_dim"] for r in rows],
-        yerr=[2 * r["valid_stderr_bits_per_dim"] for r in rows],
-        color="tab:blue",
-        capsize=2,
-    )
-    ax.set_ylabel("valid bits/dim")
-    lo = min(r["valid_bits_per_dim"] for r in rows)
-    ax.set_ylim(lo * 0.9, None)
-    T = str(data["nfes"][-1])
-    twin = ax.twinx()
-    twin.plot(labels, [r["fd"][T]["frechet_distance"] for r in rows], "o-", color="tab:orange")
-    twin.set_ylabel(f"Fréchet distance, NFE {T}", color="tab:orange")
-    ax.set_title("MNIST: bits/dim (bars), FD (line)", fontsize=9)
+    values = [r["valid_bits_per_dim"] for r in rows]
+    err = [2 * r["valid_stderr_bits_per_dim"] for r in rows]
+    bars = ax.bar(labels, values, yerr=err, color="tab:blue", capsize=2)
+    _bar_labels(ax, bars, values, err, ".3f")
+    ax.set_ylim(0, max(values) * 1.15)
+    ax.set_ylabel(f"valid bound, bits/dim ({LOWER})")
+    ax.set_title("MNIST: valid bits/dim (±2 s.e.; axis from 0)", fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
 
 
+def _panel_images_fd(ax, data: dict) -> None:
+    rows = data["rows"]
+    nfes = [int(t) for t in data["nfes"]]
+    for r in rows:
+        ax.plot(
+            nfes, [r["fd"][str(t)]["frechet_distance"] for t in nfes], marker="o", label=r["family_label"]
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(nfes, [str(t) for t in nfes])
+    ax.set_ylim(0, None)
+    ax.set_xlabel("sampling steps T (NFE ≤ T)")
+    ax.set_ylabel(f"Fréchet distance, classifier features ({LOWER})", fontsize=9)
+    ax.set_title(f"MNIST: Fréchet distance, {data.get('fd_num_samples', '?')} samples", fontsize=9)
+    ax.legend(fontsize=6.5)
+
+
 def _panel_toy(ax, data: dict) -> None:
+    """The excess of the valid bound over the exact data entropy (the floor any valid bound sits on),
+    as bars from that floor: their lengths are in proportion."""
     rows = data["rows"]
     labels = [r.get("family_label", r.get("name")) for r in rows]
-    ax.bar(
-        labels,
-        [r["valid_nats_per_token"] for r in rows],
-        yerr=[2 * r["valid_stderr_nats_per_token"] for r in rows],
-        capsize=2,
-        color="tab:green",
-    )
-    entropy = rows[0].get("data_entropy_nats_per_token")
-    if entropy is not None:
-        ax.axhline(entropy, color="k", ls="--", label="exact entropy")
-        ax.legend(fontsize=7)
-    lo = [r["valid_nats_per_token"] - 2 * r["valid_stderr_nats_per_token"] for r in rows]
-    hi = [r["valid_nats_per_token"] + 2 * r["valid_stderr_nats_per_token"] for r in rows]
-    if entropy is not None:
-        lo.append(entropy)
-        hi.append(entropy)
-    pad = 0.1 * (max(hi) - min(lo)) + 1e-3
-    ax.set_ylim(min(lo) - pad, max(hi) + pad)
-    ax.set_ylabel("valid NLL, nats/coordinate")
-    ax.set_title("2-D toy: valid NLL against the entropy", fontsize=9)
+    entropy = rows[0]["data_entropy_nats_per_token"]
+    excess = [r["valid_nats_per_token"] - entropy for r in rows]
+    err = [2 * r["valid_stderr_nats_per_token"] for r in rows]
+    bars = ax.bar(labels, excess, yerr=err, capsize=2, color="tab:green")
+    _bar_labels(ax, bars, excess, err, "+.4f")
+    ax.axhline(0.0, color="k", ls="--", lw=1, label=f"exact data entropy = {entropy:.4f}")
+    top = max(e + s for e, s in zip(excess, err))
+    bottom = min(0.0, *(e - s for e, s in zip(excess, err)))
+    ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.3 * (top - bottom))
+    ax.set_ylabel(f"valid bound − entropy, nats/coordinate ({LOWER})", fontsize=9)
+    ax.set_title("2-D toy: excess over the exact entropy (±2 s.e.)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 _PANELS = (
@@ -190,13 +287,14 @@ _PANELS = (
     ("ell_sweep", _panel_ell),
     ("sample_quality", _panel_samples),
     ("images", _panel_images),
+    ("images", _panel_images_fd),
     ("toy", _panel_toy),
 )
 
 
-def summary_figure(studies: dict[str, dict], path: str | Path) -> Path | None:
-    """One figure with a panel per finished study (compute scaling, the gap against ℓ, sample quality
-    against steps, images, toy); ``None`` (nothing written) when no study has a panel."""
+def build_summary_figure(studies: dict[str, dict]):
+    """The matplotlib figure of :func:`summary_figure` (``None`` when no study has a panel): up to
+    three panels a row, a shorter last row centred, so no axes is left empty."""
     from .common import plt
 
     panels = [(name, draw) for name, draw in _PANELS if name in studies and studies[name].get("rows")]
@@ -205,19 +303,34 @@ def summary_figure(studies: dict[str, dict], path: str | Path) -> Path | None:
     pyplot = plt()
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = pyplot.subplots(nrows, cols, figsize=(4.2 * cols, 3.5 * nrows), dpi=100, squeeze=False)
-    for ax, (name, draw) in zip(axes.flat, panels):
+    fig = pyplot.figure(figsize=(4.6 * cols, 3.9 * nrows), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(nrows, 2 * cols)
+    for i, (name, draw) in enumerate(panels):
+        row, col = divmod(i, cols)
+        in_row = min(cols, len(panels) - row * cols)
+        start = 2 * col + (cols - in_row)  # centre a short last row
+        ax = fig.add_subplot(grid[row, start : start + 2])
         try:
             draw(ax, studies[name])
         except (KeyError, TypeError, ValueError, IndexError) as err:  # an older JSON without a field
             warnings.warn(f"summary figure: no {name} panel ({err!r}); re-run the study", stacklevel=2)
             ax.text(0.5, 0.5, f"{name}: {err!r}", ha="center", va="center", fontsize=7, wrap=True)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle("At a glance: every y axis is lower-is-better (↓); error bars ±2 s.e.", fontsize=10)
+    return fig
+
+
+def summary_figure(studies: dict[str, dict], path: str | Path) -> Path | None:
+    """One figure with a panel per finished study (compute scaling, the valid bound and the paper's
+    objective against ℓ, sample quality against steps, MNIST bits/dim and Fréchet distance, toy excess
+    over the entropy); ``None`` (nothing written) when no study has a panel."""
+    from .common import plt
+
+    fig = build_summary_figure(studies)
+    if fig is None:
+        return None
     path = Path(path)
     fig.savefig(path)
-    pyplot.close(fig)
+    plt().close(fig)
     return path
 
 

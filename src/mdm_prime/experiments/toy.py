@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .common import MDM, PRIME, fmt_pm, payload, plot_path, plt, sample_tokens, scaled_steps
 from .runner import run_study
 from .runs import RunSpec
@@ -87,7 +85,7 @@ def run(
         )
         panels.append((row["family_label"], pts))
     plot = plot_path(results_dir, NAME, smoke)
-    _plot(density, panels, task.num_classes, plot)
+    _plot(density, panels, task.num_classes, plot, sample_steps)
     data = payload(
         NAME,
         smoke=smoke,
@@ -98,28 +96,37 @@ def run(
     return data
 
 
-def _plot(density, panels, size: int, path: Path) -> None:
-    pyplot = plt()
-    factor = 1
-    while factor < size and len(panels[0][1]) / (size / factor) ** 2 < 10:
-        factor *= 2
-    cells = -(-size // factor)
-    pmf = np.asarray(density.pmf, dtype=np.float64)
-    pad = cells * factor - size
-    imgs = [("target", np.pad(pmf, ((0, pad), (0, pad))).reshape(cells, factor, cells, factor).sum((1, 3)))]
-    for label, pts in panels:
-        hist = np.zeros((cells, cells))
-        np.add.at(hist, (pts[:, 0] // factor, pts[:, 1] // factor), 1.0)
-        imgs.append((f"{label}: {len(pts)} samples", hist))
-    fig, axes = pyplot.subplots(1, len(imgs), figsize=(3.6 * len(imgs), 3.8), dpi=100)
-    for ax, (title, img) in zip(axes, imgs):
-        ax.imshow(img, cmap="magma", interpolation="nearest")
-        ax.set_title(title + (f" ({factor}×{factor} bins)" if factor > 1 else ""), fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+def toy_figure(target_pmf, panels, size: int, *, sample_steps: int | None = None):
+    """The study's figure: the exact target pmf and each model's samples (``(label, int[N, 2])``), binned
+    alike and drawn on one colour scale with a colour bar in probability per bin (samples as the
+    fraction of their points). Returns the matplotlib figure."""
+    from ..plotting import bin_counts, toy_bin_factor
+
+    factor = toy_bin_factor(len(panels[0][1]), size)
+    counts = [(label, bin_counts(pts, size, factor)) for label, pts in panels]
+    return toy_figure_from_counts(target_pmf, counts, size, factor=factor, sample_steps=sample_steps)
+
+
+def toy_figure_from_counts(target_pmf, counts, size: int, *, factor: int, sample_steps: int | None = None):
+    """:func:`toy_figure` from the samples' per-bin counts (``(label, float[cells, cells])``, bins of
+    ``factor × factor`` cells) instead of the points."""
+    from ..plotting import bin_pmf, toy_density_figure
+
+    at = f" at T = {sample_steps}" if sample_steps else ""
+    imgs = [("target (exact pmf)", bin_pmf(target_pmf, factor))]
+    for label, hist in counts:
+        n = float(hist.sum())
+        imgs.append((f"{label}: {round(n):,} samples{at}", hist / max(n, 1.0)))
+    binning = f", {factor}×{factor}-cell bins" if factor > 1 else ""
+    return toy_density_figure(
+        imgs, factor=factor, suptitle=f"2-D toy density ({size}×{size} cells{binning}), one colour scale"
+    )
+
+
+def _plot(density, panels, size: int, path: Path, sample_steps: int | None = None) -> None:
+    fig = toy_figure(density.pmf, panels, size, sample_steps=sample_steps)
     fig.savefig(path)
-    pyplot.close(fig)
+    plt().close(fig)
 
 
 def section(data: dict) -> str:
