@@ -3,7 +3,7 @@
 1. Generates a synthetic corpus of ``--size-gb`` GB of text (documents of shuffled sentences of the
    installed offline corpora brown + austen + kjv) as ``.jsonl.gz`` (or ``.txt``) files under
    ``--workdir`` (in /tmp by default; deleted afterwards unless ``--keep``).
-2. Prepares it with ``python -m mdm_prime.data.prepare`` in a subprocess (GPT-2 tokenizer by default,
+2. Prepares it with ``python -m mdm_prime.data prepare`` in a subprocess (GPT-2 tokenizer by default,
    ``--workers`` processes), and reports throughput (MB of UTF-8 text per second, total and per
    worker) and peak memory: each process's own high-water mark (``VmHWM``: main and every worker),
    their sum (an upper bound), and the largest *simultaneous* total RSS of the process tree sampled
@@ -114,7 +114,8 @@ def prepare(src: Path, out: Path, args) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "mdm_prime.data.prepare",
+        "mdm_prime.data",
+        "prepare",
         f"{'jsonl' if args.format == 'jsonl.gz' else 'txt'}:{src}",
         "--tokenizer",
         args.tokenizer,

@@ -40,9 +40,6 @@ def run_paths(run_dir: str | Path) -> tuple[Path, Path]:
     return run, ckpt
 
 
-_run_paths = run_paths  # the former name
-
-
 def load_run(run_dir: str | Path, *, use_ema: bool = True, with_data: bool = True, device: str = "cpu"):
     """``(config, task, model)`` of a run folder. ``with_data=False`` skips the corpus: the task then
     holds only the tokenizer and shapes (enough to sample and decode).

@@ -229,8 +229,6 @@ class TextTask(Task):
             return super().decode(tokens)
         return [self.tokenizer.decode(row.tolist()) for row in tokens]
 
-    decode_text = decode  # the former name
-
     def encode_prompt(self, text: str) -> torch.Tensor:
         """A text prompt → its tokens ``LongTensor[P]`` with ``1 ≤ P ≤ L``."""
         if self.tokenizer is None:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from mdm_prime.cli.data import main as data_main
 from mdm_prime.data.dataset import chunk_tokens, prepare, split_documents
 from mdm_prime.data.install import is_installed
 from mdm_prime.data.paths import MissingDataError
-from mdm_prime.data.prepare import main as prepare_main
 from mdm_prime.data.prepare import prepare_shards
 from mdm_prime.data.registry import load_data
 from mdm_prime.data.shards import (
@@ -477,8 +477,9 @@ def test_cli_prepare(byte_corpus, tmp_path, capsys):
     out = tmp_path / "cli"
     rep = tmp_path / "r.json"
     assert (
-        prepare_main(
+        data_main(
             [
+                "prepare",
                 f"jsonl:{src}",
                 "--tokenizer",
                 "byte",

@@ -1,4 +1,4 @@
-"""``mdm-prime data prepare SPEC --tokenizer T --out DIR`` (also ``python -m mdm_prime.data.prepare``):
+"""``mdm-prime data prepare SPEC --tokenizer T --out DIR`` (also ``python -m mdm_prime.data prepare …``):
 stream a corpus into memory-mappable token shards with :func:`mdm_prime.data.prepare.prepare_shards`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data.prepare import prepare_shards
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: bool = True) -> None:
@@ -87,15 +87,3 @@ def run(args: argparse.Namespace) -> int:
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=1))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mdm_prime.data.prepare",
-        description="tokenize a corpus into memory-mappable token shards",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if not args.out:
-        parser.error("--out DIR is required")
-    return run(args)

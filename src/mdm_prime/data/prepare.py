@@ -54,7 +54,7 @@ from .shards import (
 )
 from .sources import DocumentSource, open_source
 
-__all__ = ["PrepareReport", "main", "prepare_shards", "worker_tokenizer_config"]
+__all__ = ["PrepareReport", "prepare_shards", "worker_tokenizer_config"]
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "_workers" / "shard_worker.py"
 _DEPTH = 2  # batches in flight per worker
@@ -627,15 +627,3 @@ def _totals(index: dict) -> dict:
         | {"shards": len(index["splits"][s]["shards"])}
         for s in SPLITS
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mdm_prime.data.prepare``: the command-line front end lives in
-    :mod:`mdm_prime.cli.prepare_shards` (also ``mdm-prime data prepare SPEC --out DIR``)."""
-    from ..cli.prepare_shards import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
