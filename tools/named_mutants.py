@@ -400,22 +400,22 @@ MUTANTS = [
     (
         "mutmut: sampler processed store also for per-digit",
         P + "sampling/sampler.py",
-        'store_processed = method == "joint" and temp_fn is None',
-        'store_processed = method == "joint" or temp_fn is None',
+        "        return logp.exp()\n",
+        "        return process_log_probs(logp, tau, self.top_p)\n",
         SAM,
     ),
     (
         "mutmut: sampler processed store under a temperature schedule",
         P + "sampling/sampler.py",
-        'store_processed = method == "joint" and temp_fn is None',
-        'store_processed = method == "joint" and temp_fn is not None',
+        "self.processed = temperature_fn is None",
+        "self.processed = temperature_fn is not None",
         SAM,
     ),
     (
         "mutmut: sampler joint with a schedule stores probabilities",
         P + "sampling/sampler.py",
-        'else (logp.exp() if method == "per_digit" else logp)',
-        'else (logp.exp() if method == "per_digit" or True else logp)',
+        "if self.processed else logp\n",
+        "if self.processed else logp.exp()\n",
         SAM,
     ),
     (
@@ -449,15 +449,15 @@ MUTANTS = [
     (
         "mutmut: sampler corrector on at scale 0",
         P + "sampling/sampler.py",
-        "elif corrector_scale > 0.0:",
-        "elif corrector_scale >= 0.0:",
+        'if corrector_scale > 0.0 else "predictor"',
+        'if corrector_scale >= 0.0 else "predictor"',
         SAM,
     ),
     (
         "mutmut: sampler corrector off below scale 1",
         P + "sampling/sampler.py",
-        "elif corrector_scale > 0.0:",
-        "elif corrector_scale > 1.0:",
+        'if corrector_scale > 0.0 else "predictor"',
+        'if corrector_scale > 1.0 else "predictor"',
         SAM,
     ),
     (

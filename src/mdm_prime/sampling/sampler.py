@@ -37,6 +37,14 @@ each step, ``[T+1, B, L·ℓ]`` on the CPU in the smallest integer type that hol
 ``on_step(k, y)`` is called after step ``k`` with the current digits. Both are off by default and
 cost nothing then.
 
+**Code** (after SEDD's ``Predictor`` registry and ``pc_sampler``): :func:`sample` checks its
+arguments and runs a short loop over the grid. Per ``method`` a :class:`RevealRule` (registry
+``register_reveal_rule`` / ``get_reveal_rule``: :class:`JointReveal`, :class:`PerDigitReveal`) gives the
+values of the revealed digits and what the cache holds; a :class:`JumpRule` (``register_jump_rule`` /
+``get_jump_rule``: :class:`PredictorJump`, or :class:`CorrectorJump` when ``corrector_scale > 0``)
+decides which digits jump. ``_SequenceCache`` makes the network calls and holds the per-sequence cache
+and call counts; ``_Recorder`` keeps the trajectory and calls ``on_step``.
+
 **Counters** (per sequence): ``network_calls`` (rows of network evaluations spent on that sequence)
 and ``idle_steps`` (steps in which none of its digits changed). For the joint sampler without
 corrector and with caching, ``network_calls + idle_steps = T`` for every sequence with at least one
@@ -46,6 +54,7 @@ that revealed its last digit.
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -64,9 +73,20 @@ from .conditioning import Condition
 from .draws import categorical_from_uniform, process_log_probs
 from .grids import corrector_kappa, time_grid
 
-__all__ = ["MAX_STEPS_PER_DIGIT", "METHODS", "SampleResult", "check_step_count", "sample"]
+__all__ = [
+    "MAX_STEPS_PER_DIGIT",
+    "METHODS",
+    "JumpRule",
+    "RevealRule",
+    "SampleResult",
+    "check_step_count",
+    "get_jump_rule",
+    "get_reveal_rule",
+    "register_jump_rule",
+    "register_reveal_rule",
+    "sample",
+]
 
-METHODS = ("joint", "per_digit")
 MAX_STEPS_PER_DIGIT = 64  # T > 64·L·ℓ is refused: see check_step_count
 
 
@@ -189,263 +209,115 @@ def _resolve_shape(
     return b, n // sub.length
 
 
-def sample(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    sub: SubTokenizer,
-    *,
-    steps: int | None = None,
-    num_samples: int | None = None,
-    num_tokens: int | None = None,
-    condition: Condition | None = None,
-    method: str = "joint",
-    schedule: Schedule | str = "linear",
-    grid: str | Sequence[float] | torch.Tensor = "uniform",
-    temperature: float | Callable[[float], float] = 1.0,
-    top_p: float = 1.0,
-    cache: bool = True,
-    time_conditioned: bool | None = None,
-    corrector_scale: float = 0.0,
-    corrector_power: float = 0.25,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    record: bool = False,
-    on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> SampleResult:
-    """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
+# ---------------------------------------------------------------------------------------------------
+# Reveal rules: the values the revealed digits take (one per ``method``)
+# ---------------------------------------------------------------------------------------------------
 
-    Args:
-        model: ``model(y_t: LongTensor[B', L·ℓ], t: FloatTensor[B']) -> logits FloatTensor[B', L, C]``;
-            a true ``time_conditioned`` attribute disables the reuse of outputs. A callable without
-            that attribute is treated as time-conditioned (never reused: the safe default) unless
-            the caller passes ``time_conditioned=False``.
-        sub: the sub-tokenizer (``C``, ``ℓ``, ``b``).
-        steps: ``T ≥ 1`` (optional when ``grid`` is an explicit tensor); at most ``64·L·ℓ`` (more
-            raises ValueError before any work: see :func:`check_step_count`).
-        num_samples, num_tokens: ``B`` and ``L`` (implied by ``condition`` if given).
-        condition: :class:`Condition` with ``fixed``/``values`` ``[B, L·ℓ]``: digits observed from the
-            start that never change (see :mod:`.conditioning` for prefix/infill/digit helpers).
-        method: ``"joint"`` (default, docs/method.md §6) or ``"per_digit"`` (see :func:`_per_digit_values`).
-        schedule: masking schedule ``α(t)`` (name or :class:`Schedule`); must match training.
-        grid: time grid kind (``"uniform"``, ``"cosine"``, ``"power:p"``, ``"alpha"``) or an explicit
-            decreasing tensor ``[T+1]`` from 1 to 0; see :func:`time_grid`.
-        temperature: ``τ > 0`` or a function ``τ(t)`` (e.g. :func:`temperature_schedule`), applied to the
-            carry-over token distribution (joint) or to each digit's marginal (per-digit).
-        top_p: nucleus mass in ``(0, 1]``, applied after the temperature.
-        cache: reuse the output of a time-independent model for sequences that did not change.
-        time_conditioned: whether the model's output depends on ``t``; ``None`` (default) reads
-            ``model.time_conditioned`` and, when it is absent, assumes ``True``. Only
-            ``time_conditioned=False`` (argument or attribute) lets ``cache`` reuse outputs.
-        corrector_scale, corrector_power: ``a`` and ``p`` of ``κ(t) = a·t^p (1−t)^p``. With ``a > 0`` each
-            step is the predictor–corrector jump of docs/method.md §6: a masked digit jumps to ``d_j(x̂)`` at
-            rate ``(1+κ) w(t)``, a seen free digit jumps to the mask at rate ``κ (−α'_t/α_t)``, each
-            with probability ``1 − exp(−h·rate)``, ``h = t − s``; ``x̂`` is the predictor's draw (no
-            extra network call). Fixed digits are never remasked; the last step fills all masks.
-        seed / generator: randomness (a ``torch.Generator`` on ``device``); ``seed`` builds one.
-        device: where the digits live (default: the condition's device, else the model's parameters',
-            else CPU). The model is called under ``torch.inference_mode``; put it in ``eval()`` mode first.
-        record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
-        on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
-            (do not modify them).
+_REVEAL_RULES: dict[str, type[RevealRule]] = {}
 
-    Returns:
-        :class:`SampleResult`.
+
+def _add(table: dict[str, type], name: str, cls: type) -> type:
+    if name in table:
+        raise ValueError(f"{name!r} is already registered as {table[name].__name__}")
+    table[name] = cls
+    return cls
+
+
+def register_reveal_rule(name: str) -> Callable[[type[RevealRule]], type[RevealRule]]:
+    """Class decorator: make a :class:`RevealRule` the sampler's ``method=name``."""
+    return lambda cls: _add(_REVEAL_RULES, name, cls)
+
+
+def get_reveal_rule(method: str) -> type[RevealRule]:
+    """The :class:`RevealRule` of ``method``; ValueError naming the registered methods otherwise."""
+    if method not in _REVEAL_RULES:
+        raise ValueError(f"method must be one of {tuple(_REVEAL_RULES)}, got {method!r}")
+    return _REVEAL_RULES[method]
+
+
+class RevealRule(abc.ABC):
+    """What the digits revealed at a step become, and what the per-sequence cache holds for that.
+
+    The loop of :func:`sample` draws the uniforms of every row at every step (``u_token``
+    ``float64[B, L]``, then ``u_jump``, then :meth:`digit_uniforms`), and after each network call keeps
+    :meth:`cache_entry` of the call per row; :meth:`apply` reads those rows for the sequences with a
+    digit revealed this step.
+
+    Args: ``sub`` the sub-tokenizer; ``temperature_fn`` the caller's ``τ(t)``, or ``None`` for a
+    constant temperature; ``top_p`` the nucleus mass; ``device`` where the digits live.
     """
-    start_time = time.perf_counter()
-    if not callable(model):
-        raise TypeError(f"model must be callable, got {type(model).__name__}")
-    if not isinstance(sub, SubTokenizer):
-        raise TypeError(f"sub must be a SubTokenizer, got {type(sub).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
-    if not isinstance(record, bool):
-        raise TypeError(f"record must be a bool, got {type(record).__name__}")
-    if on_step is not None and not callable(on_step):
-        raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
-    if time_conditioned is not None and not isinstance(time_conditioned, bool):
-        raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
-    if callable(temperature):
-        temp_fn, constant_temp = temperature, None
-    else:
-        constant_temp = _check_number("temperature", temperature, 0.0, math.inf)
-        temp_fn = None
-    top_p = _check_number("top_p", top_p, 0.0, 1.0)
-    corrector_scale = _check_number("corrector_scale", corrector_scale, 0.0, math.inf, low_open=False)
-    corrector_power = _check_number("corrector_power", corrector_power, 0.0, math.inf)
-    sched = get_schedule(schedule)
-    check_length = _tokens_for_step_check(sub, num_tokens, condition)
-    if isinstance(steps, int) and not isinstance(steps, bool) and check_length is not None:
-        check_step_count(steps, check_length, sub.length)  # before the grid of T+1 floats is built
-    grid_t = time_grid(steps, grid, sched)
-    steps = grid_t.numel() - 1
-    batch, length = _resolve_shape(sub, num_samples, num_tokens, condition)
-    check_step_count(steps, length, sub.length)  # an explicit grid sets T
 
-    if device is None:
-        if condition is not None:
-            device = condition.fixed.device
-        else:
-            param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-            device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    if generator is None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
-    elif seed is not None:
-        raise ValueError("give seed or generator, not both")
+    def __init__(
+        self, sub: SubTokenizer, temperature_fn: Callable[[float], float] | None, top_p: float, device
+    ) -> None:
+        self.sub, self.top_p = sub, top_p
 
-    ell, n_dig, mask_id = sub.length, length * sub.length, sub.mask_id
-    if condition is not None:
-        fixed = condition.fixed.to(device)
-        y = torch.where(
-            fixed,
-            condition.values.to(device).long(),
-            torch.full_like(condition.values, mask_id, dtype=torch.long, device=device),
-        )
-        possible = torch.isfinite(consistency_log_mask(y, sub, dtype=torch.float64)).any(-1)  # (B, L)
-        if not bool(possible.all()):
-            bi, li = (~possible).nonzero()[0].tolist()
-            raise ValueError(
-                f"condition fixes digits {y[bi, li * ell : (li + 1) * ell].tolist()} of token {li} in row {bi}, "
-                f"which no class 0..{sub.num_classes - 1} has (mask {mask_id} = free)"
+    def digit_uniforms(self, batch: int, length: int, rand_opts: dict) -> torch.Tensor | None:
+        """Extra uniforms drawn for every row after ``u_jump`` (``None``: the rule needs none)."""
+        return None
+
+    @abc.abstractmethod
+    def cache_entry(self, logp: torch.Tensor, tau: float) -> torch.Tensor:
+        """What the cache keeps for rows called with carry-over log-probs ``float64[R, L, C]``."""
+
+    @abc.abstractmethod
+    def values(self, probs, reveal, u_token, u_digit, tau: float) -> torch.Tensor:
+        """Digit values ``LongTensor[A, L·ℓ]`` of ``A`` rows (only those in ``reveal`` are read), from
+        their cache entries ``probs`` and their rows of the uniforms (``u_digit`` may be ``None``)."""
+
+    def apply(self, y, reveal, store, u_token, u_digit, tau: float) -> torch.Tensor:
+        """A copy of the digits ``y`` with those in ``reveal`` (``Bool[B, L·ℓ]``) set to their values;
+        only the rows with a revealed digit are computed."""
+        y_new = y.clone()
+        active = reveal.any(-1)
+        if bool(active.any()):
+            act = active.nonzero().squeeze(1)
+            rev_a = reveal.index_select(0, act)
+            u_digit_a = None if u_digit is None else u_digit.index_select(0, act)
+            values = self.values(
+                store.index_select(0, act), rev_a, u_token.index_select(0, act), u_digit_a, tau
             )
-    else:
-        fixed = torch.zeros(batch, n_dig, dtype=torch.bool, device=device)
-        y = torch.full((batch, n_dig), mask_id, dtype=torch.long, device=device)
+            y_new.index_copy_(0, act, torch.where(rev_a, values, y.index_select(0, act)))
+        return y_new
 
-    digit_table = sub.table("digit_table", device)  # (C, ℓ)
-    mask_prob = sched.mask_probability(grid_t.to(torch.float64))  # 1 − α, closed form (no cancellation)
-    if time_conditioned is None:
-        time_conditioned = bool(getattr(model, "time_conditioned", True))
-    reuse = cache and not time_conditioned
-    # What the cache holds per row: joint with a constant temperature → processed probabilities;
-    # joint with τ(t) → carry-over log-probs (processed each step); per-digit → carry-over probs.
-    store_processed = method == "joint" and temp_fn is None
-    store = torch.zeros(batch, length, sub.num_classes, dtype=torch.float64, device=device)
-    fresh = torch.zeros(batch, dtype=torch.bool, device=device)  # cache row matches current y
-    calls = torch.zeros(batch, dtype=torch.long, device=device)
-    idle = torch.zeros(batch, dtype=torch.long, device=device)
-    rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
-    traj = traj_calls = None
-    if record:
-        traj_dtype = torch.uint8 if mask_id < 256 else torch.int16 if mask_id < 2**15 else torch.int32
-        traj = torch.empty(steps + 1, batch, n_dig, dtype=traj_dtype)
-        traj[0] = y.to("cpu", traj_dtype)
-        traj_calls = torch.zeros(steps, batch, dtype=torch.bool)
 
-    with torch.inference_mode():
-        for k in range(steps):
-            t, s = float(grid_t[k]), float(grid_t[k + 1])
-            last = k == steps - 1
-            tau = constant_temp if temp_fn is None else float(temp_fn(t))
-            if not tau > 0:
-                raise ValueError(f"temperature schedule returned {tau} at t={t}; it must be > 0")
-            masked = y == mask_id
-            has_mask = masked.any(-1)
-            # randomness for every row, in a fixed order, whatever is recomputed
-            u_token = torch.rand((batch, length), **rand_opts)
-            u_jump = torch.rand((batch, n_dig), **rand_opts)
-            u_digit = torch.rand((batch, length, ell), **rand_opts) if method == "per_digit" else None
+@register_reveal_rule("joint")
+class JointReveal(RevealRule):
+    """The joint sampler (docs/method.md §6, the default): draw ``x̂^i ~ p^i`` (temperature and top-p
+    on the carry-over token distribution) and reveal digits of ``x̂^i``.
 
-            need = (has_mask & ~fresh) if reuse else (has_mask if cache else torch.ones_like(has_mask))
-            if bool(need.any()):
-                rows = need.nonzero().squeeze(1)
-                all_rows = rows.numel() == batch
-                y_in = y if all_rows else y.index_select(0, rows)
-                t_in = torch.full((rows.numel(),), t, dtype=torch.float32, device=device)
-                logits = model(y_in, t_in)
-                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
-                    rows.numel(),
-                    length,
-                    sub.num_classes,
-                ):
-                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(
-                        f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}"
-                    )
-                logp = carry_over_log_probs(logits.to(torch.float64), y_in, sub)
-                if bool(torch.isnan(logp).any()):
-                    raise ValueError(
-                        f"model output gives NaN probabilities at step {k} (t={t}); check its logits"
-                    )
-                new = (
-                    process_log_probs(logp, tau, top_p)
-                    if store_processed
-                    else (logp.exp() if method == "per_digit" else logp)
-                )
-                if all_rows:
-                    store = new
-                else:
-                    store.index_copy_(0, rows, new)
-                calls += need.long()
-                fresh |= need
-                if record:
-                    traj_calls[k] = need.cpu()
+    The cache holds the processed probabilities under a constant temperature, and under ``τ(t)`` the
+    carry-over log-probs, processed at each step with that step's ``τ``.
+    """
 
-            # which digits jump this step (decided before their values)
-            if last:
-                reveal, remask = masked, torch.zeros_like(masked)
-            elif corrector_scale > 0.0:
-                h = t - s
-                kappa = corrector_kappa(t, corrector_scale, corrector_power)
-                tt = torch.tensor([t], dtype=torch.float64)
-                p_reveal = 1.0 - math.exp(-h * (1.0 + kappa) * float(sched.weight(tt)))
-                a_t = float(sched.alpha(tt))
-                rate_mask = kappa * float(-sched.alpha_derivative(tt)) / a_t if kappa > 0 and a_t > 0 else 0.0
-                p_remask = 1.0 - math.exp(-h * rate_mask)
-                reveal = masked & (u_jump < p_reveal)
-                remask = ~masked & ~fixed & (u_jump < p_remask)
-            else:
-                # (α_s − α_t)/(1 − α_t) = (m_t − m_s)/m_t with m = 1 − α: no cancellation near t = 0
-                m_t, m_s = float(mask_prob[k]), float(mask_prob[k + 1])
-                q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0
-                reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)
+    def __init__(self, sub, temperature_fn, top_p, device) -> None:
+        super().__init__(sub, temperature_fn, top_p, device)
+        self.processed = temperature_fn is None
+        self.digit_table = sub.table("digit_table", device)  # (C, ℓ)
 
-            active = reveal.any(-1)
-            if bool(active.any()):
-                act = active.nonzero().squeeze(1)
-                probs = store.index_select(0, act)
-                if method == "joint":
-                    if not store_processed:
-                        probs = process_log_probs(probs, tau, top_p)
-                    x_hat = categorical_from_uniform(probs, u_token.index_select(0, act))
-                    values = digit_table[x_hat].flatten(1)  # (A, L·ℓ)
-                else:
-                    values = _per_digit_values(
-                        probs, reveal.index_select(0, act), u_digit.index_select(0, act), sub, tau, top_p
-                    )
-                rev_a = reveal.index_select(0, act)
-                y_new_a = torch.where(rev_a, values, y.index_select(0, act))
-                y_new = y.clone()
-                y_new.index_copy_(0, act, y_new_a)
-            else:
-                y_new = y.clone()
-            if bool(remask.any()):
-                y_new = torch.where(remask, torch.full_like(y_new, mask_id), y_new)
-            changed = (y_new != y).any(-1)
-            idle += (~changed).long()
-            fresh &= ~changed
-            y = y_new
-            if record:
-                traj[k + 1] = y.to("cpu", traj.dtype)
-            if on_step is not None:
-                on_step(k, y)
+    def cache_entry(self, logp, tau):
+        return process_log_probs(logp, tau, self.top_p) if self.processed else logp
 
-    tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
-    return SampleResult(
-        tokens=tokens,
-        subtokens=y,
-        network_calls=calls,
-        idle_steps=idle,
-        free_digits=(~fixed).sum(-1),
-        steps=steps,
-        wall_time=time.perf_counter() - start_time,
-        time_grid=grid_t,
-        trajectory=traj,
-        trajectory_calls=traj_calls,
-    )
+    def values(self, probs, reveal, u_token, u_digit, tau):
+        if not self.processed:
+            probs = process_log_probs(probs, tau, self.top_p)
+        x_hat = categorical_from_uniform(probs, u_token)
+        return self.digit_table[x_hat].flatten(1)  # (A, L·ℓ)
+
+
+@register_reveal_rule("per_digit")
+class PerDigitReveal(RevealRule):
+    """The per-digit sampler: each revealed digit from its marginal (see :func:`_per_digit_values`);
+    the cache holds the carry-over probabilities, temperature and top-p act on the digit marginals."""
+
+    def digit_uniforms(self, batch, length, rand_opts):
+        return torch.rand((batch, length, self.sub.length), **rand_opts)
+
+    def cache_entry(self, logp, tau):
+        return logp.exp()
+
+    def values(self, probs, reveal, u_token, u_digit, tau):
+        return _per_digit_values(probs, reveal, u_digit, self.sub, tau, self.top_p)
 
 
 def _per_digit_values(
@@ -493,3 +365,364 @@ def _per_digit_values(
                 rev[..., j].unsqueeze(-1) & ~agree, torch.zeros((), dtype=p.dtype, device=p.device), p
             )
     return out.flatten(1)
+
+
+METHODS = tuple(_REVEAL_RULES)  # ("joint", "per_digit"): the methods registered above
+
+
+# ---------------------------------------------------------------------------------------------------
+# Jump rules: which digits jump at a step (predictor, or predictor–corrector)
+# ---------------------------------------------------------------------------------------------------
+
+_JUMP_RULES: dict[str, type[JumpRule]] = {}
+
+
+def register_jump_rule(name: str) -> Callable[[type[JumpRule]], type[JumpRule]]:
+    """Class decorator: register a :class:`JumpRule` under ``name``."""
+    return lambda cls: _add(_JUMP_RULES, name, cls)
+
+
+def get_jump_rule(name: str) -> type[JumpRule]:
+    """The :class:`JumpRule` class registered as ``name`` (``"predictor"`` or ``"corrector"``)."""
+    if name not in _JUMP_RULES:
+        raise ValueError(f"jump rule must be one of {tuple(_JUMP_RULES)}, got {name!r}")
+    return _JUMP_RULES[name]
+
+
+class JumpRule(abc.ABC):
+    """Which digits jump at step ``k`` (``t → s``), decided before their values: ``(reveal, remask)``,
+    ``Bool[B, L·ℓ]`` each, from the uniforms ``u_jump`` ``float64[B, L·ℓ]``. At the last step of the
+    grid every masked digit is revealed and none is remasked.
+
+    Args: ``schedule``; ``grid`` the time grid ``float64[T+1]``; ``corrector_scale``, ``corrector_power``
+    (``a`` and ``p`` of ``κ(t)``).
+    """
+
+    def __init__(
+        self, schedule: Schedule, grid: torch.Tensor, corrector_scale: float, corrector_power: float
+    ) -> None:
+        self.schedule, self.steps = schedule, grid.numel() - 1
+        self.scale, self.power = corrector_scale, corrector_power
+
+    def __call__(
+        self, k: int, t: float, s: float, masked: torch.Tensor, fixed: torch.Tensor, u_jump: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if k == self.steps - 1:
+            return masked, torch.zeros_like(masked)
+        return self.jumps(k, t, s, masked, fixed, u_jump)
+
+    @abc.abstractmethod
+    def jumps(
+        self, k: int, t: float, s: float, masked: torch.Tensor, fixed: torch.Tensor, u_jump: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reveal, remask)`` at a step that is not the last."""
+
+
+@register_jump_rule("predictor")
+class PredictorJump(JumpRule):
+    """The exact predictor: each masked digit is revealed with probability ``(α_s − α_t)/(1 − α_t)``."""
+
+    def __init__(self, schedule, grid, corrector_scale, corrector_power) -> None:
+        super().__init__(schedule, grid, corrector_scale, corrector_power)
+        # 1 − α in closed form (no cancellation)
+        self.mask_prob = schedule.mask_probability(grid.to(torch.float64))
+
+    def jumps(self, k, t, s, masked, fixed, u_jump):
+        # (α_s − α_t)/(1 − α_t) = (m_t − m_s)/m_t with m = 1 − α: no cancellation near t = 0
+        m_t, m_s = float(self.mask_prob[k]), float(self.mask_prob[k + 1])
+        q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0
+        reveal, remask = masked & (u_jump < q), torch.zeros_like(masked)
+        return reveal, remask
+
+
+@register_jump_rule("corrector")
+class CorrectorJump(JumpRule):
+    """The predictor–corrector step (module docstring, **Corrector**): a masked digit is revealed with
+    probability ``1 − exp(−h(1+κ)w(t))``, a seen free digit remasked with ``1 − exp(−hκ(−α'_t/α_t))``."""
+
+    def jumps(self, k, t, s, masked, fixed, u_jump):
+        sched = self.schedule
+        h = t - s
+        kappa = corrector_kappa(t, self.scale, self.power)
+        tt = torch.tensor([t], dtype=torch.float64)
+        p_reveal = 1.0 - math.exp(-h * (1.0 + kappa) * float(sched.weight(tt)))
+        a_t = float(sched.alpha(tt))
+        rate_mask = kappa * float(-sched.alpha_derivative(tt)) / a_t if kappa > 0 and a_t > 0 else 0.0
+        p_remask = 1.0 - math.exp(-h * rate_mask)
+        reveal = masked & (u_jump < p_reveal)
+        remask = ~masked & ~fixed & (u_jump < p_remask)
+        return reveal, remask
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers of the loop: the per-sequence cache, the recording
+# ---------------------------------------------------------------------------------------------------
+
+
+class _SequenceCache:
+    """The network calls, per sequence (module docstring, **Caching**).
+
+    ``store[b]`` is the reveal rule's :meth:`~RevealRule.cache_entry` of row ``b``'s last call,
+    ``fresh[b]`` whether row ``b``'s digits have not changed since, ``calls[b]`` its network calls.
+    ``reuse``: the model ignores ``t`` and caching is on, so a fresh row is not called again;
+    ``cache`` off: every row is called at every step.
+    """
+
+    def __init__(
+        self, model, sub: SubTokenizer, rule: RevealRule, batch: int, length: int, device, cache, reuse
+    ) -> None:
+        self.model, self.sub, self.rule, self.device = model, sub, rule, device
+        self.batch, self.length, self.cache, self.reuse = batch, length, cache, reuse
+        self.store = torch.zeros(batch, length, sub.num_classes, dtype=torch.float64, device=device)
+        self.fresh = torch.zeros(batch, dtype=torch.bool, device=device)  # cache row matches current y
+        self.calls = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def rows_to_call(self, has_mask: torch.Tensor) -> torch.Tensor:
+        """``Bool[B]``: the rows the network is called on this step (``has_mask``: rows with a mask)."""
+        if self.reuse:
+            return has_mask & ~self.fresh
+        return has_mask if self.cache else torch.ones_like(has_mask)
+
+    def call(self, need: torch.Tensor, y: torch.Tensor, t: float, k: int, tau: float) -> None:
+        """Call the network on the rows in ``need`` at time ``t`` (step ``k``) and store their entries."""
+        sub, length = self.sub, self.length
+        rows = need.nonzero().squeeze(1)
+        all_rows = rows.numel() == self.batch
+        y_in = y if all_rows else y.index_select(0, rows)
+        t_in = torch.full((rows.numel(),), t, dtype=torch.float32, device=self.device)
+        logits = self.model(y_in, t_in)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+            rows.numel(),
+            length,
+            sub.num_classes,
+        ):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(
+                f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}"
+            )
+        logp = carry_over_log_probs(logits.to(torch.float64), y_in, sub)
+        if bool(torch.isnan(logp).any()):
+            raise ValueError(f"model output gives NaN probabilities at step {k} (t={t}); check its logits")
+        new = self.rule.cache_entry(logp, tau)
+        if all_rows:
+            self.store = new
+        else:
+            self.store.index_copy_(0, rows, new)
+        self.calls += need.long()
+        self.fresh |= need
+
+
+class _Recorder:
+    """``record=True``: the digits before the first step and after each step, and the rows called at
+    each step (module docstring, **Recording**); ``on_step(k, y)`` after each step."""
+
+    def __init__(self, y: torch.Tensor, steps: int, mask_id: int, record: bool, on_step) -> None:
+        self.on_step = on_step
+        self.traj = self.traj_calls = None
+        if record:
+            batch, n_dig = y.shape
+            traj_dtype = torch.uint8 if mask_id < 256 else torch.int16 if mask_id < 2**15 else torch.int32
+            self.traj = torch.empty(steps + 1, batch, n_dig, dtype=traj_dtype)
+            self.traj[0] = y.to("cpu", traj_dtype)
+            self.traj_calls = torch.zeros(steps, batch, dtype=torch.bool)
+
+    def called(self, k: int, need: torch.Tensor) -> None:
+        if self.traj_calls is not None:
+            self.traj_calls[k] = need.cpu()
+
+    def stepped(self, k: int, y: torch.Tensor) -> None:
+        if self.traj is not None:
+            self.traj[k + 1] = y.to("cpu", self.traj.dtype)
+        if self.on_step is not None:
+            self.on_step(k, y)
+
+
+def _resolve_device(model, condition: Condition | None, device) -> torch.device:
+    """``device``, else the condition's device, else the model's parameters', else CPU."""
+    if device is None:
+        if condition is not None:
+            device = condition.fixed.device
+        else:
+            param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+            device = param.device if param is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+def _initial_digits(
+    sub: SubTokenizer, condition: Condition | None, batch: int, length: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fixed, y)``, ``[B, L·ℓ]``: the digits fixed by ``condition`` and the digits before the first
+    step (fixed values, else the mask). ValueError when the fixed digits of a token fit no class."""
+    ell, n_dig, mask_id = sub.length, length * sub.length, sub.mask_id
+    if condition is not None:
+        fixed = condition.fixed.to(device)
+        y = torch.where(
+            fixed,
+            condition.values.to(device).long(),
+            torch.full_like(condition.values, mask_id, dtype=torch.long, device=device),
+        )
+        possible = torch.isfinite(consistency_log_mask(y, sub, dtype=torch.float64)).any(-1)  # (B, L)
+        if not bool(possible.all()):
+            bi, li = (~possible).nonzero()[0].tolist()
+            raise ValueError(
+                f"condition fixes digits {y[bi, li * ell : (li + 1) * ell].tolist()} of token {li} in row {bi}, "
+                f"which no class 0..{sub.num_classes - 1} has (mask {mask_id} = free)"
+            )
+    else:
+        fixed = torch.zeros(batch, n_dig, dtype=torch.bool, device=device)
+        y = torch.full((batch, n_dig), mask_id, dtype=torch.long, device=device)
+    return fixed, y
+
+
+def sample(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sub: SubTokenizer,
+    *,
+    steps: int | None = None,
+    num_samples: int | None = None,
+    num_tokens: int | None = None,
+    condition: Condition | None = None,
+    method: str = "joint",
+    schedule: Schedule | str = "linear",
+    grid: str | Sequence[float] | torch.Tensor = "uniform",
+    temperature: float | Callable[[float], float] = 1.0,
+    top_p: float = 1.0,
+    cache: bool = True,
+    time_conditioned: bool | None = None,
+    corrector_scale: float = 0.0,
+    corrector_power: float = 0.25,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    record: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> SampleResult:
+    """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
+
+    Args:
+        model: ``model(y_t: LongTensor[B', L·ℓ], t: FloatTensor[B']) -> logits FloatTensor[B', L, C]``;
+            a true ``time_conditioned`` attribute disables the reuse of outputs. A callable without
+            that attribute is treated as time-conditioned (never reused: the safe default) unless
+            the caller passes ``time_conditioned=False``.
+        sub: the sub-tokenizer (``C``, ``ℓ``, ``b``).
+        steps: ``T ≥ 1`` (optional when ``grid`` is an explicit tensor); at most ``64·L·ℓ`` (more
+            raises ValueError before any work: see :func:`check_step_count`).
+        num_samples, num_tokens: ``B`` and ``L`` (implied by ``condition`` if given).
+        condition: :class:`Condition` with ``fixed``/``values`` ``[B, L·ℓ]``: digits observed from the
+            start that never change (see :mod:`.conditioning` for prefix/infill/digit helpers).
+        method: ``"joint"`` (default, docs/method.md §6) or ``"per_digit"`` (see :func:`_per_digit_values`):
+            the name of a registered :class:`RevealRule` (``METHODS``).
+        schedule: masking schedule ``α(t)`` (name or :class:`Schedule`); must match training.
+        grid: time grid kind (``"uniform"``, ``"cosine"``, ``"power:p"``, ``"alpha"``) or an explicit
+            decreasing tensor ``[T+1]`` from 1 to 0; see :func:`time_grid`.
+        temperature: ``τ > 0`` or a function ``τ(t)`` (e.g. :func:`temperature_schedule`), applied to the
+            carry-over token distribution (joint) or to each digit's marginal (per-digit).
+        top_p: nucleus mass in ``(0, 1]``, applied after the temperature.
+        cache: reuse the output of a time-independent model for sequences that did not change.
+        time_conditioned: whether the model's output depends on ``t``; ``None`` (default) reads
+            ``model.time_conditioned`` and, when it is absent, assumes ``True``. Only
+            ``time_conditioned=False`` (argument or attribute) lets ``cache`` reuse outputs.
+        corrector_scale, corrector_power: ``a`` and ``p`` of ``κ(t) = a·t^p (1−t)^p``. With ``a > 0`` each
+            step is the predictor–corrector jump of docs/method.md §6: a masked digit jumps to ``d_j(x̂)`` at
+            rate ``(1+κ) w(t)``, a seen free digit jumps to the mask at rate ``κ (−α'_t/α_t)``, each
+            with probability ``1 − exp(−h·rate)``, ``h = t − s``; ``x̂`` is the predictor's draw (no
+            extra network call). Fixed digits are never remasked; the last step fills all masks.
+        seed / generator: randomness (a ``torch.Generator`` on ``device``); ``seed`` builds one.
+        device: where the digits live (default: the condition's device, else the model's parameters',
+            else CPU). The model is called under ``torch.inference_mode``; put it in ``eval()`` mode first.
+        record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
+        on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
+            (do not modify them).
+
+    Returns:
+        :class:`SampleResult`.
+    """
+    start_time = time.perf_counter()
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if not isinstance(sub, SubTokenizer):
+        raise TypeError(f"sub must be a SubTokenizer, got {type(sub).__name__}")
+    reveal_cls = get_reveal_rule(method)
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
+    if time_conditioned is not None and not isinstance(time_conditioned, bool):
+        raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
+    if callable(temperature):
+        temp_fn, constant_temp = temperature, None
+    else:
+        constant_temp = _check_number("temperature", temperature, 0.0, math.inf)
+        temp_fn = None
+    top_p = _check_number("top_p", top_p, 0.0, 1.0)
+    corrector_scale = _check_number("corrector_scale", corrector_scale, 0.0, math.inf, low_open=False)
+    corrector_power = _check_number("corrector_power", corrector_power, 0.0, math.inf)
+    sched = get_schedule(schedule)
+    check_length = _tokens_for_step_check(sub, num_tokens, condition)
+    if isinstance(steps, int) and not isinstance(steps, bool) and check_length is not None:
+        check_step_count(steps, check_length, sub.length)  # before the grid of T+1 floats is built
+    grid_t = time_grid(steps, grid, sched)
+    steps = grid_t.numel() - 1
+    batch, length = _resolve_shape(sub, num_samples, num_tokens, condition)
+    check_step_count(steps, length, sub.length)  # an explicit grid sets T
+
+    device = _resolve_device(model, condition, device)
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
+    elif seed is not None:
+        raise ValueError("give seed or generator, not both")
+    fixed, y = _initial_digits(sub, condition, batch, length, device)
+
+    reveal_rule = reveal_cls(sub, temp_fn, top_p, device)
+    jump_rule = get_jump_rule("corrector" if corrector_scale > 0.0 else "predictor")(
+        sched, grid_t, corrector_scale, corrector_power
+    )
+    if time_conditioned is None:
+        time_conditioned = bool(getattr(model, "time_conditioned", True))
+    reuse = cache and not time_conditioned
+    net = _SequenceCache(model, sub, reveal_rule, batch, length, device, cache, reuse)
+    recorder = _Recorder(y, steps, sub.mask_id, record, on_step)
+    idle = torch.zeros(batch, dtype=torch.long, device=device)
+    rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
+
+    with torch.inference_mode():
+        for k in range(steps):
+            t, s = float(grid_t[k]), float(grid_t[k + 1])
+            tau = constant_temp if temp_fn is None else float(temp_fn(t))
+            if not tau > 0:
+                raise ValueError(f"temperature schedule returned {tau} at t={t}; it must be > 0")
+            masked = y == sub.mask_id
+            # randomness for every row, in a fixed order, whatever is recomputed
+            u_token = torch.rand((batch, length), **rand_opts)
+            u_jump = torch.rand((batch, y.shape[1]), **rand_opts)
+            u_digit = reveal_rule.digit_uniforms(batch, length, rand_opts)
+            need = net.rows_to_call(masked.any(-1))
+            if bool(need.any()):
+                net.call(need, y, t, k, tau)
+                recorder.called(k, need)
+            reveal, remask = jump_rule(k, t, s, masked, fixed, u_jump)  # which digits jump, then their values
+            y_new = reveal_rule.apply(y, reveal, net.store, u_token, u_digit, tau)
+            if bool(remask.any()):
+                y_new = torch.where(remask, torch.full_like(y_new, sub.mask_id), y_new)
+            changed = (y_new != y).any(-1)
+            idle += (~changed).long()
+            net.fresh &= ~changed
+            y = y_new
+            recorder.stepped(k, y)
+
+    tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
+    return SampleResult(
+        tokens=tokens,
+        subtokens=y,
+        network_calls=net.calls,
+        idle_steps=idle,
+        free_digits=(~fixed).sum(-1),
+        steps=steps,
+        wall_time=time.perf_counter() - start_time,
+        time_grid=grid_t,
+        trajectory=recorder.traj,
+        trajectory_calls=recorder.traj_calls,
+    )
