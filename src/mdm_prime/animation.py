@@ -23,10 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
-from .plotting import wrap_to_width
-from .subtokenizer import SubTokenizer
+from .extras import require
+
+require("PIL", "animations (mdm-prime sample --animate)")
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from .plotting import wrap_to_width  # noqa: E402
+from .subtokenizer import SubTokenizer  # noqa: E402
 
 __all__ = [
     "MAX_FRAMES",

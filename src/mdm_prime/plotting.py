@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .extras import require
+
 __all__ = [
     "add_title_strip",
     "bin_counts",
@@ -38,6 +40,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 def plot_metrics(metrics_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Training loss (nats/token, raw and smoothed) and the validation bound ``L_valid`` with its
     standard error, against optimizer steps. Returns the PNG path."""
+    require("matplotlib", "plots (loss.png, study figures)")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,6 +127,7 @@ def wrap_to_width(text: str, font, width: float) -> list[str]:
 def add_title_strip(image, title: str, *, font_size: int = 12, pad: int = 4, min_width: int = 0):
     """A copy of the PIL ``image`` with a white strip above it holding ``title`` (wrapped to the
     image's width, never cut). The image is widened (centred on white) to ``min_width`` if narrower."""
+    require("PIL", "titled image grids")
     from PIL import Image, ImageDraw
 
     font = _pil_font(font_size)
@@ -162,6 +166,7 @@ def save_image_grid(
     """Save ``images`` (``[N, ch, H, W]`` integer pixel levels in ``[0, levels)``, ch ∈ {1, 3}) as a
     PNG grid with a 1-pixel border, under a title strip when ``title`` is given (e.g. from
     :func:`image_grid_title`: model, ℓ, steps)."""
+    require("PIL", "image grids (PNG)")
     from PIL import Image
 
     images = np.asarray(images)
@@ -216,6 +221,7 @@ def toy_density_figure(panels: list[tuple[str, np.ndarray]], *, factor: int = 1,
     """A row of 2-D panels ``(title, probability per bin)`` on one colour scale (0 to the largest
     value of any panel) with one colour bar in probability per bin; returns the matplotlib figure.
     Give sample histograms as fractions of their points so they share the target's unit."""
+    require("matplotlib", "plots (loss.png, study figures)")
     import matplotlib
 
     matplotlib.use("Agg")

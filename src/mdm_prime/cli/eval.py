@@ -351,10 +351,10 @@ def _print(args: argparse.Namespace, r: dict) -> None:
         f"  {name}  {r['nelbo_nats_per_token']:.4f} ± {r['stderr_nats_per_token']:.4f} nats/token"
         f"  = {r['bits_per_token']:.4f} bits/token, perplexity {r['perplexity']:.3f}"
     )
-    if "bits_per_char" in r:
-        print(f"                      {r['bits_per_char']:.4f} bits/char")
-    if "bits_per_dim" in r:
-        print(f"                      {r['bits_per_dim']:.4f} bits/dim")
+    scale = r["stderr_nats_per_token"] / r["nelbo_nats_per_token"] if r["nelbo_nats_per_token"] else 0.0
+    for key, unit in (("bits_per_char", "bits/char"), ("bits_per_dim", "bits/dim")):
+        if key in r:  # the same relative error as the line above, as training's final line prints it
+            print(f"                      {r[key]:.4f} ± {r[key] * scale:.4f} {unit}")
     if "data_entropy_nats_per_token" in r:
         print(
             f"  data entropy:       {r['data_entropy_nats_per_token']:.4f} nats/token (exact; a bound may not go below it)"

@@ -143,6 +143,9 @@ def _load_idx_set(name: str, root) -> tuple[dict, int]:
 
 
 def _load_digits(seed: int) -> tuple[dict, int]:
+    from ..extras import require
+
+    require("sklearn", "the 'digits' data set")
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -181,6 +181,9 @@ class DocumentSource:
             )
 
     def _read_parquet(self, path: Path) -> Iterator[str]:
+        from ..extras import require
+
+        require("pyarrow", "parquet: sources")
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
@@ -189,6 +192,9 @@ class DocumentSource:
             yield from (t for t in batch.column(0).to_pylist() if t is not None)
 
     def _read_arrow(self, path: Path) -> Iterator[str]:
+        from ..extras import require
+
+        require("pyarrow", "hf: (Arrow) sources")
         import pyarrow as pa
 
         with pa.memory_map(str(path), "r") as source:

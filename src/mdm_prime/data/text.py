@@ -108,6 +108,9 @@ _AUSTEN_ORDER = (
 
 def _read_r_lazyload(data_dir: Path) -> dict[str, list[str]]:
     """Read an R lazy-load database (``Rdata.rdx`` gzip index + ``Rdata.rdb`` zlib blobs)."""
+    from ..extras import require
+
+    require("rdata", "the 'austen' corpus")
     import rdata  # lazy: only Austen needs it
 
     index = rdata.conversion.convert(

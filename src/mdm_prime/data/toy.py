@@ -32,6 +32,9 @@ class ImageDensity:
             raise ValueError(f"unknown toy image {image!r}; expected one of {list(TOY_IMAGES)}")
         if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= 4096:
             raise ValueError(f"size (C per axis) must be an int in [2, 4096], got {size!r}")
+        from ..extras import require
+
+        require("skimage", f"the toy density {image!r} (a scikit-image photo)")
         import skimage.data
         from skimage.color import rgb2gray
         from skimage.transform import resize

@@ -252,6 +252,9 @@ def interp_loglinear(xs: list[float], ys: list[float], target: float) -> float |
 
 def plt():
     """matplotlib.pyplot on the Agg backend."""
+    from ..extras import require
+
+    require("matplotlib", "the study figures")
     import matplotlib
 
     matplotlib.use("Agg")
