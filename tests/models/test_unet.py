@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import mdm_prime
 from mdm_prime import SubTokenizer
 from mdm_prime.models import UNet, build_model, unet_config
 
@@ -98,22 +97,3 @@ def test_bad_inputs():
         model(torch.zeros(1, 64, dtype=torch.long))
     with pytest.raises(ValueError, match="image_shape"):
         UNet(SubTokenizer(16, 2), image_shape=(8, 8))
-
-
-def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
-    torch.manual_seed(0)
-    model = tiny_unet(2, 1)
-    x0 = torch.randint(0, 16, (2, 64), generator=torch.Generator().manual_seed(0))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def loss():
-        return mdm_prime.diffusion_loss(
-            model, x0, model.subtokenizer, generator=torch.Generator().manual_seed(1)
-        ).loss
-
-    start = loss().item()
-    for _ in range(8):
-        opt.zero_grad()
-        loss().backward()
-        opt.step()
-    assert loss().item() < 0.8 * start
