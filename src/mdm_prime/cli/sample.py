@@ -35,10 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="J[,J]",
         help="images: keep digits J of every pixel of validation images, generate the rest (default: none)",
     )
+    from ..sampling.sampler import reveal_rule_names
+
     p.add_argument(
         "--method",
         default="joint",
-        choices=["joint", "per_digit"],
+        choices=reveal_rule_names(),
         help="joint: reveal digits from one draw per token; per_digit: from each digit's marginal",
     )
     p.add_argument(

@@ -84,6 +84,7 @@ __all__ = [
     "get_reveal_rule",
     "register_jump_rule",
     "register_reveal_rule",
+    "reveal_rule_names",
     "sample",
 ]
 
@@ -226,6 +227,11 @@ def _add(table: dict[str, type], name: str, cls: type) -> type:
 def register_reveal_rule(name: str) -> Callable[[type[RevealRule]], type[RevealRule]]:
     """Class decorator: make a :class:`RevealRule` the sampler's ``method=name``."""
     return lambda cls: _add(_REVEAL_RULES, name, cls)
+
+
+def reveal_rule_names() -> tuple[str, ...]:
+    """The names of every registered reveal rule (the built-in :data:`METHODS` and any added since)."""
+    return tuple(_REVEAL_RULES)
 
 
 def get_reveal_rule(method: str) -> type[RevealRule]:
