@@ -17,14 +17,18 @@ file is reported before any weights are used.
 
 Writes are atomic per file (temporary file, fsync, ``os.replace``); ``config.json`` is written last,
 so a reader never sees a config that names weights which are not yet complete (and a stale pair is
-caught by the hashes).
+caught by the hashes). :func:`replace_pretrained` replaces a whole checkpoint directory atomically
+(the trainer's ``checkpoint/``): it writes ``<dir>.tmp``, then swaps it in through ``<dir>.old``;
+:func:`current_checkpoint` finds the complete one when a swap stopped between its two renames.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,6 +39,10 @@ from safetensors.torch import save as st_save
 
 __all__ = [
     "save_pretrained",
+    "replace_pretrained",
+    "current_checkpoint",
+    "read_trainer_state",
+    "TRAINER_STATE",
     "load_pretrained",
     "from_pretrained",
     "read_config",
@@ -55,6 +63,9 @@ def _library_version() -> str:
 
 
 CONFIG_NAME, WEIGHTS_NAME, EMA_NAME = "config.json", "model.safetensors", "ema.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+"""The trainer's file beside the weights (step, data position, optimizer, random states), hashed in
+``config.json`` like them."""
 
 
 class CheckpointError(ValueError):
@@ -170,6 +181,41 @@ def save_pretrained(
     return directory
 
 
+def replace_pretrained(model: torch.nn.Module, directory: str | os.PathLike, **save_kwargs) -> Path:
+    """:func:`save_pretrained` into ``directory`` as a whole, atomically: write ``<dir>.tmp``, fsync it,
+    move the current ``<dir>`` to ``<dir>.old``, move ``<dir>.tmp`` to ``<dir>`` (fsyncing the parent
+    after each rename), then delete ``<dir>.old``. A crash leaves ``<dir>`` or ``<dir>.old`` complete
+    (see :func:`current_checkpoint`). On an OSError (disk full, permissions) the partial files are
+    removed, the previous ``<dir>`` is put back and the error is raised again."""
+    final = Path(directory)
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_pretrained(model, tmp, **save_kwargs)
+        fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            fsync_dir(final.parent)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.exists() and old.exists():
+            os.replace(old, final)  # put the previous checkpoint back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def current_checkpoint(directory: str | os.PathLike) -> Path:
+    """``directory``, or ``<directory>.old`` when a :func:`replace_pretrained` stopped between its two
+    renames (the previous checkpoint, complete)."""
+    directory = Path(directory)
+    old = directory.with_name(directory.name + ".old")
+    return old if not directory.exists() and old.exists() else directory
+
+
 def _check_state(found: dict, expected: dict, what: str) -> None:
     """CheckpointError naming missing/unexpected keys and shape mismatches."""
     missing = sorted(set(expected) - set(found))
@@ -242,6 +288,27 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
     for name in meta["files"]:
         read_verified(directory, name, meta)
     return meta
+
+
+def read_trainer_state(directory: str | os.PathLike) -> dict:
+    """The :data:`TRAINER_STATE` of a checkpoint, checked against ``config.json`` (size and SHA-256;
+    a checkpoint from before the file was hashed is read unchecked) and loaded with
+    ``weights_only=True``; FileNotFoundError when absent, :class:`CheckpointError` when unreadable."""
+    directory = Path(directory)
+    meta = read_config(directory)
+    if TRAINER_STATE in meta["files"]:
+        data = read_verified(directory, TRAINER_STATE, meta)
+    elif (directory / TRAINER_STATE).is_file():
+        data = (directory / TRAINER_STATE).read_bytes()
+    else:
+        raise FileNotFoundError(f"--resume: the checkpoint {directory} has no {TRAINER_STATE}")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise CheckpointError(
+            f"{directory / TRAINER_STATE} cannot be read ({type(err).__name__}): truncated or "
+            f"corrupted; use --restart to start the run again"
+        ) from None
 
 
 def _read_weights(directory: Path, name: str, meta: dict) -> dict:

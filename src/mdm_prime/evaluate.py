@@ -13,10 +13,18 @@ from pathlib import Path
 
 import torch
 
-from .families import family_of
+from .families import family_of, get_family
 from .tasks import Task, build_task, load_task
 
-__all__ = ["run_paths", "load_run", "evaluate_model", "discrete_bound_metrics", "sample_metrics"]
+__all__ = [
+    "run_paths",
+    "load_run",
+    "evaluate_model",
+    "discrete_bound_metrics",
+    "sample_metrics",
+    "format_eval",
+    "format_final",
+]
 
 CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoint"
@@ -197,3 +205,46 @@ def sample_metrics(
             out["inception_fid"] = fid["frechet_distance"]
             out["inception_fid_features"] = fid["fd_classifier"]
     return out
+
+
+# ------------------------------------------------------------------ lines the trainer prints
+def _unit(r: dict, scale: float = 1.0) -> tuple[float, str]:
+    """The task's own unit of ``r`` (bits/char, bits/dim, else bits/token) and its label."""
+    for key, label in (
+        ("bits_per_char", "bits/char"),
+        ("bits_per_dim", "bits/dim"),
+        ("bits_per_token", "bits/token"),
+    ):
+        if key in r:
+            return r[key], label
+    raise KeyError("bits_per_token")
+
+
+def _format_numbers(r: dict) -> str:
+    exact = get_family(r.get("family", "prime")).exact_likelihood
+    name = "exact NLL" if exact else "NLL upper bound (valid)"
+    value, label = _unit(r)
+    se = r["stderr_nats_per_token"] * value / r["nelbo_nats_per_token"] if r["nelbo_nats_per_token"] else 0.0
+    text = f"{name} {r['nelbo_nats_per_token']:.4f} nats/token = {value:.4f} {label} ± {se:.4f}"
+    if "data_entropy_nats_per_token" in r:
+        text += f", data entropy {r['data_entropy_nats_per_token']:.4f} nats/token"
+    if "prime_objective_nats_per_token" in r:
+        text += (
+            f" (training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)"
+        )
+    return text
+
+
+def format_eval(r: dict) -> str:
+    """One line for a validation during training (a row of :func:`evaluate_model` with its ``step``)."""
+    return f"step {r['step']}: {_format_numbers(r)}"
+
+
+def format_final(r: dict) -> str:
+    """The run's last line: what was evaluated, how, and the numbers."""
+    exact = get_family(r.get("family", "prime")).exact_likelihood
+    draws = "exact likelihood" if exact else f"{r['num_times']} draws"
+    return (
+        f"final evaluation, {r['split']} split, {r['num_sequences']} sequences, {draws}, EMA weights: "
+        f"{_format_numbers(r)}"
+    )

@@ -14,7 +14,8 @@ anything else. ``train`` refuses
 
 ``data_fingerprint.json`` records what the run trained on (split sizes, a hash of the first and last
 items of each split, and for file specs the size and a hash of the head and tail of the file);
-``--resume`` refuses a changed fingerprint unless ``allow_data_change`` is set.
+``--resume`` (:func:`check_resume`) refuses a changed fingerprint unless ``allow_data_change`` is set,
+and settings that differ from the saved ``train_config.json`` outside :data:`RESUME_MAY_CHANGE`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from pathlib import Path
 __all__ = [
     "FINGERPRINT_FILE",
     "MARKER",
+    "RESUME_MAY_CHANGE",
     "RUN_OUTPUTS",
     "RunError",
     "RunFolder",
     "RunInterrupted",
+    "changed_settings",
+    "check_resume",
     "data_fingerprint",
     "fingerprint_changes",
 ]
@@ -51,6 +55,28 @@ RUN_OUTPUTS = (
     FINGERPRINT_FILE,
 )
 """What a run writes at its top level (plus ``samples/step_*``): all that ``--restart`` removes."""
+
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "max_steps",
+        "eval_every",
+        "eval_sequences",
+        "eval_num_times",
+        "final_eval_sequences",
+        "final_eval_num_times",
+        "sample_every",
+        "num_preview_samples",
+        "sample_steps",
+        "log_every",
+        "checkpoint_every",
+        "device",
+        "compile",
+        "max_bad_steps",
+    }
+)
+"""Settings that do not change what is trained, so a resumed run may set them anew (a longer
+``max_steps`` continues the run; with a cosine schedule the learning-rate curve is stretched from
+there on)."""
 
 
 class RunError(RuntimeError):
@@ -219,3 +245,41 @@ def data_fingerprint(cfg, task) -> dict:
 def fingerprint_changes(saved: dict, now: dict) -> list[str]:
     """Keys whose fingerprints differ."""
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+
+
+# ---------------------------------------------------------------------------------------- resume
+def changed_settings(saved: dict, now: dict, out: str | os.PathLike) -> list[str]:
+    """The config keys whose values differ between the saved run in ``out`` and ``now``; ValueError
+    naming those outside :data:`RESUME_MAY_CHANGE` (they would change what the run trains)."""
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    blocking = [k for k in diff if k not in RESUME_MAY_CHANGE]
+    if blocking:
+        raise ValueError(
+            f"--resume: {blocking} would change what the run in {out} trains (data, tokenizer, model or "
+            f"optimisation); only {sorted(RESUME_MAY_CHANGE)} may change; use a new --out or --restart"
+        )
+    return diff
+
+
+def check_resume(out: str | os.PathLike, cfg, fingerprint: dict, allow_data_change: bool = False) -> bool:
+    """Whether ``cfg`` differs from the run's saved ``train_config.json`` (only in
+    :data:`RESUME_MAY_CHANGE`, else ValueError); the data must have the saved fingerprint unless
+    ``allow_data_change``."""
+    from .configs import load_config_file
+
+    out = Path(out)
+    diff = changed_settings(load_config_file(out / "train_config.json").to_dict(), cfg.to_dict(), out)
+    path = out / FINGERPRINT_FILE
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        changed = fingerprint_changes(saved, fingerprint) if isinstance(saved, dict) else ["(unreadable)"]
+        if changed and not allow_data_change:
+            raise ValueError(
+                f"--resume: the data of {out} changed since the run started ({changed} differ from "
+                f"{FINGERPRINT_FILE}); resume on the original data, or pass --allow-data-change to continue "
+                f"on the new data anyway"
+            )
+    return bool(diff)

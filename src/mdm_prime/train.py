@@ -1,9 +1,12 @@
-"""The training loop: one class, :class:`Trainer`, readable top to bottom; :func:`train` runs it.
+"""The training loop: one class, :class:`Trainer`, whose :meth:`~Trainer.run` reads top to bottom:
+data → noise → ``family.loss`` → optimizer step → EMA → log → validation, previews, checkpoint.
+:func:`train` builds and runs it.
 
 Every model goes through its family (:mod:`mdm_prime.families`): the network comes from
 ``family.build_model``, the loss from ``family.loss`` (for diffusion: ``objectives.diffusion_loss``,
 the function users call, with the trainer's noise), previews from ``family.generate``. Validation
-reports the **valid bound** (``docs/method.md §5``) with EMA weights.
+reports the **valid bound** (``docs/method.md §5``) with EMA weights, printed by
+:func:`mdm_prime.evaluate.format_eval` / :func:`~mdm_prime.evaluate.format_final`.
 
 Determinism and resumption: every random draw of the loop (data order, times, masks) comes from one
 CPU ``torch.Generator`` whose state is checkpointed with the model, optimizer and EMA, and the data
@@ -19,12 +22,13 @@ Run folder layout::
     OUT/loss.png            training loss and validation bound   OUT/samples/step_N.txt|png
     OUT/.mdm-prime-run      marker + lock (see mdm_prime.run_folder)   OUT/data_fingerprint.json
 
-Safety (``docs/reliability.md``): the folder is claimed with a marker and an OS lock
-(:mod:`mdm_prime.run_folder`); SIGINT/SIGTERM finish the step, save a checkpoint and raise
-:class:`~mdm_prime.run_folder.RunInterrupted`; every checkpoint file (``trainer_state.pt`` included) is
-hashed in ``config.json`` and fsynced, directory swaps are fsynced, and a failed save removes its
-partial files and keeps the previous checkpoint; a step whose loss or gradient is not finite is skipped
-(no optimizer or EMA update) and counted, and ``max_bad_steps`` of them in a row stop the run.
+Safety (``docs/reliability.md``): the folder is claimed with a marker and an OS lock, and ``--resume``
+checks settings and data (:mod:`mdm_prime.run_folder`); SIGINT/SIGTERM (:mod:`mdm_prime.signals`) finish
+the step, save a checkpoint and raise :class:`~mdm_prime.run_folder.RunInterrupted`; the checkpoint
+directory is replaced atomically (:func:`mdm_prime.checkpoint.replace_pretrained`: every file,
+``trainer_state.pt`` included, hashed in ``config.json`` and fsynced, a failed save keeps the previous
+checkpoint); a step whose loss or gradient is not finite is skipped (no optimizer or EMA update) and
+counted, and ``max_bad_steps`` of them in a row stop the run.
 """
 
 from __future__ import annotations
@@ -35,63 +39,42 @@ import io
 import json
 import math
 import os
-import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 from . import distributed as D
-from .checkpoint import (
-    CheckpointError,
-    fsync_dir,
-    load_pretrained,
-    read_config,
-    read_verified,
-    save_pretrained,
-)
-from .configs import TrainConfig, check_device, load_config_file
+from .checkpoint import TRAINER_STATE as STATE_FILE
+from .checkpoint import current_checkpoint, load_pretrained, read_trainer_state, replace_pretrained
+from .configs import TrainConfig, check_device
 from .data.shards import to_device
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, format_eval, format_final
 from .families import Family, Noise, get_family
 from .models.base import make_optimizer, maybe_compile
 from .run_folder import (
     FINGERPRINT_FILE,
+    RESUME_MAY_CHANGE,
     RunError,
     RunFolder,
     RunInterrupted,
+    check_resume,
     data_fingerprint,
-    fingerprint_changes,
 )
 from .schedules import get_schedule
+from .signals import StopSignals, interrupted
 from .tasks import Task, build_task
 
-__all__ = ["train", "run_trainer", "Trainer", "RunError", "RunInterrupted"]
-
-STATE_FILE = "trainer_state.pt"
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "max_steps",
-        "eval_every",
-        "eval_sequences",
-        "eval_num_times",
-        "final_eval_sequences",
-        "final_eval_num_times",
-        "sample_every",
-        "num_preview_samples",
-        "sample_steps",
-        "log_every",
-        "checkpoint_every",
-        "device",
-        "compile",
-        "max_bad_steps",
-    }
-)
-"""Settings that do not change what is trained, so a resumed run may set them anew (a longer
-``max_steps`` continues the run; with a cosine schedule the learning-rate curve is stretched from
-there on)."""
+__all__ = [
+    "train",
+    "run_trainer",
+    "Trainer",
+    "RunError",
+    "RunInterrupted",
+    "format_final",
+    "RESUME_MAY_CHANGE",
+]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -127,7 +110,8 @@ class EMA:
 
 
 class Trainer:
-    """Holds the run's state; :meth:`run` trains to ``cfg.max_steps``."""
+    """Holds the run's state (model, EMA, optimizer, random generator, data position, counters);
+    :meth:`run` trains to ``cfg.max_steps``."""
 
     def __init__(
         self,
@@ -179,17 +163,13 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer = make_optimizer(self.model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.step = 0
-        self.epoch = 0
-        self.position = 0
-        self.tokens_seen = 0
+        self.step = self.epoch = self.position = self.tokens_seen = 0
         self.elapsed = 0.0
         self.skipped_steps = 0  # steps skipped for a non-finite loss or gradient (all time)
-        self.bad_in_a_row = 0
-        self._signal: int | None = None
+        self.bad_in_a_row = 0  # > 0 exactly when the last step was skipped
         fingerprint = data_fingerprint(cfg, self.task)
         if mode != "new":
-            config_changed = self._check_resume(fingerprint, allow_data_change)
+            config_changed = check_resume(self.out, self.cfg, fingerprint, allow_data_change)
             if mode == "resume":
                 self._load_checkpoint()
             if config_changed and self.dist.is_main:  # written only once everything loaded
@@ -212,19 +192,114 @@ class Trainer:
         else:
             self.train_model = maybe_compile(self.model, cfg.compile)
 
-    # ----------------------------------------------------------------- data
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return torch.randperm(self.task.num_train, generator=g)
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        """Train to ``cfg.max_steps``, save, then the final evaluation (EMA weights), loss plot and
+        previews; returns the final evaluation row."""
+        cfg, out = self.cfg, self.out
+        from tqdm.auto import tqdm
 
+        if self.dist.is_main:
+            print(self.describe(), flush=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+            unit="step",
+        )
+        window_tokens, window_start = 0, time.perf_counter()  # for tokens/s since the last log row
+        last_eval: dict = {}
+        with StopSignals() as signals:
+            while self.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                loss = self.train_step()  # data → noise → family.loss → step → EMA
+                self.elapsed += time.perf_counter() - t0
+                window_tokens += cfg.batch_size * self.task.seq_len
+                if self.bad_in_a_row:  # the step was skipped: no update
+                    self.log(
+                        {
+                            "step": self.step,
+                            "skipped": "non-finite loss or gradient",
+                            "loss": None,
+                            "skipped_steps": self.skipped_steps,
+                            "in_a_row": self.bad_in_a_row,
+                        }
+                    )
+                    if self.bad_in_a_row >= cfg.max_bad_steps:
+                        raise RunError(
+                            f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step "
+                            f"{self.step}); each was skipped, so the weights are finite and the last checkpoint "
+                            f"is kept; lower lr or check the data (max_bad_steps={cfg.max_bad_steps})"
+                        )
+                elif self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    tps = window_tokens / max(now - window_start, 1e-9)
+                    window_tokens, window_start = 0, now
+                    self.log(
+                        {
+                            "step": self.step,
+                            "loss": loss,
+                            "objective": self.family.objective_label(cfg.objective),
+                            "lr": lr_at(self.step - 1, cfg),
+                            "skipped_steps": self.skipped_steps,
+                            "tokens_per_s": tps,
+                            "tokens_seen": self.tokens_seen,
+                            "elapsed_s": self.elapsed,
+                        }
+                    )
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                bar.update(1)
+                signum = signals.agreed(self.dist)  # SIGINT/SIGTERM: the step is done; save and stop
+                if signum:
+                    self.save_checkpoint()
+                    self.log({"step": self.step, "stopped": signal.Signals(signum).name})
+                    raise interrupted(
+                        signum,
+                        f"after step {self.step}; checkpoint saved in {out / 'checkpoint'}; "
+                        f"continue with: mdm-prime train --out {out} --resume",
+                    )
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                    if self.dist.is_main:
+                        last_eval = self.evaluate()
+                        self.log(last_eval)
+                        bar.write(format_eval(last_eval))
+                    D.barrier(self.dist)
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
+                    self.preview_samples()
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            bar.close()
+            self.save_checkpoint()
+            # a signal from here on cuts the final evaluation, plot and previews short (checkpoint complete)
+            if self.dist.is_main:
+                cut_short = (
+                    f"after the last step ({self.step}); checkpoint saved in {out / 'checkpoint'}; "
+                    f"the final evaluation was cut short: mdm-prime eval {out}"
+                )
+                signals.raise_if_caught(cut_short)
+                last_eval = self.evaluate(final=True)
+                self.log(last_eval)
+                from .plotting import plot_metrics
+
+                signals.raise_if_caught(cut_short)
+                plot_metrics(out / "metrics.jsonl", out / "loss.png")
+                signals.raise_if_caught(cut_short)
+                self.preview_samples()
+        D.barrier(self.dist)
+        return last_eval
+
+    # ----------------------------------------------------------------- one step
     def _next_global_batch(self) -> torch.Tensor:
-        """Token ids ``[batch_size, L]`` of the next global batch (same on every process)."""
+        """Token ids ``[batch_size, L]`` of the next global batch (same on every process); epoch ``e``
+        reads the training items in a permutation seeded by ``(seed, e)``."""
         if self.task.infinite:
             return self.task.sample_train(self.cfg.batch_size, self.generator)
         idx = []
         need = self.cfg.batch_size
         while need:
-            order = self._epoch_order(self.epoch)
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.task.num_train, generator=g)
             take = order[self.position : self.position + need]
             idx.append(take)
             need -= take.numel()
@@ -233,7 +308,6 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
         return self.task.train_tokens[torch.cat(idx)]
 
-    # ----------------------------------------------------------------- step
     def next_noise(self, batch_size: int) -> Noise:
         """The noise of the next step for the whole global batch (times, then mask uniforms), drawn
         from the run's generator on the CPU, identically on every process."""
@@ -248,7 +322,9 @@ class Trainer:
         )
 
     def train_step(self) -> float:
-        """One optimizer step on the next global batch; returns the mean loss in nats per token."""
+        """One optimizer step on the next global batch (gradient accumulation over ``grad_accum``
+        micro-batches, each process its slice); returns the mean loss in nats per token. A step with a
+        non-finite loss or gradient is skipped (no optimizer or EMA update) and counted."""
         cfg, info = self.cfg, self.dist
         x_global = self._next_global_batch()
         B, L = x_global.shape
@@ -278,14 +354,13 @@ class Trainer:
                 [p.grad for p in self.model.parameters() if p.grad is not None]
             )
         # gradients are all-reduced, so every process takes the same decision
-        self.last_step_skipped = not (math.isfinite(mean_loss) and bool(torch.isfinite(norm)))
-        if self.last_step_skipped:  # no optimizer or EMA update: the weights stay finite
-            self.skipped_steps += 1
-            self.bad_in_a_row += 1
-        else:
+        if math.isfinite(mean_loss) and bool(torch.isfinite(norm)):
             self.optimizer.step()
             self.ema.update(self.model, self.step)
             self.bad_in_a_row = 0
+        else:  # no optimizer or EMA update: the weights stay finite
+            self.skipped_steps += 1
+            self.bad_in_a_row += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += B * L
@@ -293,98 +368,45 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoint
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint/`` atomically: build ``checkpoint.tmp/``, then swap directories."""
-        if not self.dist.is_main:
-            D.barrier(self.dist)
-            return
-        final, tmp, old = (self.out / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-        state = {
-            "step": self.step,
-            "epoch": self.epoch,
-            "position": self.position,
-            "tokens_seen": self.tokens_seen,
-            "elapsed": self.elapsed,
-            "skipped_steps": self.skipped_steps,
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": self.cfg.to_dict(),
-        }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_pretrained(
-                self.model,
-                tmp,
-                ema_state_dict=self.ema.model.state_dict(),
-                extra={"train_step": self.step},
-                extra_files={STATE_FILE: buffer.getvalue()},
-            )
-            fsync_dir(tmp)
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-                fsync_dir(self.out)
-            os.replace(tmp, final)
-            fsync_dir(self.out)
-        except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not final.exists() and old.exists():
-                os.replace(old, final)  # put the previous checkpoint back
-            kept = "the previous checkpoint is kept" if final.exists() else "there is no earlier checkpoint"
-            raise RunError(
-                f"could not save the checkpoint of step {self.step} in {final}: "
-                f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed"
-            ) from err
-        shutil.rmtree(old, ignore_errors=True)
+        """Replace ``checkpoint/`` atomically with the model, its EMA and ``trainer_state.pt`` (step,
+        data position, optimizer, random states): :func:`~mdm_prime.checkpoint.replace_pretrained`."""
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "tokens_seen": self.tokens_seen,
+                "elapsed": self.elapsed,
+                "skipped_steps": self.skipped_steps,
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "config": self.cfg.to_dict(),
+            }
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            final = self.out / "checkpoint"
+            try:
+                replace_pretrained(
+                    self.model,
+                    final,
+                    ema_state_dict=self.ema.model.state_dict(),
+                    extra={"train_step": self.step},
+                    extra_files={STATE_FILE: buffer.getvalue()},
+                )
+            except OSError as err:
+                kept = (
+                    "the previous checkpoint is kept" if final.exists() else "there is no earlier checkpoint"
+                )
+                raise RunError(
+                    f"could not save the checkpoint of step {self.step} in {final}: "
+                    f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed"
+                ) from err
         D.barrier(self.dist)
 
-    def _check_resume(self, fingerprint: dict, allow_data_change: bool) -> bool:
-        """The resumed config may differ from the saved one only in ``RESUME_MAY_CHANGE``; the data must
-        have the saved fingerprint unless ``allow_data_change``."""
-        saved_cfg = load_config_file(self.out / "train_config.json").to_dict()
-        now = self.cfg.to_dict()
-        diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
-        blocking = [k for k in diff if k not in RESUME_MAY_CHANGE]
-        if blocking:
-            raise ValueError(
-                f"--resume: settings {blocking} differ from the saved run in {self.out}; resume with the same "
-                f"settings (only {sorted(RESUME_MAY_CHANGE)} may change)"
-            )
-        path = self.out / FINGERPRINT_FILE
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{path} is not valid JSON: {err}") from None
-            changed = fingerprint_changes(saved, fingerprint) if isinstance(saved, dict) else ["(unreadable)"]
-            if changed and not allow_data_change:
-                raise ValueError(
-                    f"--resume: the data of {self.out} changed since the run started ({changed} differ from "
-                    f"{FINGERPRINT_FILE}); resume on the original data, or pass --allow-data-change to continue "
-                    f"on the new data anyway"
-                )
-        return bool(diff)
-
     def _load_checkpoint(self) -> None:
-        ckpt = self.out / "checkpoint"
-        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
-            ckpt = self.out / "checkpoint.old"  # crashed between the two renames
-        meta = read_config(ckpt)
-        if STATE_FILE in meta["files"]:
-            data = read_verified(ckpt, STATE_FILE, meta)  # size and SHA-256 from config.json
-        elif (ckpt / STATE_FILE).is_file():
-            data = (ckpt / STATE_FILE).read_bytes()  # a checkpoint from before trainer_state.pt was hashed
-        else:
-            raise FileNotFoundError(f"--resume: the checkpoint {ckpt} has no {STATE_FILE}")
-        try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
-            raise CheckpointError(
-                f"{ckpt / STATE_FILE} cannot be read ({type(err).__name__}): truncated or "
-                f"corrupted; use --restart to start the run again"
-            ) from None
+        ckpt = current_checkpoint(self.out / "checkpoint")  # checkpoint.old: stopped between two renames
+        state = read_trainer_state(ckpt)
         self.model.load_state_dict(load_pretrained(ckpt, use_ema=False).state_dict())
         self.ema.model.load_state_dict(load_pretrained(ckpt, use_ema=True).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -394,7 +416,7 @@ class Trainer:
         self.tokens_seen, self.elapsed = state["tokens_seen"], state["elapsed"]
         self.skipped_steps = int(state.get("skipped_steps", 0))
 
-    # ----------------------------------------------------------------- logging
+    # ----------------------------------------------------------------- logging, validation, previews
     def log(self, row: dict) -> None:
         if self.dist.is_main:
             with open(self.out / "metrics.jsonl", "a") as f:
@@ -442,192 +464,6 @@ class Trainer:
             f"{self.model.num_parameters():,} parameters, device {dev}{procs}, precision {precision} → {actual}\n"
             f"data {self.task.describe_size()}"
         )
-
-    # ----------------------------------------------------------------- loop
-    def run(self) -> dict:
-        cfg = self.cfg
-        from tqdm.auto import tqdm
-
-        if self.dist.is_main:
-            print(self.describe(), flush=True)
-
-        bar = tqdm(
-            total=cfg.max_steps,
-            initial=self.step,
-            disable=not self.show_progress,
-            dynamic_ncols=True,
-            unit="step",
-        )
-        window_tokens, window_start = 0, time.perf_counter()
-        last_eval: dict = {}
-        previous = self._install_signal_handlers()
-        try:
-            while self.step < cfg.max_steps:
-                last_eval = self._loop_step(bar, last_eval, window_tokens, window_start)
-                window_tokens, window_start = self._window
-            bar.close()
-            self.save_checkpoint()
-            # a signal after the last step (final evaluation, plot, previews) skips what is left of
-            # them and stops with the same one-line message: the checkpoint is already complete
-            if self.dist.is_main:
-                self._stop_after_training()
-                last_eval = self.evaluate(final=True)
-                self.log(last_eval)
-                from .plotting import plot_metrics
-
-                self._stop_after_training()
-                plot_metrics(self.out / "metrics.jsonl", self.out / "loss.png")
-                self._stop_after_training()
-                self.preview_samples()
-        finally:
-            self._restore_signal_handlers(previous)
-        D.barrier(self.dist)
-        return last_eval
-
-    def _stop_after_training(self) -> None:
-        """Raise :class:`RunInterrupted` if SIGINT/SIGTERM arrived after the last training step."""
-        if self._signal:
-            name = signal.Signals(self._signal).name
-            raise RunInterrupted(
-                f"stopped by {name} after the last step ({self.step}); checkpoint saved in "
-                f"{self.out / 'checkpoint'}; the final evaluation was cut short: mdm-prime eval {self.out}",
-                self._signal,
-            )
-
-    # ----------------------------------------------------------------- signals
-    def _install_signal_handlers(self) -> dict:
-        """SIGINT/SIGTERM set a flag; the loop finishes its step, saves a checkpoint and stops. A second
-        signal acts as usual (the default handler)."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum, frame):
-            self._signal = signum
-            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict) -> None:
-        for sig, h in previous.items():
-            signal.signal(sig, h if h is not None else signal.SIG_DFL)
-
-    def _stop_requested(self) -> int | None:
-        flag = self._signal or 0
-        if self.dist.enabled:  # every process stops at the same step
-            t = torch.tensor(float(flag), device=self.dist.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = int(t.item())
-        return flag or None
-
-    def _loop_step(self, bar, last_eval: dict, window_tokens: int, window_start: float) -> dict:
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        loss = self.train_step()
-        self.elapsed += time.perf_counter() - t0
-        window_tokens += cfg.batch_size * self.task.seq_len
-        if self.last_step_skipped:
-            self.log(
-                {
-                    "step": self.step,
-                    "skipped": "non-finite loss or gradient",
-                    "loss": None,
-                    "skipped_steps": self.skipped_steps,
-                    "in_a_row": self.bad_in_a_row,
-                }
-            )
-            if self.bad_in_a_row >= cfg.max_bad_steps:
-                raise RunError(
-                    f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step "
-                    f"{self.step}); each was skipped, so the weights are finite and the last checkpoint is kept; "
-                    f"lower lr or check the data (max_bad_steps={cfg.max_bad_steps})"
-                )
-        elif self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-            now = time.perf_counter()
-            tps = window_tokens / max(now - window_start, 1e-9)
-            window_tokens, window_start = 0, now
-            self.log(
-                {
-                    "step": self.step,
-                    "loss": loss,
-                    "objective": self.family.objective_label(cfg.objective),
-                    "lr": lr_at(self.step - 1, cfg),
-                    "skipped_steps": self.skipped_steps,
-                    "tokens_per_s": tps,
-                    "tokens_seen": self.tokens_seen,
-                    "elapsed_s": self.elapsed,
-                }
-            )
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
-        self._window = (window_tokens, window_start)
-        bar.update(1)
-        signum = self._stop_requested()
-        if signum:
-            self.save_checkpoint()
-            name = signal.Signals(signum).name
-            self.log({"step": self.step, "stopped": name})
-            raise RunInterrupted(
-                f"stopped by {name} after step {self.step}; checkpoint saved in {self.out / 'checkpoint'}; "
-                f"continue with: mdm-prime train --out {self.out} --resume",
-                signum,
-            )
-        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-            if self.dist.is_main:
-                last_eval = self.evaluate()
-                self.log(last_eval)
-                bar.write(_format_eval(last_eval))
-            D.barrier(self.dist)
-        if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
-            self.preview_samples()
-        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-            self.save_checkpoint()
-        return last_eval
-
-
-def _unit(r: dict, scale: float = 1.0) -> tuple[float, str]:
-    """The task's own unit of ``r`` (bits/char, bits/dim, else bits/token) and its label."""
-    for key, label in (
-        ("bits_per_char", "bits/char"),
-        ("bits_per_dim", "bits/dim"),
-        ("bits_per_token", "bits/token"),
-    ):
-        if key in r:
-            return r[key], label
-    raise KeyError("bits_per_token")
-
-
-def _format_numbers(r: dict) -> str:
-    exact = get_family(r.get("family", "prime")).exact_likelihood
-    name = "exact NLL" if exact else "NLL upper bound (valid)"
-    value, label = _unit(r)
-    se = r["stderr_nats_per_token"] * value / r["nelbo_nats_per_token"] if r["nelbo_nats_per_token"] else 0.0
-    text = f"{name} {r['nelbo_nats_per_token']:.4f} nats/token = {value:.4f} {label} ± {se:.4f}"
-    if "data_entropy_nats_per_token" in r:
-        text += f", data entropy {r['data_entropy_nats_per_token']:.4f} nats/token"
-    if "prime_objective_nats_per_token" in r:
-        text += (
-            f" (training objective L_prime {r['prime_objective_nats_per_token']:.4f} nats/token, not a bound)"
-        )
-    return text
-
-
-def _format_eval(r: dict) -> str:
-    """One line for a validation during training."""
-    return f"step {r['step']}: {_format_numbers(r)}"
-
-
-def format_final(r: dict) -> str:
-    """The run's last line: what was evaluated, how, and the numbers."""
-    exact = get_family(r.get("family", "prime")).exact_likelihood
-    draws = "exact likelihood" if exact else f"{r['num_times']} draws"
-    return (
-        f"final evaluation, {r['split']} split, {r['num_sequences']} sequences, {draws}, EMA weights: "
-        f"{_format_numbers(r)}"
-    )
 
 
 def train(

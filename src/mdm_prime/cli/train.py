@@ -161,16 +161,10 @@ def resolve_train_config(args: argparse.Namespace):
         if fixed is not None:
             overrides["subtokens"] = fixed
     if saved is not None:
-        from ..train import RESUME_MAY_CHANGE
+        from ..run_folder import changed_settings
 
         cfg = resolve_config(args.config, overrides, base=saved)
-        old, new = saved.to_dict(), cfg.to_dict()
-        blocking = sorted(k for k in new if old.get(k) != new.get(k) and k not in RESUME_MAY_CHANGE)
-        if blocking:
-            raise ValueError(
-                f"--resume: {blocking} would change what the run in {args.out} trains (data, tokenizer, model or "
-                f"optimisation); only {sorted(RESUME_MAY_CHANGE)} may change; use a new --out or --restart"
-            )
+        changed_settings(saved.to_dict(), cfg.to_dict(), args.out)  # refused here, before --print-config
         return cfg
     return resolve_config(args.config, overrides)
 
