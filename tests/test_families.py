@@ -148,10 +148,6 @@ def test_autoregressive_family_refuses_infilling():
     assert tokens.shape == (5, 4) and stats["network_calls_mean"] == 4.0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
-
-
 def test_a_network_registered_in_the_table_is_built_by_the_family(tmp_path, monkeypatch):
     """The "add a network" recipe: one row in ``ARCHITECTURES`` (class, config function, shape) and the
     diffusion family builds it from a config, with the task's shape and the config's overrides; names
@@ -185,3 +181,34 @@ def test_a_network_registered_in_the_table_is_built_by_the_family(tmp_path, monk
             get_family("prime").build_model(config(bad), task)
     with pytest.raises(ValueError, match="'unet' needs image data"):
         get_family("prime").build_model(config("unet"), task)
+
+
+def test_one_sample_request_for_every_family():
+    """``generate(model, SampleRequest(...))`` and ``generate(model, **fields)`` are the same request:
+    the same samples and stats; keywords beside a request override its fields; chunked requests
+    (``batch_size``) are seeded chunk by chunk; two conditionings at once are refused."""
+    from mdm_prime import SampleRequest
+    from mdm_prime.models import build_model, causal_transformer_config, transformer_config
+
+    prime = build_model(transformer_config("tiny", num_classes=6, length=2, seq_len=4, precision="fp32"))
+    ar = build_model(causal_transformer_config("tiny", num_classes=6, seq_len=4))
+    for name, model in (("prime", prime), ("ar", ar)):
+        family = get_family(name)
+        request = SampleRequest(num=5, num_tokens=4, steps=4, seed=3, batch_size=2)
+        a, st_a = family.generate(model, request)
+        b, st_b = family.generate(model, num=5, num_tokens=4, steps=4, seed=3, batch_size=2)
+        assert torch.equal(a, b) and st_a["network_calls_mean"] == st_b["network_calls_mean"]
+        first, _ = family.generate(model, request, num=2, batch_size=None)  # chunk 0 is seeded 3
+        assert torch.equal(first, a[:2])
+        second, _ = family.generate(model, request, num=2, seed=4, batch_size=None)  # chunk 1: seed 4
+        assert torch.equal(second, a[2:4])
+    prefix = torch.zeros(2, 1, dtype=torch.long)
+    infill = (torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(
+        ValueError, match="at most one of prefix, infill and keep_digits; got prefix and infill"
+    ):
+        SampleRequest(num=2, num_tokens=4, prefix=prefix, infill=infill)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__]))

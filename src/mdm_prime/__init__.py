@@ -9,7 +9,7 @@ written up in ``docs/method.md``; the modules in the order data flows through th
 
 from .checkpoint import load_pretrained, save_pretrained
 from .discrete_bound import DiscreteTimeBound, discrete_time_bound
-from .families import FAMILIES, family_of, get_family
+from .families import FAMILIES, SampleRequest, family_of, get_family
 from .importing import import_checkpoint, write_run_folder
 from .likelihood import LikelihoodResult, likelihood
 from .objectives import (
@@ -77,6 +77,7 @@ __all__ = [
     "discrete_time_bound",
     "DiscreteTimeBound",
     "FAMILIES",
+    "SampleRequest",
     "get_family",
     "family_of",
     "save_pretrained",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .families import family_of, get_family
+from .families import SampleRequest, family_of, get_family
 from .tasks import Task, build_task, load_task
 
 __all__ = [
@@ -143,9 +143,10 @@ def sample_metrics(
     them: generative perplexity and unigram entropy under ``ar_model`` (an autoregressive model on the
     same tokenizer), Fréchet distance on ``classifier`` features and the Inception FID on
     ``inception`` features (image tasks), each beside the same numbers for ``reference`` items."""
-    samples, st = family_of(model).generate(
-        model, num=num_samples, num_tokens=task.seq_len, steps=steps, seed=seed, batch_size=batch_size
+    request = SampleRequest(
+        num=num_samples, num_tokens=task.seq_len, steps=steps, seed=seed, batch_size=batch_size
     )
+    samples, st = family_of(model).generate(model, request)
     out = {
         "sample_steps": st["steps"],
         "sample_network_calls_mean": st["network_calls_mean"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,6 +20,7 @@ __all__ = [
     "AutoregressiveFamily",
     "FAMILIES",
     "Noise",
+    "SampleRequest",
     "get_family",
     "family_of",
 ]
@@ -38,6 +39,44 @@ class Noise:
 
     def to(self, device) -> Noise:
         return Noise(self.t.to(device), self.uniforms.to(device))
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What to sample, for :meth:`Family.generate` (the app's one sampling request).
+
+    ``num`` samples of ``num_tokens`` tokens with ``steps`` sampler steps (``None``: ``T = L``), seeded
+    ``seed``; ``temperature``, ``top_p``, ``method`` (a reveal rule of :mod:`mdm_prime.sampling`),
+    ``cache``, ``corrector_scale`` and ``grid`` as in :func:`mdm_prime.sample`. Conditioning, at most
+    one: ``prefix`` ``LongTensor[num, P]`` tokens to continue; ``infill`` ``(tokens LongTensor[L],
+    generate BoolTensor[L])``; ``keep_digits`` ``(tokens LongTensor[num, L], digit indices)``. With
+    ``batch_size``, unconditional samples are drawn in chunks of that size, chunk ``i`` seeded
+    ``seed + i``. With ``record``, the stats also hold the trajectory (for animations)."""
+
+    num: int
+    num_tokens: int
+    steps: int | None = None
+    seed: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    method: str = "joint"
+    cache: bool = True
+    corrector_scale: float = 0.0
+    grid: str = "uniform"
+    prefix: torch.Tensor | None = None
+    infill: tuple[torch.Tensor, torch.Tensor] | None = None
+    keep_digits: tuple[torch.Tensor, list[int]] | None = None
+    batch_size: int | None = None
+    record: bool = False
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("prefix", "infill", "keep_digits") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of prefix, infill and keep_digits; got {' and '.join(given)}")
+
+    @property
+    def conditioned(self) -> bool:
+        return self.prefix is not None or self.infill is not None or self.keep_digits is not None
 
 
 class Family:
@@ -121,89 +160,38 @@ class Family:
                 raise ValueError(f"max_tokens {max_tokens} is below one sequence of {L} tokens")
         return tokens[:n]
 
-    def generate(
-        self,
-        model,
-        *,
-        num: int,
-        num_tokens: int,
-        steps: int | None = None,
-        seed: int = 0,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        method: str = "joint",
-        cache: bool = True,
-        corrector_scale: float = 0.0,
-        grid: str = "uniform",
-        prefix: torch.Tensor | None = None,
-        infill: tuple[torch.Tensor, torch.Tensor] | None = None,
-        keep_digits: tuple[torch.Tensor, list[int]] | None = None,
-        batch_size: int | None = None,
-        record: bool = False,
-    ) -> tuple[torch.Tensor, dict]:
-        """``num`` samples ``LongTensor[num, num_tokens]`` (on the CPU) and sampling stats (``steps``,
-        ``network_calls_mean``, ``idle_steps_mean``, ``wall_time_s``). The app's only sampling entry
-        point (previews, ``mdm-prime sample``, ``eval --gen-ppl`` and ``--fd``).
+    def generate(self, model, request: SampleRequest | None = None, /, **fields) -> tuple[torch.Tensor, dict]:
+        """Samples ``LongTensor[num, num_tokens]`` (on the CPU) and sampling stats (``steps``,
+        ``network_calls_mean``, ``idle_steps_mean``, ``wall_time_s``) for a :class:`SampleRequest`, or
+        for its fields given as keywords (``generate(model, num=8, num_tokens=128, seed=1)``). The app's
+        only sampling entry point (previews, ``mdm-prime sample``, ``eval --gen-ppl`` and ``--fd``).
+        With ``record``, the stats also hold ``trajectory`` (digits after each step, ``[T+1, num,
+        L·ℓ]``, see :class:`mdm_prime.sampling.SampleResult`) and ``trajectory_calls`` (``Bool[T,
+        num]``)."""
+        if request is None:
+            request = SampleRequest(**fields)
+        elif fields:
+            request = replace(request, **fields)
+        r = request
+        if r.batch_size is None or r.num <= r.batch_size or r.conditioned:
+            return self._generate(model, r)
+        chunks, stats = [], []
+        for i, start in enumerate(range(0, r.num, r.batch_size)):
+            part = replace(r, num=min(r.batch_size, r.num - start), seed=r.seed + i, batch_size=None)
+            tokens, st = self._generate(model, part)
+            chunks.append(tokens)
+            stats.append((tokens.shape[0], st))
+        out = dict(stats[0][1])
+        for key in ("network_calls_mean", "idle_steps_mean"):
+            out[key] = sum(n * st[key] for n, st in stats) / r.num
+        out["wall_time_s"] = sum(st["wall_time_s"] for _, st in stats)
+        out.pop("idle_fraction", None)
+        for key in ("trajectory", "trajectory_calls") if r.record else ():
+            out[key] = torch.cat([st[key] for _, st in stats], 1)
+        return torch.cat(chunks), out
 
-        Conditioning (at most one): ``prefix`` ``LongTensor[num, P]`` tokens to continue;
-        ``infill`` ``(tokens LongTensor[L], generate BoolTensor[L])``; ``keep_digits``
-        ``(tokens LongTensor[num, L], digit indices)``. With ``batch_size``, unconditional samples are
-        drawn in chunks of that size, chunk ``i`` seeded ``seed + i``. With ``record``, the stats also
-        hold ``trajectory`` (digits after each step, ``[T+1, num, L·ℓ]``, see
-        :class:`mdm_prime.sampling.SampleResult`) and ``trajectory_calls`` (``Bool[T, num]``), for
-        animations."""
-        if (
-            batch_size is not None
-            and num > batch_size
-            and prefix is None
-            and infill is None
-            and keep_digits is None
-        ):
-            chunks, stats = [], []
-            for i, start in enumerate(range(0, num, batch_size)):
-                tokens, st = self.generate(
-                    model,
-                    num=min(batch_size, num - start),
-                    num_tokens=num_tokens,
-                    steps=steps,
-                    seed=seed + i,
-                    temperature=temperature,
-                    top_p=top_p,
-                    method=method,
-                    cache=cache,
-                    corrector_scale=corrector_scale,
-                    grid=grid,
-                    record=record,
-                )
-                chunks.append(tokens)
-                stats.append((tokens.shape[0], st))
-            out = dict(stats[0][1])
-            for key in ("network_calls_mean", "idle_steps_mean"):
-                out[key] = sum(n * st[key] for n, st in stats) / num
-            out["wall_time_s"] = sum(st["wall_time_s"] for _, st in stats)
-            out.pop("idle_fraction", None)
-            for key in ("trajectory", "trajectory_calls") if record else ():
-                out[key] = torch.cat([st[key] for _, st in stats], 1)
-            return torch.cat(chunks), out
-        return self._generate(
-            model,
-            num=num,
-            num_tokens=num_tokens,
-            steps=steps,
-            seed=seed,
-            temperature=temperature,
-            top_p=top_p,
-            method=method,
-            cache=cache,
-            corrector_scale=corrector_scale,
-            grid=grid,
-            prefix=prefix,
-            infill=infill,
-            keep_digits=keep_digits,
-            record=record,
-        )
-
-    def _generate(self, model, **kwargs) -> tuple[torch.Tensor, dict]:
+    def _generate(self, model, request: SampleRequest) -> tuple[torch.Tensor, dict]:
+        """One :class:`SampleRequest` without chunking."""
         raise NotImplementedError
 
 
@@ -302,59 +290,42 @@ class DiffusionFamily(Family):
         return summary
 
     @torch.no_grad()
-    def _generate(
-        self,
-        model,
-        *,
-        num,
-        num_tokens,
-        steps,
-        seed,
-        temperature,
-        top_p,
-        method,
-        cache,
-        corrector_scale,
-        grid,
-        prefix,
-        infill,
-        keep_digits,
-        record=False,
-    ):
+    def _generate(self, model, request):
+        r = request
         from .sampling import digit_condition, infill_condition, prefix_condition, sample
 
         model.eval()
         device = next(model.parameters()).device
         sub = model.subtokenizer
         condition = None
-        if prefix is not None:
-            condition = prefix_condition(prefix.to(device), num_tokens, sub, num_samples=num)
-        elif infill is not None:
-            tokens, generate_mask = infill
-            condition = infill_condition(tokens, generate_mask, sub, num_samples=num)
-        elif keep_digits is not None:
-            tokens, digits = keep_digits
+        if r.prefix is not None:
+            condition = prefix_condition(r.prefix.to(device), r.num_tokens, sub, num_samples=r.num)
+        elif r.infill is not None:
+            tokens, generate_mask = r.infill
+            condition = infill_condition(tokens, generate_mask, sub, num_samples=r.num)
+        elif r.keep_digits is not None:
+            tokens, digits = r.keep_digits
             bad = [d for d in digits if not 0 <= d < sub.length]
             if bad:
                 raise ValueError(f"keep_digits {bad} out of range 0..{sub.length - 1}")
-            condition = digit_condition(tokens[:num], digits, sub)
+            condition = digit_condition(tokens[: r.num], digits, sub)
         res = sample(
             model,
             sub,
-            steps=steps or num_tokens,
-            num_samples=None if condition is not None else num,
-            num_tokens=None if condition is not None else num_tokens,
+            steps=r.steps or r.num_tokens,
+            num_samples=None if condition is not None else r.num,
+            num_tokens=None if condition is not None else r.num_tokens,
             condition=condition,
-            method=method,
+            method=r.method,
             schedule=model.schedule,
-            grid=grid,
-            temperature=temperature,
-            top_p=top_p,
-            cache=cache,
-            corrector_scale=corrector_scale,
-            seed=seed,
+            grid=r.grid,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            cache=r.cache,
+            corrector_scale=r.corrector_scale,
+            seed=r.seed,
             device=device,
-            record=record,
+            record=r.record,
         )
         stats = {
             "steps": res.steps,
@@ -363,7 +334,7 @@ class DiffusionFamily(Family):
             "idle_fraction": res.idle_fraction,
             "wall_time_s": res.wall_time,
         }
-        if record:
+        if r.record:
             stats.update(trajectory=res.trajectory, trajectory_calls=res.trajectory_calls)
         return res.tokens.cpu(), stats
 
@@ -447,39 +418,23 @@ class AutoregressiveFamily(Family):
         )
 
     @torch.no_grad()
-    def _generate(
-        self,
-        model,
-        *,
-        num,
-        num_tokens,
-        steps,
-        seed,
-        temperature,
-        top_p,
-        method,
-        cache,
-        corrector_scale,
-        grid,
-        prefix,
-        infill,
-        keep_digits,
-        record=False,
-    ):
-        if infill is not None or keep_digits is not None:
+    def _generate(self, model, request):
+        r = request
+        if r.infill is not None or r.keep_digits is not None:
             raise ValueError(
                 "infilling and --keep-digits need a diffusion run; the autoregressive baseline only "
                 "continues a prefix"
             )
         model.eval()
         device = next(model.parameters()).device
-        g = torch.Generator(device=device).manual_seed(seed)
+        g = torch.Generator(device=device).manual_seed(r.seed)
         start = time.perf_counter()
+        num_tokens, prefix = r.num_tokens, r.prefix
         tokens = model.generate(
-            num,
+            r.num,
             num_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            temperature=r.temperature,
+            top_p=r.top_p,
             generator=g,
             prefix=None if prefix is None else prefix.to(device),
         )
@@ -490,7 +445,7 @@ class AutoregressiveFamily(Family):
             "idle_steps_mean": 0.0,
             "wall_time_s": time.perf_counter() - start,
         }
-        if record:  # left to right, one token per step: state k holds the prefix and k more tokens
+        if r.record:  # left to right, one token per step: state k holds the prefix and k more tokens
             tokens = tokens.cpu()
             given = 0 if prefix is None else prefix.shape[-1]
             mask = model.subtokenizer.mask_id  # ℓ = 1: the mask id is C
@@ -500,7 +455,7 @@ class AutoregressiveFamily(Family):
                 for k in range(num_tokens - given + 1)
             ]
             stats["trajectory"] = torch.stack(states).to(torch.int32)
-            stats["trajectory_calls"] = torch.ones(num_tokens - given, num, dtype=torch.bool)
+            stats["trajectory_calls"] = torch.ones(num_tokens - given, r.num, dtype=torch.bool)
         return tokens.cpu(), stats
 
 

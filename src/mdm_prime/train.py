@@ -51,7 +51,7 @@ from .checkpoint import current_checkpoint, load_pretrained, read_trainer_state,
 from .configs import TrainConfig, check_device
 from .data.shards import to_device
 from .evaluate import evaluate_model, format_eval, format_final
-from .families import Family, Noise, get_family
+from .families import Family, Noise, SampleRequest, get_family
 from .models.base import make_optimizer, maybe_compile
 from .run_folder import (
     FINGERPRINT_FILE,
@@ -437,8 +437,7 @@ class Trainer:
         num = cfg.num_preview_samples if num is None else num
         if num <= 0:
             return []
-        tokens, stats = self.family.generate(
-            self.ema.model,
+        request = SampleRequest(
             num=num,
             num_tokens=self.task.seq_len,
             steps=cfg.sample_steps or self.task.seq_len,
@@ -446,6 +445,7 @@ class Trainer:
             temperature=cfg.sample_temperature,
             top_p=cfg.sample_top_p,
         )
+        tokens, stats = self.family.generate(self.ema.model, request)
         stats.update(temperature=cfg.sample_temperature, top_p=cfg.sample_top_p)
         return self.task.write_samples(
             tokens, self.out / "samples", f"step_{self.step}", stats=stats, echo=True

@@ -99,7 +99,7 @@ def free_stem(stem: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import load_run, run_paths
-    from ..families import family_of
+    from ..families import SampleRequest, family_of
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--keep-digits needs an image diffusion run")
         digits = [int(d) for d in args.keep_digits.split(",")]
         keep = (task.split("valid")[: args.num], digits)
-    tokens, stats = family.generate(
-        model,
+    request = SampleRequest(
         num=args.num,
         num_tokens=task.seq_len,
         steps=args.steps or None,
@@ -155,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         corrector_scale=args.corrector,
         record=args.animate is not None,
     )
+    tokens, stats = family.generate(model, request)
     trajectory, traj_calls = stats.pop("trajectory", None), stats.pop("trajectory_calls", None)
     settings = {
         "run_dir": str(run_dir),
