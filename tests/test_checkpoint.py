@@ -12,38 +12,10 @@ import torch
 from mdm_prime.checkpoint import CheckpointError, load_pretrained, read_config, save_pretrained
 from mdm_prime.models import (
     build_model,
-    causal_transformer_config,
     mlp_config,
-    transformer_config,
-    unet_config,
 )
 
-from .models.util import random_subtokens, randomize
-
-CONFIGS = {
-    "transformer": transformer_config(
-        "tiny",
-        num_classes=40,
-        length=2,
-        seq_len=5,
-        dim=32,
-        permutation=torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist(),
-        schedule="cosine",
-        time_conditioned=True,
-    ),
-    "causal": causal_transformer_config("tiny", num_classes=40, seq_len=5, dim=32),
-    "unet": unet_config(
-        "toy",
-        num_classes=16,
-        length=2,
-        image_shape=[1, 8, 8],
-        base_channels=8,
-        attention_resolutions=[4],
-        head_channels=8,
-        embed_dim=8,
-    ),
-    "mlp": mlp_config("tiny", num_classes=64, length=2),
-}
+from .models.util import CONFIGS, random_subtokens, randomize
 
 
 def outputs(model, seed=0):

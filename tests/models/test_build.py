@@ -6,34 +6,10 @@ import pytest
 
 from mdm_prime.models import (
     build_model,
-    causal_transformer_config,
-    mlp_config,
     transformer_config,
-    unet_config,
 )
 
-CONFIGS = {
-    "transformer": transformer_config(
-        "tiny",
-        num_classes=40,
-        length=2,
-        seq_len=5,
-        permutation=list(range(40))[::-1],
-        schedule="polynomial:3",
-        time_conditioned=True,
-    ),
-    "causal": causal_transformer_config("tiny", num_classes=40, seq_len=5),
-    "unet": unet_config(
-        "toy",
-        num_classes=16,
-        length=2,
-        image_shape=[1, 8, 8],
-        base_channels=8,
-        attention_resolutions=[4],
-        head_channels=8,
-    ),
-    "mlp": mlp_config("tiny", num_classes=64, length=3, embed_dim=18),
-}
+from .util import CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
