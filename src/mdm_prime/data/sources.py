@@ -1,26 +1,29 @@
-"""Document sources that stream: iterate a corpus one document (``str``) at a time, in a fixed order.
+"""Document sources that stream: a corpus one document (``str``) at a time, in a fixed order.
 
 Used by :func:`mdm_prime.data.prepare.prepare_shards`, which tokenizes corpora far larger than memory.
 Memory is bounded by one record batch (Arrow / Parquet) or one line / file, never by the corpus.
 
-Specs for :func:`open_source` (a bare path is recognised by its extension or folder layout):
+A spec is parsed by its kind in :data:`mdm_prime.data.registry.DATA_KINDS` (:func:`open_source` is the
+entry point; the table of specs is in :mod:`mdm_prime.data.registry`). This module holds what depends
+on the file format only: the readers, one per format in :data:`READERS` (``owt`` reads like ``txt``),
+the suffixes that recognise a bare path's format (:data:`SUFFIXES`), and the listing of a folder's files.
 
 ====================  ===========================================================================
-spec                  documents
+format                documents
 ====================  ===========================================================================
-``txt:DIR``           every ``*.txt`` file under ``DIR`` (recursive, sorted paths), one per file,
-``owt:DIR``           stripped, empty files skipped (the same documents as ``owt:DIR`` in
+``txt`` / ``owt``     every ``*.txt`` file under a folder (recursive, sorted paths), one per file,
+                      stripped, empty files skipped (the same documents as ``owt:DIR`` in
                       :func:`mdm_prime.data.text.load_owt`)
-``jsonl:PATH``        a ``.jsonl`` / ``.jsonl.gz`` file, or every such file under a folder: one
+``jsonl``             a ``.jsonl`` / ``.jsonl.gz`` file, or every such file under a folder: one
                       document per line, the string field ``text_field`` (default ``"text"``)
-``parquet:PATH``      a ``.parquet`` file or every one under a folder: column ``text_field``
-``hf:DIR``            a Hugging Face ``datasets`` folder, read directly with pyarrow (no ``datasets``
+``parquet``           a ``.parquet`` file or every one under a folder: column ``text_field``
+``hf``                a Hugging Face ``datasets`` folder, read directly with pyarrow (no ``datasets``
                       needed): ``save_to_disk`` output of a ``Dataset`` (``state.json`` lists its
                       ``.arrow`` files) or of a ``DatasetDict`` (``dataset_dict.json``; the split
                       ``hf_split``, default ``train``), or any folder of ``.arrow`` files (the
                       ``load_dataset`` cache). Arrow IPC stream files (what ``datasets`` writes) and
                       IPC files are both read
-``brown`` ``mix`` …   the installed offline corpora and ``text:PATH`` / ``text8:PATH`` through their
+``corpus``            the installed offline corpora and ``text:PATH`` / ``text8:PATH`` through their
                       loaders in :mod:`mdm_prime.data.text` (small: read into memory once)
 ====================  ===========================================================================
 
@@ -44,24 +47,103 @@ from pathlib import Path
 
 from .paths import MissingDataError
 
-__all__ = ["JSONL_SUFFIXES", "SOURCE_KINDS", "DocumentSource", "open_source"]
+__all__ = ["JSONL_SUFFIXES", "READERS", "SOURCE_KINDS", "SUFFIXES", "DocumentSource", "open_source"]
 
-SOURCE_KINDS = ("txt", "owt", "jsonl", "parquet", "hf", "corpus")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 _ARROW_BATCH_ROWS = 1024
 
 
+# ---------------------------------------------------------------------- readers: (file, text_field) → docs
+def _field(record, text_field: str, where: str) -> str:
+    if not isinstance(record, dict) or text_field not in record:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(
+            f"{where}: no text field {text_field!r} (found {keys}); "
+            "choose the field with text_field= / --text-field"
+        )
+    text = record[text_field]
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: field {text_field!r} is {type(text).__name__}, expected a string")
+    return text
+
+
+def _check_column(schema, path: Path, text_field: str) -> None:
+    if text_field not in schema.names:
+        raise ValueError(
+            f"{path}: no column {text_field!r} (columns {schema.names}); "
+            "choose it with text_field= / --text-field"
+        )
+
+
+def _read_txt(path: Path, text_field: str) -> Iterator[str]:
+    yield path.read_text(encoding="utf-8", errors="replace").strip()
+
+
+def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
+    gz = path.name.lower().endswith(".gz")
+    raw = gzip.open(path, "rb") if gz else open(path, "rb")
+    with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
+            yield _field(record, text_field, f"{path}:{lineno}")
+
+
+def _read_parquet(path: Path, text_field: str) -> Iterator[str]:
+    from ..extras import require
+
+    require("pyarrow", "parquet: sources")
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    _check_column(pf.schema_arrow, path, text_field)
+    for batch in pf.iter_batches(batch_size=_ARROW_BATCH_ROWS, columns=[text_field]):
+        yield from (t for t in batch.column(0).to_pylist() if t is not None)
+
+
+def _read_arrow(path: Path, text_field: str) -> Iterator[str]:
+    from ..extras import require
+
+    require("pyarrow", "hf: (Arrow) sources")
+    import pyarrow as pa
+
+    with pa.memory_map(str(path), "r") as source:
+        try:
+            reader = pa.ipc.open_stream(source)  # what `datasets` writes
+        except pa.ArrowInvalid:
+            source.seek(0)
+            f = pa.ipc.open_file(source)
+            reader = (f.get_batch(i) for i in range(f.num_record_batches))
+            _check_column(f.schema, path, text_field)
+        else:
+            _check_column(reader.schema, path, text_field)
+        for batch in reader:
+            col = batch.column(batch.schema.get_field_index(text_field))
+            for i in range(0, len(col), _ARROW_BATCH_ROWS):  # bounded Python objects at a time
+                yield from (t for t in col.slice(i, _ARROW_BATCH_ROWS).to_pylist() if t is not None)
+
+
+READERS = {
+    "txt": _read_txt,
+    "owt": _read_txt,
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "hf": _read_arrow,
+}
+"""The reader of each file format: ``(path, text_field) → documents``."""
+SUFFIXES = {"jsonl": JSONL_SUFFIXES, "parquet": (".parquet",), "hf": (".arrow",), "txt": (".txt",)}
+"""File name endings that recognise a format (the first match wins)."""
+SOURCE_KINDS = (*READERS, "corpus")
+_FOLDER_FORMATS = ("txt", "owt")  # one document per file: a folder, never a single file
+
+
 def _suffix_kind(path: Path) -> str | None:
     name = path.name.lower()
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith(".arrow"):
-        return "hf"
-    if name.endswith(".txt"):
-        return "txt"
-    return None
+    return next((fmt for fmt, ends in SUFFIXES.items() if name.endswith(ends)), None)
 
 
 def _files_under(path: Path, kind: str) -> list[Path]:
@@ -125,92 +207,17 @@ class DocumentSource:
         sha = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         return {**body, "sha256": sha}
 
-    # ------------------------------------------------------------------ readers
     def _raw(self) -> Iterator[str]:
         if self.kind == "corpus":
             from .text import load_corpus
 
             yield from load_corpus(self._corpus[0], self._corpus[1], self._root)
-        elif self.kind in ("txt", "owt"):
-            for p in self.files:
-                yield p.read_text(encoding="utf-8", errors="replace").strip()
-        elif self.kind == "jsonl":
-            for p in self.files:
-                yield from self._read_jsonl(p)
-        elif self.kind == "parquet":
-            for p in self.files:
-                yield from self._read_parquet(p)
-        elif self.kind == "hf":
-            for p in self.files:
-                yield from self._read_arrow(p)
-        else:  # pragma: no cover - guarded by open_source
+            return
+        read = READERS.get(self.kind)
+        if read is None:  # pragma: no cover - guarded by open_source
             raise ValueError(f"unknown source kind {self.kind!r}")
-
-    def _field(self, record, where: str) -> str:
-        if not isinstance(record, dict) or self.text_field not in record:
-            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(
-                f"{where}: no text field {self.text_field!r} (found {keys}); "
-                "choose the field with text_field= / --text-field"
-            )
-        text = record[self.text_field]
-        if not isinstance(text, str):
-            raise ValueError(
-                f"{where}: field {self.text_field!r} is {type(text).__name__}, expected a string"
-            )
-        return text
-
-    def _read_jsonl(self, path: Path) -> Iterator[str]:
-        gz = path.name.lower().endswith(".gz")
-        raw = gzip.open(path, "rb") if gz else open(path, "rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
-                yield self._field(record, f"{path}:{lineno}")
-
-    def _check_column(self, schema, path: Path) -> None:
-        if self.text_field not in schema.names:
-            raise ValueError(
-                f"{path}: no column {self.text_field!r} (columns {schema.names}); "
-                "choose it with text_field= / --text-field"
-            )
-
-    def _read_parquet(self, path: Path) -> Iterator[str]:
-        from ..extras import require
-
-        require("pyarrow", "parquet: sources")
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        self._check_column(pf.schema_arrow, path)
-        for batch in pf.iter_batches(batch_size=_ARROW_BATCH_ROWS, columns=[self.text_field]):
-            yield from (t for t in batch.column(0).to_pylist() if t is not None)
-
-    def _read_arrow(self, path: Path) -> Iterator[str]:
-        from ..extras import require
-
-        require("pyarrow", "hf: (Arrow) sources")
-        import pyarrow as pa
-
-        with pa.memory_map(str(path), "r") as source:
-            try:
-                reader = pa.ipc.open_stream(source)  # what `datasets` writes
-            except pa.ArrowInvalid:
-                source.seek(0)
-                f = pa.ipc.open_file(source)
-                reader = (f.get_batch(i) for i in range(f.num_record_batches))
-                self._check_column(f.schema, path)
-            else:
-                self._check_column(reader.schema, path)
-            for batch in reader:
-                col = batch.column(batch.schema.get_field_index(self.text_field))
-                for i in range(0, len(col), _ARROW_BATCH_ROWS):  # bounded Python objects at a time
-                    yield from (t for t in col.slice(i, _ARROW_BATCH_ROWS).to_pylist() if t is not None)
+        for p in self.files:
+            yield from read(p, self.text_field)
 
 
 def _hf_files(path: Path, split: str) -> list[Path]:
@@ -234,13 +241,52 @@ def _hf_files(path: Path, split: str) -> list[Path]:
     return _files_under(path, "hf")
 
 
+def path_format(spec: str, path: Path) -> str:
+    """The format of an existing bare path: a file by its suffix, a folder by its ``datasets`` markers
+    or by the one format of the files under it. Raises ValueError when it cannot tell."""
+    if path.is_file():
+        kind = _suffix_kind(path)
+        if kind is None:
+            raise ValueError(
+                f"source {spec!r}: cannot tell the format of {path.name!r}; expected .txt, "
+                f"{', '.join(JSONL_SUFFIXES)}, .parquet or .arrow (or use a prefix like jsonl:)"
+            )
+        return kind
+    if any((path / m).exists() for m in ("dataset_dict.json", "state.json", "dataset_info.json")):
+        return "hf"
+    found = {k for p in path.rglob("*") if p.is_file() and (k := _suffix_kind(p))}
+    if len(found) != 1:
+        raise ValueError(
+            f"source {spec!r}: the folder holds {sorted(found) or 'no'} kinds of files; "
+            "name the kind with a prefix (txt:, jsonl:, parquet:, hf:)"
+        )
+    return found.pop()
+
+
+def open_files(spec: str, kind: str, path: Path, text_field: str, hf_split: str) -> DocumentSource:
+    """The files of format ``kind`` at ``path`` (a file, or the files under a folder) as a source.
+
+    Raises:
+        MissingDataError: ``path`` does not exist. ValueError: a file for a folder format, no files.
+    """
+    if not path.exists():
+        raise MissingDataError(f"source {spec!r}: {str(path)!r} does not exist")
+    if kind in _FOLDER_FORMATS and not path.is_dir():
+        raise ValueError(f"source {spec!r}: {kind}:DIR expects a folder of .txt files, got a file")
+    files = _hf_files(path, hf_split) if kind == "hf" and path.is_dir() else _files_under(path, kind)
+    if not files:
+        raise ValueError(f"source {spec!r}: no {kind} files under {str(path)!r}")
+    return DocumentSource(spec, kind, files, text_field)
+
+
 def open_source(
     spec: str | os.PathLike,
     text_field: str = "text",
     hf_split: str = "train",
     root: str | os.PathLike | None = None,
 ) -> DocumentSource:
-    """Open a document source (see the module table). Checks paths and fields' presence, reads no text.
+    """Open a document source. Checks paths and fields' presence, reads no text. The spec is parsed by
+    its kind (:func:`mdm_prime.data.registry.open_documents`, the table of specs there).
 
     Args:
         spec: ``txt:DIR``, ``owt:DIR``, ``jsonl:PATH``, ``parquet:PATH``, ``hf:DIR``, an installed
@@ -253,55 +299,6 @@ def open_source(
         TypeError: ``spec`` is not a str / path. ValueError: unknown spec, no files of the kind.
         MissingDataError: the path does not exist.
     """
-    if isinstance(spec, os.PathLike):
-        spec = os.fspath(spec)
-    if not isinstance(spec, str):
-        raise TypeError(f"source spec must be a str or path, got {type(spec).__name__}")
-    if not isinstance(text_field, str) or not text_field:
-        raise ValueError(f"text_field must be a non-empty str, got {text_field!r}")
-    prefix, sep, rest = spec.partition(":")
-    from .text import CORPORA
+    from .registry import open_documents
 
-    if prefix in (*CORPORA, "mix", "text", "text8") and (prefix in ("mix", "text", "text8") or not sep):
-        from .dataset import parse_text_spec
-
-        name, arg = parse_text_spec(spec)
-        if arg is not None and name != "mix" and not Path(arg).expanduser().exists():
-            raise MissingDataError(f"source {spec!r}: {arg!r} does not exist")
-        return DocumentSource(spec, "corpus", [], text_field, corpus=(name, arg), root=root)
-    kind = prefix if sep and prefix in ("txt", "owt", "jsonl", "parquet", "hf") else None
-    path = Path(rest if kind else spec).expanduser()
-    if kind is None and sep and len(prefix) > 1 and not path.exists():
-        raise ValueError(
-            f"unknown source spec {spec!r}; expected txt:DIR, owt:DIR, jsonl:PATH, parquet:PATH, "
-            f"hf:DIR, an installed corpus ({', '.join(CORPORA)}, mix), text:PATH, text8:PATH "
-            "or a path"
-        )
-    if not path.exists():
-        raise MissingDataError(f"source {spec!r}: {str(path)!r} does not exist")
-    if kind is None:  # recognise a bare path
-        if path.is_file():
-            kind = _suffix_kind(path)
-            if kind is None:
-                raise ValueError(
-                    f"source {spec!r}: cannot tell the format of {path.name!r}; expected .txt, "
-                    f"{', '.join(JSONL_SUFFIXES)}, .parquet or .arrow (or use a prefix like jsonl:)"
-                )
-            if kind == "txt":  # a single text file: documents separated by blank lines
-                return open_source(f"text:{path}", text_field, hf_split, root)
-        elif any((path / m).exists() for m in ("dataset_dict.json", "state.json", "dataset_info.json")):
-            kind = "hf"
-        else:
-            found = {k for p in path.rglob("*") if p.is_file() and (k := _suffix_kind(p))}
-            if len(found) != 1:
-                raise ValueError(
-                    f"source {spec!r}: the folder holds {sorted(found) or 'no'} kinds of files; "
-                    "name the kind with a prefix (txt:, jsonl:, parquet:, hf:)"
-                )
-            kind = found.pop()
-    if kind in ("txt", "owt") and not path.is_dir():
-        raise ValueError(f"source {spec!r}: {kind}:DIR expects a folder of .txt files, got a file")
-    files = _hf_files(path, hf_split) if kind == "hf" and path.is_dir() else _files_under(path, kind)
-    if not files:
-        raise ValueError(f"source {spec!r}: no {kind} files under {str(path)!r}")
-    return DocumentSource(spec, kind, files, text_field)
+    return open_documents(spec, text_field, hf_split, root)
