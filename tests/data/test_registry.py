@@ -67,3 +67,43 @@ def test_load_kinds(tmp_path):
     assert data["train"].shape[1] == 32
     with pytest.raises(TypeError, match="not text"):
         load_data("digits").documents()
+
+
+def test_one_kind_per_prefix_names_its_task_type():
+    """Every spec of the in-memory path is parsed by the kind registered under its prefix, whose task
+    type is a task class; streaming-only kinds are refused by the in-memory path, opened by open_source."""
+    from mdm_prime.data.registry import DATA_KINDS, KINDS, VALID_SPECS
+    from mdm_prime.tasks import TASK_TYPES
+
+    assert KINDS == ("text", "image", "toy", "synthetic", "shards")
+    assert set(KINDS) <= set(TASK_TYPES)
+    for spec in VALID_SPECS:
+        assert DATA_KINDS[spec.partition(":")[0]].task in KINDS
+    streaming_only = sorted(name for name, k in DATA_KINDS.items() if k.task is None)
+    assert streaming_only == ["hf", "jsonl", "parquet", "txt"]
+    for name in streaming_only:
+        with pytest.raises(ValueError, match=f"unknown source '{name}'"):
+            load_data(f"{name}:/somewhere")
+
+
+def test_a_registered_kind_is_parsed_loaded_and_streamed(tmp_path, monkeypatch):
+    """Adding a data set is one entry in DATA_KINDS."""
+    from mdm_prime.data import registry
+    from mdm_prime.data.sources import DocumentSource, open_source
+
+    class Numbers(registry.DataKind):
+        name, task, grammar = "numbers", "synthetic", ("numbers:N",)
+
+        def parse(self, spec, rest):
+            return registry.DataSource(self.task, spec, self.name, None, {"n": int(rest)})
+
+        def load(self, source, **kwargs):
+            return list(range(source.options["n"]))
+
+        def open(self, spec, rest, sep, text_field, hf_split, root):
+            return DocumentSource(spec, "txt", [], text_field)
+
+    monkeypatch.setitem(registry.DATA_KINDS, "numbers", Numbers())
+    src = load_data("numbers:3")
+    assert (src.kind, src.load()) == ("synthetic", [0, 1, 2])
+    assert open_source("numbers:3").spec == "numbers:3"
