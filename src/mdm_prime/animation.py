@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from .plotting import wrap_to_width  # noqa: E402
 from .subtokenizer import SubTokenizer  # noqa: E402
+from .validation import check_int  # noqa: E402
 
 __all__ = [
     "MAX_FRAMES",
@@ -75,8 +76,7 @@ def select_frames(num_states: int, max_frames: int = MAX_FRAMES) -> list[int]:
     else ``max_frames`` evenly spaced ones including the first and the last."""
     if num_states < 1:
         raise ValueError(f"num_states must be >= 1, got {num_states}")
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
-        raise ValueError(f"max_frames must be an int >= 2, got {max_frames!r}")
+    check_int("max_frames", max_frames, low=2)
     if num_states <= max_frames:
         return list(range(num_states))
     picks = torch.linspace(0, num_states - 1, max_frames).round().long().tolist()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .families import FAMILIES, get_family
 from .models.base import PRECISIONS
 from .objectives import OBJECTIVES
+from .validation import check_choice, check_int, check_number, is_number
 
 __all__ = [
     "TrainConfig",
@@ -32,150 +32,152 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+@dataclass(frozen=True)
+class Rule:
+    """How :meth:`TrainConfig.validate` checks one field on its own (declared as the field's
+    ``metadata["rule"]``; checks that relate fields are code in ``validate``). Every refusal is a
+    ``ValueError`` naming the field and its value.
+
+    ``kind``: ``"str"``, ``"dict"``, ``"choice"`` (one of ``options``), ``"int"`` (within ``low``;
+    ``what`` words the requirement), ``"number"`` (first "a finite number", then within ``low`` /
+    ``high``, worded by ``what`` or else by :func:`~mdm_prime.validation.check_number`) or ``"pair"``
+    (two numbers within the bounds)."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    allow_none: bool = False
+    options: tuple = ()
+    what: str | None = None
+    note: str = ""
+
+    def check(self, name: str, value: Any) -> None:
+        bounds = dict(low_open=self.low_open, high_open=self.high_open)
+        if self.kind == "choice":
+            check_choice(name, value, self.options)
+        elif self.kind in ("str", "dict") and not isinstance(value, {"str": str, "dict": dict}[self.kind]):
+            raise ValueError(
+                f"{name} must be {'a string' if self.kind == 'str' else 'a dict'}, got {value!r}"
+            )
+        elif self.kind == "int":
+            check_int(name, value, low=self.low, allow_none=self.allow_none, what=self.what)
+        elif self.kind == "number":
+            check_number(name, value)  # "{name} must be a finite number"
+            if self.low is not None or self.high is not None:
+                check_number(name, value, self.low, self.high, **bounds, what=self.what, note=self.note)
+        elif self.kind == "pair" and not (
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and all(is_number(v, self.low, self.high, **bounds) for v in value)
+        ):
+            interval = f"[{self.low}, {self.high}{')' if self.high_open else ']'}"
+            raise ValueError(f"{name} must be two numbers in {interval}{self.note}, got {value!r}")
+
+
+def rule(kind: str, **kw) -> dict:
+    """``field(metadata=rule("int", low=1, what="a positive integer"))``: see :class:`Rule`."""
+    return {"rule": Rule(kind, **kw)}
+
+
+TEXT = rule("str")
+POSITIVE = rule("int", low=1, what="a positive integer")
+NON_NEGATIVE = rule("int", low=0, what="a non-negative integer")
+FINITE = rule("number")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs. Units: steps are optimizer steps; ``batch_size`` is the global batch
-    (sequences per optimizer step, summed over processes and accumulation micro-batches)."""
+    (sequences per optimizer step, summed over processes and accumulation micro-batches).
+
+    Each field's own rule is its ``metadata["rule"]`` (:class:`Rule`); :meth:`validate` applies them
+    in field order, then the checks that relate fields."""
 
     # data
-    data: str = "mix"
-    tokenizer: str = "byte"
-    seq_len: int = 128
+    data: str = field(default="mix", metadata=TEXT)
+    tokenizer: str = field(default="byte", metadata=TEXT)
+    seq_len: int = field(default=128, metadata=POSITIVE)
     # model family and sub-tokens
-    family: str = "prime"  # a key of mdm_prime.families.FAMILIES: prime | mdm (ℓ = 1) | ar
-    subtokens: int = 2  # ℓ (forced to 1 for mdm and ar)
-    base: int | None = None
-    objective: str = "prime"  # training loss: prime (paper) | valid (the bound)
-    schedule: str = "linear"
+    # a key of mdm_prime.families.FAMILIES: prime | mdm (ℓ = 1) | ar
+    family: str = field(default="prime", metadata=rule("choice", options=tuple(FAMILIES)))
+    subtokens: int = field(default=2, metadata=POSITIVE)  # ℓ (forced to 1 for mdm and ar)
+    base: int | None = field(
+        default=None, metadata=rule("int", low=2, allow_none=True, what="an integer >= 2 or none")
+    )
+    # training loss: prime (paper) | valid (the bound)
+    objective: str = field(default="prime", metadata=rule("choice", options=OBJECTIVES))
+    schedule: str = field(default="linear", metadata=TEXT)
     # network
-    architecture: str = "auto"  # auto | transformer | unet | mlp
-    model_size: str = "tiny"
-    model_overrides: dict = field(default_factory=dict)  # extra architecture kwargs
+    architecture: str = field(default="auto", metadata=TEXT)  # auto | transformer | unet | mlp
+    model_size: str = field(default="tiny", metadata=TEXT)
+    model_overrides: dict = field(default_factory=dict, metadata=rule("dict"))  # extra architecture kwargs
     # optimisation
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_steps: int = 2000
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.98)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    time_eps: float = 1e-3
+    batch_size: int = field(default=32, metadata=POSITIVE)
+    grad_accum: int = field(default=1, metadata=POSITIVE)
+    max_steps: int = field(default=2000, metadata=POSITIVE)
+    lr: float = field(default=1e-3, metadata=rule("number", low=0, low_open=True))
+    lr_schedule: str = field(default="cosine", metadata=rule("choice", options=LR_SCHEDULES))
+    warmup_steps: int = field(default=100, metadata=NON_NEGATIVE)
+    min_lr_ratio: float = field(default=0.1, metadata=rule("number", low=0, high=1, what="in [0, 1]"))
+    weight_decay: float = field(default=0.0, metadata=rule("number", low=0, what=">= 0"))
+    betas: tuple = field(
+        default=(0.9, 0.98), metadata=rule("pair", low=0, high=1, high_open=True, note=", e.g. [0.9, 0.98]")
+    )
+    grad_clip: float = field(default=1.0, metadata=rule("number", low=0, what=">= 0", note=" (0 disables)"))
+    ema_decay: float = field(
+        default=0.999, metadata=rule("number", low=0, high=1, high_open=True, what="in [0, 1)")
+    )
+    time_eps: float = field(
+        default=1e-3,
+        metadata=rule(
+            "number",
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
+            what="in (0, 1)",
+            note=" (times are drawn from [time_eps, 1])",
+        ),
+    )
     # evaluation and logging
-    eval_every: int = 500
-    eval_sequences: int = 64
-    eval_num_times: int = 8
-    final_eval_sequences: int = 256
-    final_eval_num_times: int = 32
-    sample_every: int = 0  # 0: only at the end
-    num_preview_samples: int = 4
-    sample_steps: int = 0  # 0: one step per token (T = L)
-    sample_temperature: float = 1.0  # preview samples only
-    sample_top_p: float = 1.0  # preview samples only (nucleus mass)
-    log_every: int = 10
-    checkpoint_every: int = 500
+    eval_every: int = field(default=500, metadata=NON_NEGATIVE)
+    eval_sequences: int = field(default=64, metadata=POSITIVE)
+    eval_num_times: int = field(default=8, metadata=POSITIVE)
+    final_eval_sequences: int = field(default=256, metadata=POSITIVE)
+    final_eval_num_times: int = field(default=32, metadata=POSITIVE)
+    sample_every: int = field(default=0, metadata=NON_NEGATIVE)  # 0: only at the end
+    num_preview_samples: int = field(default=4, metadata=NON_NEGATIVE)
+    sample_steps: int = field(default=0, metadata=NON_NEGATIVE)  # 0: one step per token (T = L)
+    sample_temperature: float = field(default=1.0, metadata=FINITE)  # preview samples only
+    sample_top_p: float = field(default=1.0, metadata=FINITE)  # preview samples only (nucleus mass)
+    log_every: int = field(default=10, metadata=POSITIVE)
+    checkpoint_every: int = field(default=500, metadata=NON_NEGATIVE)
     # runtime
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else fp32
-    device: str = "auto"
+    seed: int = field(default=0, metadata=NON_NEGATIVE)
+    # auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else fp32
+    precision: str = field(default="auto", metadata=rule("choice", options=PRECISIONS))
+    device: str = field(default="auto", metadata=rule("choice", options=DEVICES))
     compile: bool = False
-    max_train_tokens: int = 0  # 0: the whole training split
-    max_bad_steps: int = 10  # a run stops after this many non-finite steps in a row (each is skipped)
+    max_train_tokens: int = field(default=0, metadata=NON_NEGATIVE)  # 0: the whole training split
+    # a run stops after this many non-finite steps in a row (each is skipped)
+    max_bad_steps: int = field(default=10, metadata=POSITIVE)
 
     def validate(self) -> TrainConfig:
-        def choice(name, options):
-            value = getattr(self, name)
-            if value not in options:
-                raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-        choice("family", tuple(FAMILIES))
-        choice("objective", OBJECTIVES)
-        choice("lr_schedule", LR_SCHEDULES)
-        choice("precision", PRECISIONS)
-        choice("device", DEVICES)
-        for name in ("data", "tokenizer", "family", "objective", "schedule", "architecture", "model_size"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name in (
-            "seq_len",
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "subtokens",
-            "eval_sequences",
-            "eval_num_times",
-            "final_eval_sequences",
-            "final_eval_num_times",
-            "log_every",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in (
-            "warmup_steps",
-            "eval_every",
-            "checkpoint_every",
-            "sample_every",
-            "sample_steps",
-            "num_preview_samples",
-            "max_train_tokens",
-            "seed",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for f in fields(self):
+            if "rule" in f.metadata:
+                f.metadata["rule"].check(f.name, getattr(self, f.name))
         if self.eval_num_times < 2 or self.final_eval_num_times < 2:
             raise ValueError(
                 "eval_num_times and final_eval_num_times must be >= 2 (standard errors need 2 draws)"
             )
-        for name in (
-            "lr",
-            "min_lr_ratio",
-            "weight_decay",
-            "grad_clip",
-            "ema_decay",
-            "time_eps",
-            "sample_temperature",
-            "sample_top_p",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not 0 < self.time_eps < 1:
-            raise ValueError(
-                f"time_eps must be in (0, 1) (times are drawn from [time_eps, 1]), got {self.time_eps}"
-            )
-        betas = self.betas
-        if (
-            not isinstance(betas, (tuple, list))
-            or len(betas) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
-            or not all(0 <= b < 1 for b in betas)
-        ):
-            raise ValueError(f"betas must be two numbers in [0, 1), e.g. [0.9, 0.98], got {betas!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if (
-            isinstance(self.max_bad_steps, bool)
-            or not isinstance(self.max_bad_steps, int)
-            or self.max_bad_steps < 1
-        ):
-            raise ValueError(f"max_bad_steps must be a positive integer, got {self.max_bad_steps!r}")
         from .subtokenizer import MAX_CODES, MAX_LENGTH
 
         if self.subtokens > MAX_LENGTH:
             raise ValueError(
                 f"subtokens must be <= {MAX_LENGTH} (sub-tokens per token), got {self.subtokens}"
             )
-        if self.base is not None and (
-            isinstance(self.base, bool) or not isinstance(self.base, int) or self.base < 2
-        ):
-            raise ValueError(f"base must be an integer >= 2 or none, got {self.base!r}")
         smallest = (self.base or 2) ** self.subtokens if self.subtokens > 1 else 1
         if smallest > MAX_CODES:
             raise ValueError(
@@ -187,12 +189,6 @@ class TrainConfig:
                 f"sample_temperature must be > 0 and sample_top_p in (0, 1], got "
                 f"{self.sample_temperature} and {self.sample_top_p}"
             )
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
@@ -203,8 +199,6 @@ class TrainConfig:
                 f"family {self.family!r} uses whole tokens: subtokens must be {fixed}, got {self.subtokens} "
                 f"(use --family prime for ℓ > 1)"
             )
-        if not isinstance(self.model_overrides, dict):
-            raise ValueError(f"model_overrides must be a dict, got {self.model_overrides!r}")
         return self
 
     def to_dict(self) -> dict:

@@ -38,6 +38,7 @@ from .parameterization import carry_over_log_probs
 from .sampling.grids import time_grid
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
+from .validation import check_int
 
 __all__ = ["discrete_time_bound", "DiscreteTimeBound", "reveal_steps"]
 
@@ -132,8 +133,7 @@ def discrete_time_bound(
     if not isinstance(sub, SubTokenizer):
         raise TypeError(f"sub must be a SubTokenizer, got {type(sub).__name__}")
     for name, value, low in (("steps", steps, 1), ("num_draws", num_draws, 2), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low=low)
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
         raise ValueError(
             f"x0 must be a LongTensor of shape (B, L), got "

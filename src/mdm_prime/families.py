@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .validation import check_int
+
 __all__ = [
     "Family",
     "DiffusionFamily",
@@ -150,8 +152,7 @@ class Family:
         """The first whole sequences of ``tokens`` within the budget (ValueError below one sequence)."""
         n, L = tokens.shape
         for name, value in (("max_sequences", max_sequences), ("max_tokens", max_tokens)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be an int >= 1 (or None), got {value!r}")
+            check_int(name, value, low=1, allow_none=True, note=" (or None)")
         if max_sequences is not None:
             n = min(n, max_sequences)
         if max_tokens is not None:

@@ -32,6 +32,7 @@ from .objectives import ModelFn, token_and_digit_nll
 from .process import mask_subtokens
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
+from .validation import check_int, check_number, is_int
 
 __all__ = ["ESTIMATORS", "LikelihoodResult", "likelihood"]
 
@@ -128,14 +129,10 @@ def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size, progr
         raise TypeError(f"subtokenizer must be a SubTokenizer, got {type(sub).__name__}")
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
-    if isinstance(num_times, bool) or not isinstance(num_times, int) or num_times < 2:
-        raise ValueError(f"num_times must be an int >= 2 (to estimate a standard error), got {num_times!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
-        raise ValueError(f"eps must be a number in [0, 1), got {eps!r}")
+    check_int("num_times", num_times, low=2, note=" (to estimate a standard error)")
+    check_int("batch_size", batch_size, low=1)
+    check_int("seed", seed, type_error=True)
+    check_number("eps", eps, 0, 1, high_open=True)
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
         raise ValueError(
             f"x0 must be a LongTensor of shape (B, L), got "
@@ -152,7 +149,7 @@ def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size, progr
         raise ValueError(f"subtokenizer {sub!r} does not match the model's own {own!r}")
     seq_len = getattr(model, "seq_len", None)
     fixed_length = not getattr(model, "variable_length", False)
-    if fixed_length and isinstance(seq_len, int) and not isinstance(seq_len, bool) and seq_len != x0.shape[1]:
+    if fixed_length and is_int(seq_len) and seq_len != x0.shape[1]:
         raise ValueError(f"x0 has sequences of L={x0.shape[1]} tokens but the model takes seq_len={seq_len}")
 
 

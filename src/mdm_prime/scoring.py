@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 
 from .likelihood import likelihood
+from .validation import check_int
 
 __all__ = ["LOGITS_BUDGET_BYTES", "SEQUENCES_PER_CHUNK", "auto_batch_size", "score_corpus", "spec_tokens"]
 
@@ -43,8 +44,7 @@ def auto_batch_size(
         ("budget_bytes", budget_bytes),
         ("max_rows", max_rows),
     ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_int(name, v, low=1)
     return max(1, min(max_rows, budget_bytes // (4 * num_classes * seq_len)))
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .validation import check_positive_int
+
 __all__ = ["SubTokenizer", "default_base", "MAX_CODES", "MAX_LENGTH"]
 
 MAX_LENGTH = 64
@@ -32,8 +34,8 @@ and ``2^64`` codes."""
 
 def default_base(num_classes: int, length: int) -> int:
     """Smallest integer ``b ≥ 2`` with ``b**length ≥ num_classes`` (exact integer arithmetic)."""
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("length", length)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("length", length)
     _check_length(length)
     if length == 1:
         return max(num_classes, 1)
@@ -58,13 +60,6 @@ def _check_grid(num_classes: int, length: int, base: int) -> None:
             f"more than the limit of {MAX_CODES} (2**26) codes the carry-over tables can hold; "
             f"choose a smaller length or base (by default base is the smallest b with b**length >= num_classes)"
         )
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 class SubTokenizer:
@@ -95,15 +90,15 @@ class SubTokenizer:
         base: int | None = None,
         permutation: Sequence[int] | torch.Tensor | None = None,
     ) -> None:
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("length", length)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("length", length)
         _check_length(length)
         if num_classes > MAX_CODES:
             raise ValueError(f"num_classes must be <= {MAX_CODES} (2**26), got {num_classes}")
         if base is None:
             base = default_base(num_classes, length)
         else:
-            _check_positive_int("base", base)
+            check_positive_int("base", base)
             if base < 2 and not (length == 1 and num_classes == 1):
                 raise ValueError(f"base must be >= 2, got {base}")
             if base**length < num_classes:

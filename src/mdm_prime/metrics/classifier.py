@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..validation import check_int
+
 __all__ = [
     "ImageClassifier",
     "images_to_unit",
@@ -48,8 +50,7 @@ def images_to_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
     """Integer pixel levels ``[0, levels)`` → ``FloatTensor`` in ``[0, 1]`` (``v / (levels − 1)``)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
+    check_int("levels", levels, low=2)
     if images.dtype.is_floating_point:
         raise TypeError(
             f"images must hold integer pixel levels, got dtype {images.dtype} (pass floats in [0, 1] "
@@ -168,10 +169,8 @@ def train_classifier(
     from ..data import load_data
 
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(max_train, bool) or not isinstance(max_train, int) or max_train < 0:
-        raise ValueError(f"max_train must be an int >= 0 (0: all), got {max_train!r}")
+        check_int(name, value, low=low)
+    check_int("max_train", max_train, low=0, note=" (0: all)")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be > 0, got {lr!r}")
     source = load_data(data)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..validation import check_int
+
 __all__ = ["unigram_entropy", "generative_perplexity", "check_same_tokenizer"]
 
 
@@ -75,8 +77,7 @@ def generative_perplexity(samples: torch.Tensor, ar_model, *, batch_size: int = 
             f"ar_model must be an autoregressive model (a family with an exact likelihood and log_likelihood), "
             f"got {type(ar_model).__name__} (family {getattr(ar_model, 'family', None)!r})"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, low=1)
     c = int(ar_model.num_classes)
     if int(samples.max()) >= c:
         raise ValueError(

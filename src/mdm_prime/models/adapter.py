@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..subtokenizer import SubTokenizer
+from ..validation import check_choice, check_int
 
 __all__ = ["SubTokenEmbedding", "ADAPTER_VARIANTS"]
 
@@ -48,10 +49,8 @@ class SubTokenEmbedding(nn.Module):
 
     def __init__(self, subtokenizer: SubTokenizer, dim: int, variant: str = "concat") -> None:
         super().__init__()
-        if variant not in ADAPTER_VARIANTS:
-            raise ValueError(f"adapter variant must be one of {ADAPTER_VARIANTS}, got {variant!r}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"embedding width dim must be a positive int, got {dim!r}")
+        check_choice("adapter variant", variant, ADAPTER_VARIANTS)
+        check_int("embedding width dim", dim, low=1, what="a positive int")
         ell, rows = subtokenizer.length, subtokenizer.base + 1
         if variant != "sum" and dim % ell:
             raise ValueError(

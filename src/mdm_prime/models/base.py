@@ -21,6 +21,7 @@ from torch import nn
 
 from ..schedules import get_schedule
 from ..subtokenizer import SubTokenizer
+from ..validation import check_choice, check_positive_int
 
 __all__ = [
     "DiffusionModel",
@@ -55,8 +56,7 @@ def cpu_has_native_bf16() -> bool:
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` means bf16 autocast on ``device`` (see :data:`PRECISIONS`)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_choice("precision", precision, PRECISIONS)
     if device.type not in ("cuda", "cpu") or precision == "fp32":
         return False
     return precision == "bf16" or device.type == "cuda" or cpu_has_native_bf16()
@@ -127,14 +127,6 @@ def check_json(name: str, value: object) -> None:
         raise TypeError(f"{name} must be JSON-serialisable: {err}") from None
 
 
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 class DiffusionModel(nn.Module):
     """Base class of the sub-token diffusion networks (transformer, U-Net, MLP).
 
@@ -168,8 +160,7 @@ class DiffusionModel(nn.Module):
         check_positive_int("seq_len", seq_len)
         if not isinstance(time_conditioned, bool):
             raise TypeError(f"time_conditioned must be a bool, got {type(time_conditioned).__name__}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_choice("precision", precision, PRECISIONS)
         self.subtokenizer = subtokenizer
         self.schedule = get_schedule(schedule)
         self.seq_len = seq_len

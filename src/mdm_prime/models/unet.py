@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..subtokenizer import SubTokenizer
+from ..validation import is_int
 from .adapter import SubTokenEmbedding
 from .base import DiffusionModel, autocast_context, check_int_tensor, check_positive_int
 from .layers import TimeEmbedding
@@ -124,9 +125,7 @@ class UNet(DiffusionModel):
             ("head_channels", head_channels),
         ):
             check_positive_int(name, value)
-        if not channel_mult or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult
-        ):
+        if not channel_mult or not all(is_int(m, low=1) for m in channel_mult):
             raise ValueError(f"channel_mult must be a non-empty list of positive ints, got {channel_mult!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")

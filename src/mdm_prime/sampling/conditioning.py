@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from ..subtokenizer import SubTokenizer
+from ..validation import check_int
 
 __all__ = [
     "Condition",
@@ -55,8 +56,7 @@ def _as_2d_tokens(tokens: torch.Tensor, num_samples: int | None) -> torch.Tensor
 
 def spans_to_token_mask(num_tokens: int, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """``BoolTensor[L]``, True on the tokens of the half-open ``[start, end)`` spans."""
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ValueError(f"num_tokens must be an int >= 1, got {num_tokens!r}")
+    check_int("num_tokens", num_tokens, low=1)
     mask = torch.zeros(num_tokens, dtype=torch.bool)
     for span in spans:
         if len(span) != 2:
@@ -79,12 +79,10 @@ def token_mask_to_digit_mask(token_mask: torch.Tensor, sub: SubTokenizer) -> tor
 
 def digit_positions_mask(num_tokens: int, digits: Sequence[int], sub: SubTokenizer) -> torch.Tensor:
     """``BoolTensor[L·ℓ]``, True on digits ``j ∈ digits`` of every token (0 = most significant)."""
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ValueError(f"num_tokens must be an int >= 1, got {num_tokens!r}")
+    check_int("num_tokens", num_tokens, low=1)
     per_token = torch.zeros(sub.length, dtype=torch.bool)
     for j in digits:
-        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < sub.length:
-            raise ValueError(f"digit index must be an int in [0, {sub.length}), got {j!r}")
+        check_int("digit index", j, low=0, high=sub.length - 1)
         per_token[j] = True
     return per_token.repeat(num_tokens)
 
@@ -114,8 +112,7 @@ def prefix_condition(
     """Fix the first ``P`` tokens to ``prefix`` (``LongTensor[B, P]`` or ``[P]``); generate the other
     ``num_tokens − P``."""
     prefix = _as_2d_tokens(prefix, num_samples)
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < prefix.shape[1]:
-        raise ValueError(f"num_tokens must be an int >= prefix length {prefix.shape[1]}, got {num_tokens!r}")
+    check_int("num_tokens", num_tokens, low=prefix.shape[1], note=" (the prefix length)")
     tokens = torch.zeros(prefix.shape[0], num_tokens, dtype=torch.long, device=prefix.device)
     tokens[:, : prefix.shape[1]] = prefix
     keep = spans_to_token_mask(num_tokens, [(0, prefix.shape[1])]).to(prefix.device)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..schedules import Schedule, get_schedule
+from ..validation import check_int, check_number, check_positive_int
 
 __all__ = [
     "GRIDS",
@@ -22,14 +23,6 @@ __all__ = [
 ]
 
 GRIDS = ("uniform", "cosine", "power", "alpha")
-
-
-def _check_steps(steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__} ({steps!r})")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return steps
 
 
 def time_grid(
@@ -54,7 +47,7 @@ def time_grid(
         grid = torch.as_tensor(kind, dtype=torch.float64).flatten().clone()
         if grid.numel() < 2:
             raise ValueError(f"an explicit time grid needs at least 2 points (1, ..., 0), got {grid.numel()}")
-        if steps is not None and _check_steps(steps) != grid.numel() - 1:
+        if steps is not None and check_positive_int("steps", steps) != grid.numel() - 1:
             raise ValueError(
                 f"steps={steps} but the explicit time grid has {grid.numel()} points (T+1 expected)"
             )
@@ -67,7 +60,7 @@ def time_grid(
         return grid
     if steps is None:
         raise ValueError(f"steps is required for the time grid kind {kind!r}")
-    steps = _check_steps(steps)
+    steps = check_positive_int("steps", steps)
     frac = torch.arange(steps + 1, dtype=torch.float64) / steps  # k/T
     name, _, arg = kind.partition(":")
     if name == "uniform" and not arg:
@@ -104,8 +97,7 @@ def temperature_schedule(
     ``"cosine"`` (``τ = end + (start − end)·(1 − cos(πt/2))``, annealing late). Both ends must be > 0.
     """
     for name, value in (("start", start), ("end", end)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"temperature {name} must be a number > 0, got {value!r}")
+        check_number(f"temperature {name}", value, 0, low_open=True, finite=False)
     start, end = float(start), float(end)
     if kind == "constant":
         return lambda t: start
@@ -130,11 +122,10 @@ def expected_idle_steps(steps: int, num_digits: int | torch.Tensor) -> float | t
     linear schedule, or ``"alpha"``), with ``N`` the number of *free* (not conditioned) digits.
     Example: ``T = 1024``, ``N = 1024`` → 376.7. ``num_digits`` may be an int or a tensor (→ tensor).
     """
-    steps = _check_steps(steps)
+    steps = check_positive_int("steps", steps)
     if isinstance(num_digits, torch.Tensor):
         if (num_digits < 0).any():
             raise ValueError(f"num_digits must be >= 0, got min {int(num_digits.min())}")
         return steps * (1.0 - 1.0 / steps) ** num_digits.to(torch.float64)
-    if isinstance(num_digits, bool) or not isinstance(num_digits, int) or num_digits < 0:
-        raise ValueError(f"num_digits must be an int >= 0, got {num_digits!r}")
+    check_int("num_digits", num_digits, low=0)
     return steps * (1.0 - 1.0 / steps) ** num_digits

@@ -69,6 +69,7 @@ from ..parameterization import (
 )
 from ..schedules import Schedule, get_schedule
 from ..subtokenizer import SubTokenizer
+from ..validation import check_choice, check_int, check_number, is_int
 from .conditioning import Condition
 from .draws import categorical_from_uniform, process_log_probs
 from .grids import corrector_kappa, time_grid
@@ -134,12 +135,9 @@ class SampleResult:
 
 
 def _check_number(name: str, value: object, low: float, high: float, low_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
-    return float(value)
+    """A number in ``(low, high]`` (``[low, high]``), infinities allowed where the bounds hold them:
+    TypeError for a non-number (NaN included), ValueError out of range."""
+    return float(check_number(name, value, low, high, low_open=low_open, finite=False, type_error=True))
 
 
 def check_step_count(steps: int, num_tokens: int, ell: int, name: str = "steps") -> None:
@@ -162,7 +160,7 @@ def _tokens_for_step_check(
     sub: SubTokenizer, num_tokens: int | None, condition: Condition | None
 ) -> int | None:
     """``L`` when it can be read without validating the shape (that comes later), else ``None``."""
-    if isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens >= 1:
+    if is_int(num_tokens, low=1):
         return num_tokens
     fixed = condition[0] if isinstance(condition, tuple) and len(condition) == 2 else None
     if isinstance(fixed, torch.Tensor) and fixed.dim() == 2 and fixed.shape[1] >= sub.length:
@@ -174,8 +172,7 @@ def _resolve_shape(
     sub: SubTokenizer, num_samples: int | None, num_tokens: int | None, condition: Condition | None
 ) -> tuple[int, int]:
     for name, v in (("num_samples", num_samples), ("num_tokens", num_tokens)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_int(name, v, low=1, allow_none=True)
     if condition is None:
         if num_samples is None or num_tokens is None:
             raise ValueError("give num_samples and num_tokens, or a condition (which fixes the shape)")
@@ -236,8 +233,7 @@ def reveal_rule_names() -> tuple[str, ...]:
 
 def get_reveal_rule(method: str) -> type[RevealRule]:
     """The :class:`RevealRule` of ``method``; ValueError naming the registered methods otherwise."""
-    if method not in _REVEAL_RULES:
-        raise ValueError(f"method must be one of {tuple(_REVEAL_RULES)}, got {method!r}")
+    check_choice("method", method, tuple(_REVEAL_RULES))
     return _REVEAL_RULES[method]
 
 
@@ -390,8 +386,7 @@ def register_jump_rule(name: str) -> Callable[[type[JumpRule]], type[JumpRule]]:
 
 def get_jump_rule(name: str) -> type[JumpRule]:
     """The :class:`JumpRule` class registered as ``name`` (``"predictor"`` or ``"corrector"``)."""
-    if name not in _JUMP_RULES:
-        raise ValueError(f"jump rule must be one of {tuple(_JUMP_RULES)}, got {name!r}")
+    check_choice("jump rule", name, tuple(_JUMP_RULES))
     return _JUMP_RULES[name]
 
 
@@ -667,7 +662,7 @@ def sample(
     corrector_power = _check_number("corrector_power", corrector_power, 0.0, math.inf)
     sched = get_schedule(schedule)
     check_length = _tokens_for_step_check(sub, num_tokens, condition)
-    if isinstance(steps, int) and not isinstance(steps, bool) and check_length is not None:
+    if is_int(steps) and check_length is not None:
         check_step_count(steps, check_length, sub.length)  # before the grid of T+1 floats is built
     grid_t = time_grid(steps, grid, sched)
     steps = grid_t.numel() - 1
