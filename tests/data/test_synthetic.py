@@ -63,3 +63,14 @@ def test_bad_inputs():
         MarkovChain(torch.ones(2, 3) / 3)
     with pytest.raises(ValueError, match="max_sequences"):
         HiddenMarkovModel.random(2, 10).sequence_entropy(8)
+
+
+def test_hmm_samples_in_bounded_memory_with_the_same_draws():
+    """Sampling draws emissions a block of rows at a time (a GPT-2-sized vocabulary would otherwise
+    build an [N·L, V] float64 matrix): the draws equal one multinomial over all rows."""
+    hmm = HiddenMarkovModel.random(3, 5000, concentration=0.5, seed=2)  # 2**22 // 5000 = 838 rows a block
+    x = hmm.sample(40, 50, torch.Generator().manual_seed(7))  # 2,000 positions: three blocks
+    g = torch.Generator().manual_seed(7)
+    s = hmm.hidden.sample(40, 50, g).flatten()
+    whole = torch.multinomial(hmm.emission[s], 1, generator=g)[:, 0].reshape(40, 50)
+    assert x.shape == (40, 50) and torch.equal(x, whole)

@@ -151,8 +151,14 @@ class HiddenMarkovModel:
 
     def sample(self, num_seqs: int, seq_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``LongTensor[num_seqs, seq_len]`` of tokens in ``[0, V)``."""
-        s = self.hidden.sample(num_seqs, seq_len, generator)
-        flat = torch.multinomial(self.emission[s.flatten()], 1, generator=generator)[:, 0]
+        s = self.hidden.sample(num_seqs, seq_len, generator).flatten()
+        rows = max(1, 2**22 // self.num_classes)  # emission rows per draw: ≤ 32 MB of float64 at any V
+        flat = torch.cat(
+            [
+                torch.multinomial(self.emission[s[i : i + rows]], 1, generator=generator)[:, 0]
+                for i in range(0, s.numel(), rows)
+            ]
+        )  # the same draws as one multinomial over all rows (one uniform per row, in order)
         return flat.reshape(num_seqs, seq_len)
 
     def log_prob(self, x: torch.Tensor, initial: torch.Tensor | None = None) -> torch.Tensor:
