@@ -92,7 +92,7 @@ def test_a_registered_kind_is_parsed_loaded_and_streamed(tmp_path, monkeypatch):
     from mdm_prime.data.sources import DocumentSource, open_source
 
     class Numbers(registry.DataKind):
-        name, task, grammar = "numbers", "synthetic", ("numbers:N",)
+        task = "synthetic"
 
         def parse(self, spec, rest):
             return registry.DataSource(self.task, spec, self.name, None, {"n": int(rest)})
@@ -103,7 +103,7 @@ def test_a_registered_kind_is_parsed_loaded_and_streamed(tmp_path, monkeypatch):
         def open(self, spec, rest, sep, text_field, hf_split, root):
             return DocumentSource(spec, "txt", [], text_field)
 
-    monkeypatch.setitem(registry.DATA_KINDS, "numbers", Numbers())
+    monkeypatch.setitem(registry.DATA_KINDS, "numbers", Numbers("numbers", "numbers:N"))
     src = load_data("numbers:3")
     assert (src.kind, src.load()) == ("synthetic", [0, 1, 2])
     assert open_source("numbers:3").spec == "numbers:3"

@@ -33,7 +33,7 @@ only), the installed corpora, ``mix``, ``mix:A+B``, ``text:PATH``, ``text8:PATH`
 
 Adding a data set is one entry in :data:`DATA_KINDS`: an instance of an existing :class:`DataKind` class
 (e.g. ``Images("svhn")`` once :mod:`~.images` reads it) or a small subclass with ``parse`` / ``load`` /
-``open``. Example::
+``open`` (see :class:`DataKind`). Example::
 
     src = load_data("mnist:pad=32")
     src.kind                      # "image"
@@ -119,12 +119,13 @@ class DataKind:
         name: the spec's ``NAME`` (``NAME`` or ``NAME:REST``).
         task: the task type of its in-memory data (``DataSource.kind``, a key of
             :data:`mdm_prime.tasks.TASK_TYPES`); ``None`` for a kind that only streams.
-        grammar: its specs as the error messages list them (:data:`VALID_SPECS`).
+        grammar: its specs as the error messages list them (:data:`VALID_SPECS`); default ``(name,)``.
     """
 
-    name: str = ""
     task: str | None = None
-    grammar: tuple[str, ...] = ()
+
+    def __init__(self, name: str, *grammar: str) -> None:
+        self.name, self.grammar = name, grammar or (name,)
 
     def parse(self, spec: str, rest: str) -> DataSource:
         """Validate ``spec`` (``rest``: what follows the colon) for the in-memory path; no loading."""
@@ -183,17 +184,12 @@ class Corpus(TextKind):
     """An installed corpus of :data:`~.text.CORPORA` (``mdm-prime data install NAME``); streams only
     under its bare name."""
 
-    def __init__(self, name: str) -> None:
-        self.name, self.grammar = name, (name,)
-
     def open(self, spec, rest, sep, text_field, hf_split, root):
         return None if sep else self._stream(spec, text_field, root)
 
 
 class Mix(TextKind):
     """``mix`` (brown+austen+kjv) or ``mix:A+B``: installed corpora concatenated."""
-
-    name, grammar = "mix", ("mix", "mix:A+B")
 
     def open(self, spec, rest, sep, text_field, hf_split, root):
         return self._stream(spec, text_field, root)
@@ -204,18 +200,12 @@ class TextFile(TextKind):
 
     takes_path = True
 
-    def __init__(self, name: str) -> None:
-        self.name, self.grammar = name, (f"{name}:PATH",)
-
     def open(self, spec, rest, sep, text_field, hf_split, root):
         return self._stream(spec, text_field, root)
 
 
 class Files(DataKind):
     """``FORMAT:PATH``: files of one format of :data:`~.sources.READERS`, streamed (no in-memory path)."""
-
-    def __init__(self, name: str, grammar: str) -> None:
-        self.name, self.grammar = name, (grammar,)
 
     def open(self, spec, rest, sep, text_field, hf_split, root):
         if not sep:
@@ -226,7 +216,7 @@ class Files(DataKind):
 class Owt(TextKind):
     """``owt:DIR``: a folder of ``.txt`` files, one document each; in memory as text, streamed as files."""
 
-    name, grammar, takes_path = "owt", ("owt:DIR",), True
+    takes_path = True
 
     def open(self, spec, rest, sep, text_field, hf_split, root):
         return open_files(spec, "owt", Path(rest).expanduser(), text_field, hf_split) if sep else None
@@ -237,9 +227,6 @@ class Images(DataKind):
 
     task = "image"
     options = {"pad": int, "levels": int}
-
-    def __init__(self, name: str) -> None:
-        self.name, self.grammar = name, (name,)
 
     def parse(self, spec, rest):
         return DataSource("image", spec, self.name, None, _parse_options(spec, rest, self.options))
@@ -254,9 +241,6 @@ class Images(DataKind):
 class Cifar10(Images):
     """``cifar10:PATH``: a ``cifar-10-batches-py`` folder (options go to ``load()``)."""
 
-    def __init__(self) -> None:
-        self.name, self.grammar = "cifar10", ("cifar10:PATH",)
-
     def parse(self, spec, rest):
         if not rest:
             raise _bad(spec, "cifar10 needs the path of a cifar-10-batches-py folder: cifar10:PATH")
@@ -266,7 +250,7 @@ class Cifar10(Images):
 class Toy(DataKind):
     """``toy[:IMAGE][,size=C][,invert=1]``: a 2-D density from a greyscale image."""
 
-    task, name, grammar = "toy", "toy", ("toy:IMAGE[,size=C][,invert=1]",)
+    task = "toy"
     options = {"size": int, "invert": bool}
 
     def parse(self, spec, rest):
@@ -275,7 +259,7 @@ class Toy(DataKind):
 
         if opts.get("image", "camera") not in TOY_IMAGES:
             raise _bad(spec, f"unknown toy image {opts['image']!r} (expected one of {list(TOY_IMAGES)})")
-        return DataSource("toy", spec, "toy", None, opts)
+        return DataSource("toy", spec, self.name, None, opts)
 
     def load(self, source, **kwargs):
         from .toy import ImageDensity
@@ -292,7 +276,8 @@ class Synthetic(DataKind):
     def __init__(
         self, name: str, grammar: str, options: dict[str, type], need: tuple[str, ...], make
     ) -> None:
-        self.name, self.grammar, self.options, self.need, self.make = name, (grammar,), options, need, make
+        super().__init__(name, grammar)
+        self.options, self.need, self.make = options, need, make  # make(synthetic module, options)
 
     def parse(self, spec, rest):
         opts = _parse_options(spec, rest, self.options)
@@ -312,7 +297,7 @@ class Synthetic(DataKind):
 class Shards(DataKind):
     """``shards:DIR[,mode=random|doc]``: token shards written by ``data prepare ... --out DIR``."""
 
-    task, name, grammar = "shards", "shards", ("shards:DIR[,mode=random|doc]",)
+    task = "shards"
 
     def parse(self, spec, rest):
         opts = {}
@@ -326,7 +311,7 @@ class Shards(DataKind):
                 f"data spec {spec!r}: {rest!r} holds no index.json (prepare it with "
                 f"`mdm-prime data prepare SPEC --tokenizer T --out {rest}`)"
             )
-        return DataSource("shards", spec, "shards", os.path.expanduser(rest), opts)
+        return DataSource("shards", spec, self.name, os.path.expanduser(rest), opts)
 
     def load(self, source, **kwargs):
         from .shards import ShardedTokens
@@ -338,19 +323,19 @@ DATA_KINDS: dict[str, DataKind] = {
     k.name: k
     for k in (
         *(Corpus(name) for name in CORPORA),
-        Mix(),
-        TextFile("text"),
-        TextFile("text8"),
+        Mix("mix", "mix", "mix:A+B"),
+        TextFile("text", "text:PATH"),
+        TextFile("text8", "text8:PATH"),
         Files("txt", "txt:DIR"),
-        Owt(),
+        Owt("owt", "owt:DIR"),
         Files("jsonl", "jsonl:PATH"),
         Files("parquet", "parquet:PATH"),
         Files("hf", "hf:DIR"),
         Images("mnist"),
         Images("fashion-mnist"),
         Images("digits"),
-        Cifar10(),
-        Toy(),
+        Cifar10("cifar10", "cifar10:PATH"),
+        Toy("toy", "toy:IMAGE[,size=C][,invert=1]"),
         Synthetic(
             "markov",
             "markov:states=K[,concentration=a][,seed=s]",
@@ -367,7 +352,7 @@ DATA_KINDS: dict[str, DataKind] = {
                 o["states"], o["vocab"], o.get("concentration", 0.5), o.get("seed", 0)
             ),
         ),
-        Shards(),
+        Shards("shards", "shards:DIR[,mode=random|doc]"),
     )
 }
 """Every data kind by its spec prefix, in the order the error messages list them."""
