@@ -28,7 +28,7 @@ ambiguous, so pass them to ``load()``.
 
 Streamed (:func:`open_documents`; a bare path is recognised by its extension or folder layout, see
 :func:`~.sources.path_format`): ``txt:DIR`` and ``owt:DIR`` (every ``*.txt`` file, one document each),
-``jsonl:PATH``, ``parquet:PATH``, ``hf:DIR`` (formats in :mod:`~.sources`; the first four are streaming
+``jsonl:PATH``, ``parquet:PATH``, ``hf:DIR`` (formats in :mod:`~.sources`; all but ``owt`` streaming
 only), the installed corpora, ``mix``, ``mix:A+B``, ``text:PATH``, ``text8:PATH`` (through their loaders).
 
 Adding a data set is one entry in :data:`DATA_KINDS`: an instance of an existing :class:`DataKind` class
