@@ -165,8 +165,6 @@ class Task:
         if self.tokenizer is not None:
             self.tokenizer.save(out / TOKENIZER_DIR)
 
-    save_assets = save  # the former name
-
     @classmethod
     def from_metadata(cls, meta: dict, run_dir: Path) -> Task:
         """A data-less task from ``task.json`` (shapes, units and decoding; no token splits)."""

@@ -180,7 +180,7 @@ class Trainer:
                 if restart:
                     self.folder.clear_outputs()
                 (self.out / "train_config.json").write_text(cfg.to_json())
-                self.task.save_assets(self.out)
+                self.task.save(self.out)
             if mode == "new" or allow_data_change or not (self.out / FINGERPRINT_FILE).exists():
                 (self.out / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
         D.barrier(self.dist)

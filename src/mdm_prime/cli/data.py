@@ -80,7 +80,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Without ``--out``: tokenize and cache a text spec in memory and report its sizes (a user-supplied
     source over ``$MDM_PRIME_MAX_IN_MEMORY_MB``, default 256 MB, is refused before it is read); with
     ``--out DIR``: write token shards (:func:`mdm_prime.data.prepare.prepare_shards`) for ``shards:DIR``."""
-    from ..data.registry import parse_data_spec
+    from ..data.registry import DATA_KINDS, parse_data_spec
 
     if args.out is not None:
         from .prepare_shards import run as run_shards
@@ -88,7 +88,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         return run_shards(args)
 
     prefix, sep, _ = args.spec.partition(":")
-    if sep and prefix in ("txt", "jsonl", "parquet", "hf"):
+    if sep and prefix in DATA_KINDS and DATA_KINDS[prefix].task is None:  # txt, jsonl, parquet, hf
         raise ValueError(
             f"{args.spec} is read by the streaming path only: add --out DIR "
             f"(mdm-prime data prepare {shlex.quote(args.spec)} --tokenizer gpt2 --out DIR), "

@@ -140,7 +140,7 @@ def write_run_folder(
         tokenizer=tok,
         info={"tokenizer": tok.name, "imported_from": str(meta.get("source", ""))},
     )
-    task.save_assets(out)
+    task.save(out)
     ckpt = out / "checkpoint"
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_pretrained(model, ckpt, ema_state_dict=state, extra={"train_step": 0, "imported": meta})
