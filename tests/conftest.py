@@ -8,6 +8,8 @@
   sources (read only; install them with ``mdm-prime data install all``) and holds its own ``cache/``
   (tokenized corpora, trained tokenizers); subprocesses inherit it. The user's root is fingerprinted
   (every file's bytes) before the suite and checked after it: a test that wrote there fails the run.
+* A ``device`` fixture (cpu, and cuda where there is a GPU) for the tests of code with CUDA paths,
+  marked ``@pytest.mark.device``.
 """
 
 import os
@@ -51,3 +53,23 @@ def private_data_root(tmp_path_factory):
         f"the test suite wrote into the user's data root {user_root}: "
         f"{sorted({path for path, _ in changed})[:20]}"
     )
+
+
+def _test_devices() -> list:
+    """``$MDM_PRIME_TEST_DEVICES`` (default ``cpu,cuda``) as pytest params; CUDA skips without a GPU."""
+    params = []
+    for name in os.environ.get("MDM_PRIME_TEST_DEVICES", "cpu,cuda").split(","):
+        marks = (
+            [pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+            if name == "cuda"
+            else []
+        )
+        params.append(pytest.param(name.strip(), marks=marks, id=name.strip()))
+    return params
+
+
+@pytest.fixture(params=_test_devices())
+def device(request):
+    """The device of a device-parametrised test (``@pytest.mark.device``): each of ``cpu`` and ``cuda``;
+    ``bench/gpu_check.sh`` runs them with ``MDM_PRIME_TEST_DEVICES=cuda``."""
+    return torch.device(request.param)
