@@ -130,7 +130,7 @@ def check_number(
     bounds = _bounds(low, high, low_open, high_open)
     bounded = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
     if type_error:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if not is_number(value, finite=False):
             raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
         need = _phrase("finite" if finite and not bounded else "", bounds)
         raise ValueError(f"{name} must be {what or need}{note}, got {value}")
