@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mdm_prime import checkpoint as ckpt_mod
+from mdm_prime import fileio
 from mdm_prime.checkpoint import CheckpointError, verify_checkpoint
 from mdm_prime.configs import resolve_config
 from mdm_prime.evaluate import load_run
@@ -162,7 +162,7 @@ def test_empty_validation_split_is_refused_before_training(tmp_path):
 # ------------------------------------------------------------------------------------------------ saving
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real = ckpt_mod._atomic_write
+    real = fileio.atomic_write_bytes
     calls = {"n": 0}
 
     def flaky(path, data):
@@ -172,14 +172,14 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             calls["n"] += 1
         return real(path, data)
 
-    monkeypatch.setattr(ckpt_mod, "_atomic_write", flaky)
+    monkeypatch.setattr(fileio, "atomic_write_bytes", flaky)
     with pytest.raises(RunError, match="No space left on device.*previous checkpoint is kept"):
         train(tiny(max_steps=4, checkpoint_every=2), run, show_progress=False)
     assert not (run / "checkpoint.tmp").exists() and not (run / "checkpoint.old").exists()
     meta = verify_checkpoint(run / "checkpoint")  # every file intact, trainer_state.pt included
     assert meta["extra"]["train_step"] == 2
     assert "trainer_state.pt" in meta["files"]
-    monkeypatch.setattr(ckpt_mod, "_atomic_write", real)
+    monkeypatch.setattr(fileio, "atomic_write_bytes", real)
     train(tiny(max_steps=4, checkpoint_every=2), run, resume=True, show_progress=False)
     train(tiny(max_steps=4, checkpoint_every=2), tmp_path / "ref", show_progress=False)
     assert_same_weights(tmp_path / "ref", run)

@@ -29,13 +29,15 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from . import fileio
+from .fileio import fsync_dir
 
 __all__ = [
     "save_pretrained",
@@ -50,7 +52,6 @@ __all__ = [
     "CheckpointError",
     "read_verified",
     "verify_checkpoint",
-    "fsync_dir",
 ]
 
 FORMAT_VERSION = 1
@@ -70,41 +71,6 @@ TRAINER_STATE = "trainer_state.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be loaded (missing, corrupted, incompatible)."""
-
-
-FILE_MODE = 0o644
-"""Mode of written checkpoint files (``tempfile.mkstemp`` creates them 0600)."""
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory, so that renames and new entries in it survive a power cut (no-op where the
-    platform cannot open directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _state_bytes(state_dict: dict) -> bytes:
@@ -174,10 +140,10 @@ def save_pretrained(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        _atomic_write(directory / name, data)
+        fileio.atomic_write_bytes(directory / name, data)
     if ema_state_dict is None and (directory / EMA_NAME).exists():
         (directory / EMA_NAME).unlink()
-    _atomic_write(directory / CONFIG_NAME, config_bytes)
+    fileio.atomic_write_bytes(directory / CONFIG_NAME, config_bytes)
     return directory
 
 

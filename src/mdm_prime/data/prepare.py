@@ -42,39 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import (
-    FORMAT,
-    FORMAT_VERSION,
-    INDEX_FILE,
-    SPLITS,
-    atomic_write_bytes,
-    atomic_write_json,
-    fsync_dir,
-    token_dtype,
-)
+from ..fileio import atomic_write_bytes, atomic_write_json, fsync_dir, peak_rss_bytes
+from .shards import FORMAT, FORMAT_VERSION, INDEX_FILE, SPLITS, token_dtype
 from .sources import DocumentSource, open_source
 
 __all__ = ["PrepareReport", "prepare_shards", "worker_tokenizer_config"]
 
 WORKER_SCRIPT = Path(__file__).resolve().parent / "_workers" / "shard_worker.py"
 _DEPTH = 2  # batches in flight per worker
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory in bytes of this process (``VmHWM``, Linux; else ``getrusage`` ``ru_maxrss``)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return 0
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r if sys.platform == "darwin" else r * 1024)
 
 
 # ------------------------------------------------------------------------------------ tokenizer

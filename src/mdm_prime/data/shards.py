@@ -38,10 +38,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "FORMAT",
@@ -50,8 +51,6 @@ __all__ = [
     "SPLITS",
     "WINDOW_MODES",
     "ShardedTokens",
-    "atomic_write_bytes",
-    "atomic_write_json",
     "read_index",
     "shards_task_kwargs",
     "to_device",
@@ -72,37 +71,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     if vocab_size > 2**32:
         raise ValueError(f"vocab_size {vocab_size} does not fit uint32 token shards")
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``.path.tmp`` + fsync + ``os.replace`` + fsync of the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_index(directory: str | os.PathLike) -> dict:

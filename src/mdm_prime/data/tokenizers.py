@@ -30,11 +30,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_text
 from .paths import cache_root, require
 from .text import normalize_text8
 
@@ -52,14 +52,6 @@ __all__ = [
 TOKENIZER_SPECS = ("byte", "char", "text8", "gpt2", "bpe:N")
 _META = "tokenizer.json"
 _EOT = "<|endoftext|>"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class Tokenizer:
@@ -117,7 +109,7 @@ class Tokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``directory/tokenizer.json`` (atomically); returns its path."""
         path = Path(directory) / _META
-        _atomic_write_text(path, json.dumps(self.config(), indent=1, ensure_ascii=False))
+        atomic_write_text(path, json.dumps(self.config(), indent=1, ensure_ascii=False))
         return path
 
     @staticmethod
@@ -238,7 +230,7 @@ class HFTokenizer(Tokenizer):
         return hashlib.sha256(self.hf.to_str().encode()).hexdigest()[:16]
 
     def save(self, directory: str | os.PathLike) -> Path:
-        _atomic_write_text(Path(directory) / "hf_tokenizer.json", self.hf.to_str())
+        atomic_write_text(Path(directory) / "hf_tokenizer.json", self.hf.to_str())
         return super().save(directory)
 
 
