@@ -42,8 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write_bytes, atomic_write_json
-
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
