@@ -27,6 +27,7 @@ __all__ = [
     "clear_layout_cache",
     "digit_log_marginals",
     "layout",
+    "token_boxes",
 ]
 
 # Rows per block of the dense (fully masked) path on CPU: 32 rows x 50257 fp32 = 6.4 MB per buffer,
@@ -239,6 +240,22 @@ def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, tor
         out.append((s, e, fm[offset : offset + cnt], 2 * cnt >= e - s))
         offset += cnt
     return out
+
+
+def token_boxes(y: torch.Tensor, sub: SubTokenizer) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Tokens ``y (n, ℓ)`` (digits or ``sub.mask_id``) grouped by mask pattern (bit j set = digit j
+    hidden): ``(pattern, idx, cls)`` per non-empty group, ``idx`` its rows of ``y`` (ascending) and
+    ``cls (m, b^k)`` the classes of the box of codes that agree with their seen digits (``-1`` marks an
+    invalid code), or ``None`` for fully masked tokens (every class, in class order). A token's
+    carry-over distribution is the softmax of its logits over its box (docs/method.md §3)."""
+    lay = layout(sub, y.device)
+    groups, counts = _pattern_groups(y, sub.length, sub.mask_id)
+    full = (1 << sub.length) - 1
+    return [
+        (p, idx, None if p == full else _box_classes(lay, y[idx], p))
+        for p, (idx, cnt) in enumerate(zip(groups, counts))
+        if cnt
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
