@@ -414,7 +414,7 @@ def _dense(
     step = _chunk_rows(r, z.device)
     ebuf = torch.empty(min(step, r), z.shape[1], dtype=cdt, device=z.device) if marg is not None else None
     for s, e, idx, whole in _row_blocks(fm, r, step):
-        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+        zc = (z[s:e] if whole else z[idx]).to(cdt)
         n = zc.shape[0]
         if marg is None:
             if whole:
@@ -449,7 +449,7 @@ def _dense_stats(
     ebuf = torch.empty(min(step, z.shape[0]), z.shape[1], dtype=cdt, device=z.device)
     offset = 0
     for s, e, idx, whole in _row_blocks(rows, z.shape[0], step):
-        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+        zc = (z[s:e] if whole else z[idx]).to(cdt)
         n, cnt = zc.shape[0], idx.numel()
         grid = digits is not None and lay.ell > 1
         lse_c, sums, total = _exp_stats(zc, ebuf[:n], lay, grid)
@@ -573,7 +573,7 @@ class _CarryOverNLL(torch.autograd.Function):
         if counts[full_pat]:
             for s, e, idx, whole in _row_blocks(groups[full_pat], r, step):
                 rows = torch.arange(s, e, device=dev) if whole else idx
-                zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+                zc = (z[s:e] if whole else z[idx]).to(cdt)
                 gc = grad[s:e] if whole else torch.empty_like(zc)
                 torch.sub(zc, lse[rows, None], out=gc).exp_().mul_(big_g[rows, None])
                 for j in range(ell):

@@ -4,7 +4,8 @@ caching with idle-step accounting, and conditioning.
 One step ``t_k → t_{k+1} = s`` of the **joint** sampler, per sequence:
 
 1. ``p^i = p_θ(x^i | y_t)`` per token (carry-over applied, then temperature and top-p);
-2. draw ``x̂^i ~ p^i`` (``float64`` inverse CDF), encode it;
+2. draw ``x̂^i ~ p^i`` (``float64`` inverse CDF), encode it — only for the tokens with a digit
+   revealed in this step (**Draws** below);
 3. each masked digit independently becomes ``d_j(x̂^i)`` with probability ``(α_s − α_t)/(1 − α_t)``,
    else stays masked; at the last step every masked digit is filled from ``x̂``.
 
@@ -29,7 +30,17 @@ non-fixed digit is remasked with probability ``1 − exp(−hκ(−α'_t/α_t))`
 same network call. Adding the corrector *on top of* the exact predictor probability would unmask at
 rate ``(2+κ)w`` and no longer follow the schedule's marginals. ``κ = 0`` at ``t ∈ {0, 1}``.
 
-**Memory.** The cache holds one ``float64`` distribution per token: ``8·B·L·C`` bytes.
+**Draws.** The cache keeps, per sequence, the logits of its last call in the model's dtype (the tokens
+that still had a masked digit; ``4·B·L·C`` bytes for float32 logits) and each token's largest logit.
+A step computes only the tokens with a digit revealed in it: their logits over the box of classes that
+agree with their seen digits (``b^k`` classes for ``k`` hidden digits, all ``C`` for a fully masked
+token) are converted to ``float64``, shifted by their maximum, divided by ``τ`` and exponentiated
+once; top-p takes the ``k`` largest weights (``topk``, ``k`` grown until the nucleus mass is reached)
+and the class is drawn by inverse CDF over the box, or over the ``k`` kept weights. Blocks hold at
+most ``_DRAW_ELEMENTS`` float64 values, so no ``float64[B, L, C]`` tensor exists; the law is that of
+the carry-over distribution with temperature and top-p, as before (``tests/sampling``, chi-square,
+also at ``C = 50257``). At the network call the NaN check reads each open token's largest logit over
+its box: a NaN, ``+inf`` or no finite logit raises there.
 
 **Recording** (``record=True``, for animations): the digits ``y_t`` before the first step and after
 each step, ``[T+1, B, L·ℓ]`` on the CPU in the smallest integer type that holds the mask id
@@ -56,6 +67,7 @@ from __future__ import annotations
 
 import abc
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -325,7 +337,7 @@ class RevealRule:
         act = reveal.any(-1).nonzero().squeeze(1)
         if act.numel():
             y_a, rev_a = y.index_select(0, act), reveal.index_select(0, act)
-            z = store.store.index_select(0, act).to(torch.float64)
+            z = store.store[act].to(torch.float64)
             probs = process_log_probs(carry_over_log_probs(z, y_a, self.sub), tau, self.top_p)
             u_digit_a = None if u_digit is None else u_digit.index_select(0, act)
             values = self.values(probs, rev_a, u_token.index_select(0, act), u_digit_a, tau)
@@ -644,6 +656,35 @@ class _Recorder:
             self.on_step(k, y)
 
 
+class _Progress:
+    """``sample(progress=...)``: a context manager called as ``report(steps_done, calls)`` after each step
+    (``calls``: the per-row network call counts). ``True``: a tqdm bar on stderr; a callable gets
+    ``(steps_done, T, network_calls)``; ``None``/``False``: nothing."""
+
+    def __init__(self, progress, steps: int) -> None:
+        self.fn, self.steps, self.bar = None, steps, None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, unit="step", desc="sampling", file=sys.stderr, dynamic_ncols=True)
+        elif callable(progress):
+            self.fn = progress
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, done: int, calls: torch.Tensor) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"network calls {int(calls.sum())}", refresh=False)
+            self.bar.update(1)
+        elif self.fn is not None:
+            self.fn(done, self.steps, int(calls.sum()))
+
+
 def _resolve_device(model, condition: Condition | None, device) -> torch.device:
     """``device``, else the condition's device, else the model's parameters', else CPU."""
     if device is None:
@@ -703,6 +744,7 @@ def sample(
     device: torch.device | str | None = None,
     record: bool = False,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    progress: bool | Callable[[int, int, int], object] | None = None,
 ) -> SampleResult:
     """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
 
@@ -740,6 +782,9 @@ def sample(
         record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
         on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
             (do not modify them).
+        progress: ``True``: a progress bar on stderr (steps done, network calls so far, ETA);
+            a callable: ``progress(steps_done, T, network_calls)`` after each step (``network_calls``:
+            rows evaluated so far, over the batch); ``None``/``False`` (default): nothing.
 
     Returns:
         :class:`SampleResult`.
@@ -756,6 +801,8 @@ def sample(
         raise TypeError(f"record must be a bool, got {type(record).__name__}")
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
+    if progress is not None and not isinstance(progress, bool) and not callable(progress):
+        raise TypeError(f"progress must be a bool, a callable or None, got {type(progress).__name__}")
     if time_conditioned is not None and not isinstance(time_conditioned, bool):
         raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
     if callable(temperature):
@@ -795,7 +842,8 @@ def sample(
     idle = torch.zeros(batch, dtype=torch.long, device=device)
     rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
 
-    with torch.inference_mode():
+    report = _Progress(progress, steps)
+    with torch.inference_mode(), report:
         for k in range(steps):
             t, s = float(grid_t[k]), float(grid_t[k + 1])
             tau = constant_temp if temp_fn is None else float(temp_fn(t))
@@ -819,6 +867,7 @@ def sample(
             net.fresh &= ~changed
             y = y_new
             recorder.stepped(k, y)
+            report(k + 1, net.calls)
 
     tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
     return SampleResult(
