@@ -53,7 +53,8 @@ class SampleRequest:
     one: ``prefix`` ``LongTensor[num, P]`` tokens to continue; ``infill`` ``(tokens LongTensor[L],
     generate BoolTensor[L])``; ``keep_digits`` ``(tokens LongTensor[num, L], digit indices)``. With
     ``batch_size``, unconditional samples are drawn in chunks of that size, chunk ``i`` seeded
-    ``seed + i``. With ``record``, the stats also hold the trajectory (for animations)."""
+    ``seed + i``. With ``record``, the stats also hold the trajectory (for animations). ``progress``: a
+    progress bar on stderr (steps, network calls, ETA) while a diffusion model samples."""
 
     num: int
     num_tokens: int
@@ -70,6 +71,7 @@ class SampleRequest:
     keep_digits: tuple[torch.Tensor, list[int]] | None = None
     batch_size: int | None = None
     record: bool = False
+    progress: bool = False
 
     def __post_init__(self) -> None:
         given = [n for n in ("prefix", "infill", "keep_digits") if getattr(self, n) is not None]
@@ -327,6 +329,7 @@ class DiffusionFamily(Family):
             seed=r.seed,
             device=device,
             record=r.record,
+            progress=r.progress,
         )
         stats = {
             "steps": res.steps,

@@ -284,3 +284,25 @@ def test_low_precision_logits_are_converted_before_carry_over(method, low):
     assert torch.equal(
         sample(make(low), sub, **kw).subtokens, sample(make(torch.float64), sub, **kw).subtokens
     )
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_only_tokens_with_a_digit_revealed_are_drawn(cache, monkeypatch):
+    """Issue 20: a step computes the tokens with a masked digit revealed in it, and nothing else: a
+    fully seen token (a box of one class) is never drawn, whatever the cache holds for its row."""
+    import mdm_prime.sampling.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "_REVEAL_RULES", dict(sampler_module._REVEAL_RULES))
+    widths = []
+
+    @sampler_module.register_reveal_rule("watched")
+    class Watched(sampler_module.JointReveal):
+        def token_values(self, logits, cls, reveal, u_token, u_digit, tau):
+            widths.append(logits.shape[1])
+            return super().token_values(logits, cls, reveal, u_token, u_digit, tau)
+
+    model = RandomDigitModel(SUB, 4, seed=3)
+    out = sample(model, SUB, num_samples=64, num_tokens=4, steps=8, seed=5, method="watched", cache=cache)
+    assert widths and min(widths) > 1  # boxes of b = 3 classes or all C = 5, never one class
+    plain = sample(model, SUB, num_samples=64, num_tokens=4, steps=8, seed=5, cache=cache)
+    assert torch.equal(out.subtokens, plain.subtokens)

@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "stem gets a new suffix _1, _2, ... (nothing is overwritten)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (steps, network calls, ETA)")
     p.add_argument(
         "--animate",
         metavar="FILE.gif",
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         corrector_scale=args.corrector,
         record=args.animate is not None,
+        progress=not args.no_progress,
     )
     tokens, stats = family.generate(model, request)
     trajectory, traj_calls = stats.pop("trajectory", None), stats.pop("trajectory_calls", None)

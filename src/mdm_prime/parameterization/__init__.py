@@ -7,7 +7,7 @@ kernels used by default (they fall back to the reference formulation where autog
 
 from __future__ import annotations
 
-from .fast import carry_over, carry_over_log_probs, carry_over_nll, digit_log_marginals
+from .fast import carry_over, carry_over_log_probs, carry_over_nll, digit_log_marginals, token_boxes
 from .reference import (
     carry_over_logits,
     consistency_log_mask,
@@ -24,4 +24,5 @@ __all__ = [
     "digit_log_marginals",
     "digit_marginals_from_probs",
     "to_code_space",
+    "token_boxes",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "clear_layout_cache",
     "digit_log_marginals",
     "layout",
+    "token_boxes",
 ]
 
 # Rows per block of the dense (fully masked) path on CPU: 32 rows x 50257 fp32 = 6.4 MB per buffer,
@@ -241,6 +242,22 @@ def _row_blocks(fm: torch.Tensor, r: int, step: int) -> list[tuple[int, int, tor
     return out
 
 
+def token_boxes(y: torch.Tensor, sub: SubTokenizer) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Tokens ``y (n, ℓ)`` (digits or ``sub.mask_id``) grouped by mask pattern (bit j set = digit j
+    hidden): ``(pattern, idx, cls)`` per non-empty group, ``idx`` its rows of ``y`` (ascending) and
+    ``cls (m, b^k)`` the classes of the box of codes that agree with their seen digits (``-1`` marks an
+    invalid code), or ``None`` for fully masked tokens (every class, in class order). A token's
+    carry-over distribution is the softmax of its logits over its box (docs/method.md §3)."""
+    lay = layout(sub, y.device)
+    groups, counts = _pattern_groups(y, sub.length, sub.mask_id)
+    full = (1 << sub.length) - 1
+    return [
+        (p, idx, None if p == full else _box_classes(lay, y[idx], p))
+        for p, (idx, cnt) in enumerate(zip(groups, counts))
+        if cnt
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # inference: log-probs and digit marginals
 
@@ -397,7 +414,7 @@ def _dense(
     step = _chunk_rows(r, z.device)
     ebuf = torch.empty(min(step, r), z.shape[1], dtype=cdt, device=z.device) if marg is not None else None
     for s, e, idx, whole in _row_blocks(fm, r, step):
-        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+        zc = (z[s:e] if whole else z[idx]).to(cdt)
         n = zc.shape[0]
         if marg is None:
             if whole:
@@ -432,7 +449,7 @@ def _dense_stats(
     ebuf = torch.empty(min(step, z.shape[0]), z.shape[1], dtype=cdt, device=z.device)
     offset = 0
     for s, e, idx, whole in _row_blocks(rows, z.shape[0], step):
-        zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+        zc = (z[s:e] if whole else z[idx]).to(cdt)
         n, cnt = zc.shape[0], idx.numel()
         grid = digits is not None and lay.ell > 1
         lse_c, sums, total = _exp_stats(zc, ebuf[:n], lay, grid)
@@ -556,7 +573,7 @@ class _CarryOverNLL(torch.autograd.Function):
         if counts[full_pat]:
             for s, e, idx, whole in _row_blocks(groups[full_pat], r, step):
                 rows = torch.arange(s, e, device=dev) if whole else idx
-                zc = (z[s:e] if whole else z.index_select(0, idx)).to(cdt)
+                zc = (z[s:e] if whole else z[idx]).to(cdt)
                 gc = grad[s:e] if whole else torch.empty_like(zc)
                 torch.sub(zc, lse[rows, None], out=gc).exp_().mul_(big_g[rows, None])
                 for j in range(ell):

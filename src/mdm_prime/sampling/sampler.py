@@ -4,7 +4,8 @@ caching with idle-step accounting, and conditioning.
 One step ``t_k → t_{k+1} = s`` of the **joint** sampler, per sequence:
 
 1. ``p^i = p_θ(x^i | y_t)`` per token (carry-over applied, then temperature and top-p);
-2. draw ``x̂^i ~ p^i`` (``float64`` inverse CDF), encode it;
+2. draw ``x̂^i ~ p^i`` (``float64`` inverse CDF), encode it — only for the tokens with a digit
+   revealed in this step (**Draws** below);
 3. each masked digit independently becomes ``d_j(x̂^i)`` with probability ``(α_s − α_t)/(1 − α_t)``,
    else stays masked; at the last step every masked digit is filled from ``x̂``.
 
@@ -29,7 +30,17 @@ non-fixed digit is remasked with probability ``1 − exp(−hκ(−α'_t/α_t))`
 same network call. Adding the corrector *on top of* the exact predictor probability would unmask at
 rate ``(2+κ)w`` and no longer follow the schedule's marginals. ``κ = 0`` at ``t ∈ {0, 1}``.
 
-**Memory.** The cache holds one ``float64`` distribution per token: ``8·B·L·C`` bytes.
+**Draws.** The cache keeps, per sequence, the logits of its last call in the model's dtype (the tokens
+that still had a masked digit; ``4·B·L·C`` bytes for float32 logits) and each token's largest logit.
+A step computes only the tokens with a digit revealed in it: their logits over the box of classes that
+agree with their seen digits (``b^k`` classes for ``k`` hidden digits, all ``C`` for a fully masked
+token) are converted to ``float64``, shifted by their maximum, divided by ``τ`` and exponentiated
+once; top-p takes the ``k`` largest weights (``topk``, ``k`` grown until the nucleus mass is reached)
+and the class is drawn by inverse CDF over the box, or over the ``k`` kept weights. Blocks hold at
+most ``_DRAW_ELEMENTS`` float64 values, so no ``float64[B, L, C]`` tensor exists; the law is that of
+the carry-over distribution with temperature and top-p, as before (``tests/sampling``, chi-square,
+also at ``C = 50257``). At the network call the NaN check reads each open token's largest logit over
+its box: a NaN, ``+inf`` or no finite logit raises there.
 
 **Recording** (``record=True``, for animations): the digits ``y_t`` before the first step and after
 each step, ``[T+1, B, L·ℓ]`` on the CPU in the smallest integer type that holds the mask id
@@ -56,6 +67,7 @@ from __future__ import annotations
 
 import abc
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,12 +78,13 @@ from ..parameterization import (
     carry_over_log_probs,
     consistency_log_mask,
     digit_marginals_from_probs,
+    token_boxes,
 )
 from ..schedules import Schedule, get_schedule
 from ..subtokenizer import SubTokenizer
 from ..validation import check_choice, check_int, check_number, is_int
 from .conditioning import Condition
-from .draws import categorical_from_uniform, process_log_probs
+from .draws import categorical_from_uniform, nucleus, process_log_probs
 from .grids import corrector_kappa, time_grid
 
 __all__ = [
@@ -237,89 +250,141 @@ def get_reveal_rule(method: str) -> type[RevealRule]:
     return _REVEAL_RULES[method]
 
 
-class RevealRule(abc.ABC):
-    """What the digits revealed at a step become, and what the per-sequence cache holds for that.
+class RevealRule:
+    """What the digits revealed at a step become.
 
     The loop of :func:`sample` draws the uniforms of every row at every step (``u_token``
-    ``float64[B, L]``, then ``u_jump``, then :meth:`digit_uniforms`), and after each network call keeps
-    :meth:`cache_entry` of the call per row; :meth:`apply` reads those rows for the sequences with a
-    digit revealed this step.
+    ``float64[B, L]``, then ``u_jump``, then :meth:`digit_uniforms`) and keeps, per row, the logits of
+    its last network call (:class:`_SequenceCache`); :meth:`apply` computes only the tokens with a digit
+    revealed this step: their carry-over log-probabilities in ``float64`` over the box of classes that
+    agree with their seen digits (all ``C`` classes for a fully masked token), in blocks of at most
+    ``_DRAW_ELEMENTS`` values, and hands them to :meth:`token_values`.
 
     Args: ``sub`` the sub-tokenizer; ``temperature_fn`` the caller's ``τ(t)``, or ``None`` for a
     constant temperature; ``top_p`` the nucleus mass; ``device`` where the digits live.
     """
 
+    full_width = False
+    """``True``: :meth:`token_values` builds ``C``-wide rows for every token: blocks hold fewer tokens."""
+
     def __init__(
         self, sub: SubTokenizer, temperature_fn: Callable[[float], float] | None, top_p: float, device
     ) -> None:
         self.sub, self.top_p = sub, top_p
+        self.digit_table = sub.table("digit_table", device)  # (C, ℓ)
 
     def digit_uniforms(self, batch: int, length: int, rand_opts: dict) -> torch.Tensor | None:
         """Extra uniforms drawn for every row after ``u_jump`` (``None``: the rule needs none)."""
         return None
 
-    @abc.abstractmethod
-    def cache_entry(self, logp: torch.Tensor, tau: float) -> torch.Tensor:
-        """What the cache keeps for rows called with carry-over log-probs ``float64[R, L, C]``."""
+    def token_values(self, logits, cls, reveal, u_token, u_digit, tau: float) -> torch.Tensor:
+        """Digit values ``LongTensor[n, ℓ]`` of ``n`` tokens (only those in ``reveal`` ``Bool[n, ℓ]``
+        are read) from their logits ``float64[n, K]`` over the classes ``cls`` ``LongTensor[n, K]``
+        (their box; ``-1`` marks an invalid code, whose logit is ``-inf``; ``None``: ``K = C``, every
+        class in order), shifted so that each row's largest is 0 (their softmax is the carry-over
+        distribution), and their uniforms
+        ``u_token`` ``float64[n]``, ``u_digit`` ``float64[n, ℓ]`` (or ``None``). The logits are the
+        rule's own copy (it may work in place). A rule overrides this or :meth:`values`."""
+        raise NotImplementedError(f"{type(self).__name__} must define token_values or values")
 
-    @abc.abstractmethod
     def values(self, probs, reveal, u_token, u_digit, tau: float) -> torch.Tensor:
-        """Digit values ``LongTensor[A, L·ℓ]`` of ``A`` rows (only those in ``reveal`` are read), from
-        their cache entries ``probs`` and their rows of the uniforms (``u_digit`` may be ``None``)."""
+        """The whole-row hook (slower; kept for rules written before the per-token draw): digit values
+        ``LongTensor[A, L·ℓ]`` of the ``A`` rows with a revealed digit (only those in ``reveal`` are
+        read) from their processed probabilities ``float64[A, L, C]`` (carry-over, then temperature
+        and top-p) and their rows of the uniforms (``u_digit`` may be ``None``). A rule that overrides
+        it is called with those instead of :meth:`token_values`."""
+        raise NotImplementedError(f"{type(self).__name__} must define token_values or values")
 
     def apply(self, y, reveal, store, u_token, u_digit, tau: float) -> torch.Tensor:
         """A copy of the digits ``y`` with those in ``reveal`` (``Bool[B, L·ℓ]``) set to their values;
-        only the rows with a revealed digit are computed."""
+        only the tokens with a revealed digit are computed, from the logits kept in ``store``."""
+        if type(self).values is not RevealRule.values:
+            return self._apply_rows(y, reveal, store, u_token, u_digit, tau)
+        ell = self.sub.length
+        batch, n_dig = y.shape
         y_new = y.clone()
-        active = reveal.any(-1)
-        if bool(active.any()):
-            act = active.nonzero().squeeze(1)
-            rev_a = reveal.index_select(0, act)
-            u_digit_a = None if u_digit is None else u_digit.index_select(0, act)
-            values = self.values(
-                store.index_select(0, act), rev_a, u_token.index_select(0, act), u_digit_a, tau
-            )
-            y_new.index_copy_(0, act, torch.where(rev_a, values, y.index_select(0, act)))
+        rev = reveal.view(batch, n_dig // ell, ell)
+        rows, pos = rev.any(-1).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return y_new
+        y_tok, rev_tok = y.view(rev.shape)[rows, pos], rev[rows, pos]  # (n, ℓ)
+        values = y_tok.clone()
+        for _, idx, cls in token_boxes(y_tok, self.sub):
+            width = self.sub.num_classes if cls is None or self.full_width else cls.shape[1]
+            block = max(1, _DRAW_ELEMENTS // width)
+            for s in range(0, idx.numel(), block):
+                ii = idx[s : s + block]
+                c = None if cls is None else cls[s : s + block]
+                r, q = rows[ii], pos[ii]
+                z = store.logits(r, q, c).to(torch.float64)
+                if c is None:
+                    z.sub_(store.top[r, q].to(torch.float64).unsqueeze(1))  # kept at the call
+                else:
+                    z.masked_fill_(c < 0, float("-inf"))
+                    z.sub_(z.amax(-1, keepdim=True))
+                u_d = None if u_digit is None else u_digit[r, q]
+                values[ii] = self.token_values(z, c, rev_tok[ii], u_token[r, q], u_d, tau)
+        y_new.view(rev.shape)[rows, pos] = torch.where(rev_tok, values, y_tok)
         return y_new
+
+    def _apply_rows(self, y, reveal, store, u_token, u_digit, tau: float) -> torch.Tensor:
+        """:meth:`apply` through the whole-row :meth:`values` hook."""
+        y_new = y.clone()
+        act = reveal.any(-1).nonzero().squeeze(1)
+        if act.numel():
+            y_a, rev_a = y.index_select(0, act), reveal.index_select(0, act)
+            z = store.store[act].to(torch.float64)
+            probs = process_log_probs(carry_over_log_probs(z, y_a, self.sub), tau, self.top_p)
+            u_digit_a = None if u_digit is None else u_digit.index_select(0, act)
+            values = self.values(probs, rev_a, u_token.index_select(0, act), u_digit_a, tau)
+            y_new.index_copy_(0, act, torch.where(rev_a, values, y_a))
+        return y_new
+
+
+_DRAW_ELEMENTS = 2**21
+"""Values per ``float64`` block of a draw (16 MB): 41 fully masked tokens at C = 50257."""
 
 
 @register_reveal_rule("joint")
 class JointReveal(RevealRule):
     """The joint sampler (docs/method.md §6, the default): draw ``x̂^i ~ p^i`` (temperature and top-p
-    on the carry-over token distribution) and reveal digits of ``x̂^i``.
+    on the carry-over token distribution, over the classes that agree with the seen digits) and reveal
+    digits of ``x̂^i``."""
 
-    The cache holds the processed probabilities under a constant temperature, and under ``τ(t)`` the
-    carry-over log-probs, processed at each step with that step's ``τ``.
-    """
-
-    def __init__(self, sub, temperature_fn, top_p, device) -> None:
-        super().__init__(sub, temperature_fn, top_p, device)
-        self.processed = temperature_fn is None
-        self.digit_table = sub.table("digit_table", device)  # (C, ℓ)
-
-    def cache_entry(self, logp, tau):
-        return process_log_probs(logp, tau, self.top_p) if self.processed else logp
-
-    def values(self, probs, reveal, u_token, u_digit, tau):
-        if not self.processed:
-            probs = process_log_probs(probs, tau, self.top_p)
-        x_hat = categorical_from_uniform(probs, u_token)
-        return self.digit_table[x_hat].flatten(1)  # (A, L·ℓ)
+    def token_values(self, logits, cls, reveal, u_token, u_digit, tau):
+        # p ∝ exp(z/τ) over the box, unnormalised (the inverse CDF scales u by the total)
+        if tau != 1.0:
+            logits.div_(tau)
+        weights = logits.exp_()  # the largest logit is 0: no overflow
+        if self.top_p < 1.0:
+            weights, classes = nucleus(weights, self.top_p)  # (n, k), zero outside the nucleus
+            x_hat = classes.gather(1, categorical_from_uniform(weights, u_token)[:, None]).squeeze(1)
+        else:
+            x_hat = categorical_from_uniform(weights, u_token)
+        if cls is not None:
+            x_hat = cls.gather(1, x_hat[:, None]).squeeze(1)
+        return self.digit_table[x_hat]  # (n, ℓ)
 
 
 @register_reveal_rule("per_digit")
 class PerDigitReveal(RevealRule):
     """The per-digit sampler: each revealed digit from its marginal (see :func:`_per_digit_values`);
-    the cache holds the carry-over probabilities, temperature and top-p act on the digit marginals."""
+    temperature and top-p act on the digit marginals."""
+
+    full_width = True
 
     def digit_uniforms(self, batch, length, rand_opts):
         return torch.rand((batch, length, self.sub.length), **rand_opts)
 
-    def cache_entry(self, logp, tau):
-        return logp.exp()
-
-    def values(self, probs, reveal, u_token, u_digit, tau):
-        return _per_digit_values(probs, reveal, u_digit, self.sub, tau, self.top_p)
+    def token_values(self, logits, cls, reveal, u_token, u_digit, tau):
+        n, ell = reveal.shape
+        probs = torch.softmax(logits, -1)
+        if cls is not None:  # the box's probabilities at their classes, 0 elsewhere (invalid codes add 0)
+            full = torch.zeros(n, self.sub.num_classes, dtype=probs.dtype, device=probs.device)
+            probs = full.scatter_add_(1, cls.clamp_min(0), probs)
+        return _per_digit_values(
+            probs.unsqueeze(1), reveal, u_digit.view(n, 1, ell), self.sub, tau, self.top_p
+        )
 
 
 def _per_digit_values(
@@ -463,10 +528,12 @@ class CorrectorJump(JumpRule):
 class _SequenceCache:
     """The network calls, per sequence (module docstring, **Caching**).
 
-    ``store[b]`` is the reveal rule's :meth:`~RevealRule.cache_entry` of row ``b``'s last call,
-    ``fresh[b]`` whether row ``b``'s digits have not changed since, ``calls[b]`` its network calls.
-    ``reuse``: the model ignores ``t`` and caching is on, so a fresh row is not called again;
-    ``cache`` off: every row is called at every step.
+    ``store[b]`` holds the logits of row ``b``'s last call (in the model's dtype; only its tokens that
+    had a masked digit then are copied: the others are never drawn from), ``fresh[b]`` whether row
+    ``b``'s digits have not changed since, ``calls[b]`` its network calls. A row is only read while it
+    is fresh or just called, so the logits always belong to the current digits. ``reuse``: the model
+    ignores ``t`` and caching is on, so a fresh row is not called again; ``cache`` off: every row is
+    called at every step.
     """
 
     def __init__(
@@ -474,7 +541,8 @@ class _SequenceCache:
     ) -> None:
         self.model, self.sub, self.rule, self.device = model, sub, rule, device
         self.batch, self.length, self.cache, self.reuse = batch, length, cache, reuse
-        self.store = torch.zeros(batch, length, sub.num_classes, dtype=torch.float64, device=device)
+        self.store: torch.Tensor | None = None  # (B, L, C), allocated at the first call
+        self.top: torch.Tensor | None = None  # (B, L): each kept token's largest logit
         self.fresh = torch.zeros(batch, dtype=torch.bool, device=device)  # cache row matches current y
         self.calls = torch.zeros(batch, dtype=torch.long, device=device)
 
@@ -484,8 +552,16 @@ class _SequenceCache:
             return has_mask & ~self.fresh
         return has_mask if self.cache else torch.ones_like(has_mask)
 
+    def logits(self, rows: torch.Tensor, pos: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        """Kept logits of the tokens ``(rows[i], pos[i])``: ``[n, C]``, or ``[n, K]`` at the classes
+        ``cls`` (``-1`` read as class 0; the caller masks it)."""
+        flat = rows * self.length + pos
+        if cls is None:
+            return self.store.view(-1, self.sub.num_classes)[flat]
+        return self.store.view(-1, self.sub.num_classes)[flat[:, None], cls.clamp_min(0)]
+
     def call(self, need: torch.Tensor, y: torch.Tensor, t: float, k: int, tau: float) -> None:
-        """Call the network on the rows in ``need`` at time ``t`` (step ``k``) and store their entries."""
+        """Call the network on the rows in ``need`` at time ``t`` (step ``k``) and keep their logits."""
         sub, length = self.sub, self.length
         rows = need.nonzero().squeeze(1)
         all_rows = rows.numel() == self.batch
@@ -501,16 +577,53 @@ class _SequenceCache:
             raise ValueError(
                 f"model returned {got}, expected logits of shape {(rows.numel(), length, sub.num_classes)}"
             )
-        logp = carry_over_log_probs(logits.to(torch.float64), y_in, sub)
-        if bool(torch.isnan(logp).any()):
+        y_tok = y_in.view(rows.numel(), length, sub.length)
+        r_open, p_open = (y_tok == sub.mask_id).any(-1).nonzero(as_tuple=True)  # tokens still to draw
+        top = self._keep(logits, rows, all_rows, r_open, p_open)
+        self.top[rows[r_open], p_open] = top
+        if bool(_no_mass(logits, r_open, p_open, y_tok[r_open, p_open], top, sub)):
             raise ValueError(f"model output gives NaN probabilities at step {k} (t={t}); check its logits")
-        new = self.rule.cache_entry(logp, tau)
-        if all_rows:
-            self.store = new
-        else:
-            self.store.index_copy_(0, rows, new)
         self.calls += need.long()
         self.fresh |= need
+
+    def _keep(self, logits: torch.Tensor, rows, all_rows: bool, r_open, p_open) -> torch.Tensor:
+        """Keep the logits of the called ``rows`` in the store: whole rows when at least half of their
+        tokens are open, else only the open tokens ``(r_open[i], p_open[i])`` (the others are never
+        drawn from). Returns the open tokens' largest logits ``[n]``. Few, large operations: many
+        small ones stall on a machine whose cores are shared."""
+        c = self.sub.num_classes
+        if self.store is None:
+            self.store = torch.zeros(self.batch, self.length, c, dtype=logits.dtype, device=self.device)
+            self.top = torch.zeros(self.batch, self.length, dtype=logits.dtype, device=self.device)
+        elif self.store.dtype != logits.dtype:
+            self.store = self.store.to(torch.promote_types(self.store.dtype, logits.dtype))
+            self.top = self.top.to(self.store.dtype)
+        if 2 * r_open.numel() >= logits.shape[0] * self.length:
+            if all_rows:
+                self.store.copy_(logits)
+            else:
+                self.store.index_copy_(0, rows, logits.to(self.store.dtype))
+            return logits.amax(-1)[r_open, p_open]
+        block = logits.reshape(-1, c)[r_open * self.length + p_open]
+        self.store.view(-1, c).index_copy_(0, rows[r_open] * self.length + p_open, block.to(self.store.dtype))
+        return block.amax(-1)
+
+
+def _no_mass(logits, r_open, p_open, y_open, top, sub: SubTokenizer) -> torch.Tensor:
+    """``Bool[]``: some open token ``(r_open[i], p_open[i])`` (digits ``y_open[i]``) has no finite
+    largest logit over its box of consistent classes (a NaN, a ``+inf``, or no class with mass), so its
+    carry-over probabilities would be NaN. ``top[i]``: the token's largest logit over all classes, which
+    is the box's for a fully masked token; a partly seen token's box is read here."""
+    bad = torch.zeros((), dtype=torch.bool, device=logits.device)
+    for _, idx, cls in token_boxes(y_open, sub):
+        if cls is None:
+            box_top = top[idx]
+        else:
+            r, p = r_open[idx], p_open[idx]
+            vals = logits[r[:, None], p[:, None], cls.clamp_min(0)]
+            box_top = vals.masked_fill(cls < 0, float("-inf")).amax(-1)
+        bad |= ~torch.isfinite(box_top).all()
+    return bad
 
 
 class _Recorder:
@@ -536,6 +649,35 @@ class _Recorder:
             self.traj[k + 1] = y.to("cpu", self.traj.dtype)
         if self.on_step is not None:
             self.on_step(k, y)
+
+
+class _Progress:
+    """``sample(progress=...)``: a context manager called as ``report(steps_done, calls)`` after each step
+    (``calls``: the per-row network call counts). ``True``: a tqdm bar on stderr; a callable gets
+    ``(steps_done, T, network_calls)``; ``None``/``False``: nothing."""
+
+    def __init__(self, progress, steps: int) -> None:
+        self.fn, self.steps, self.bar = None, steps, None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, unit="step", desc="sampling", file=sys.stderr, dynamic_ncols=True)
+        elif callable(progress):
+            self.fn = progress
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, done: int, calls: torch.Tensor) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"network calls {int(calls.sum())}", refresh=False)
+            self.bar.update(1)
+        elif self.fn is not None:
+            self.fn(done, self.steps, int(calls.sum()))
 
 
 def _resolve_device(model, condition: Condition | None, device) -> torch.device:
@@ -597,6 +739,7 @@ def sample(
     device: torch.device | str | None = None,
     record: bool = False,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    progress: bool | Callable[[int, int, int], object] | None = None,
 ) -> SampleResult:
     """Generate ``B`` sequences of ``L`` tokens with ``T`` steps.
 
@@ -634,6 +777,9 @@ def sample(
         record: keep the trajectory of digits (``SampleResult.trajectory``, for animations).
         on_step: ``on_step(k, y)`` after step ``k = 0..T-1`` with the digits ``LongTensor[B, L·ℓ]``
             (do not modify them).
+        progress: ``True``: a progress bar on stderr (steps done, network calls so far, ETA);
+            a callable: ``progress(steps_done, T, network_calls)`` after each step (``network_calls``:
+            rows evaluated so far, over the batch); ``None``/``False`` (default): nothing.
 
     Returns:
         :class:`SampleResult`.
@@ -650,6 +796,8 @@ def sample(
         raise TypeError(f"record must be a bool, got {type(record).__name__}")
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be callable or None, got {type(on_step).__name__}")
+    if progress is not None and not isinstance(progress, bool) and not callable(progress):
+        raise TypeError(f"progress must be a bool, a callable or None, got {type(progress).__name__}")
     if time_conditioned is not None and not isinstance(time_conditioned, bool):
         raise TypeError(f"time_conditioned must be a bool or None, got {type(time_conditioned).__name__}")
     if callable(temperature):
@@ -689,7 +837,8 @@ def sample(
     idle = torch.zeros(batch, dtype=torch.long, device=device)
     rand_opts = dict(generator=generator, device=device, dtype=torch.float64)
 
-    with torch.inference_mode():
+    report = _Progress(progress, steps)
+    with torch.inference_mode(), report:
         for k in range(steps):
             t, s = float(grid_t[k]), float(grid_t[k + 1])
             tau = constant_temp if temp_fn is None else float(temp_fn(t))
@@ -705,7 +854,7 @@ def sample(
                 net.call(need, y, t, k, tau)
                 recorder.called(k, need)
             reveal, remask = jump_rule(k, t, s, masked, fixed, u_jump)  # which digits jump, then their values
-            y_new = reveal_rule.apply(y, reveal, net.store, u_token, u_digit, tau)
+            y_new = reveal_rule.apply(y, reveal, net, u_token, u_digit, tau)
             if bool(remask.any()):
                 y_new = torch.where(remask, torch.full_like(y_new, sub.mask_id), y_new)
             changed = (y_new != y).any(-1)
@@ -713,6 +862,7 @@ def sample(
             net.fresh &= ~changed
             y = y_new
             recorder.stepped(k, y)
+            report(k + 1, net.calls)
 
     tokens = sub.decode(y)  # raises on an invalid code or a leftover mask: never expected
     return SampleResult(
