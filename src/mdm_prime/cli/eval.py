@@ -416,7 +416,7 @@ def _print(args: argparse.Namespace, r: dict) -> None:
         )
         print(
             f"  decoding NLL (exact, order {r['decoding_order']}): {r['decoding_nll_nats_per_token']:.4f} ± "
-            f"{r['decoding_stderr_nats_per_token']:.4f} nats/token{extra}  [{calls}; the NLL of one sampler "
+            f"{r['decoding_stderr_nats_per_token']:.4f} (over sequences) nats/token{extra}  [{calls}; the NLL of one sampler "
             f"of the model, not comparable by inequality with the bound]"
         )
     if "data_entropy_nats_per_token" in r:
