@@ -8,6 +8,7 @@ written up in ``docs/method.md``; the modules in the order data flows through th
 """
 
 from .checkpoint import load_pretrained, save_pretrained
+from .decoding import DecodingResult, decoding_likelihood
 from .discrete_bound import DiscreteTimeBound, discrete_time_bound
 from .families import FAMILIES, SampleRequest, family_of, get_family
 from .importing import import_checkpoint, write_run_folder
@@ -74,6 +75,8 @@ __all__ = [
     "LikelihoodResult",
     "sample",
     "SampleResult",
+    "decoding_likelihood",
+    "DecodingResult",
     "discrete_time_bound",
     "DiscreteTimeBound",
     "FAMILIES",

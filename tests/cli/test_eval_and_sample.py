@@ -468,3 +468,42 @@ def test_eval_prints_the_scorer_nll_and_its_warning(runs, capsys):
     r = _eval_json(capsys, runs["text"], *args, "--steps", 4, "--no-progress")
     assert r.get("gen_ppl_warnings", []) == scorer_warnings(r)
     assert ("WARNING:" in out) == bool(scorer_warnings(r)) and ("warning:" in err) == bool(scorer_warnings(r))
+
+
+@pytest.mark.parametrize("name", ["markov", "text"])
+def test_eval_decoding_order_beside_the_bound(runs, capsys, name):
+    """``--decoding ORDER``: the exact NLL of a decoding order on the same sequences as the bound,
+    L·ℓ network calls per sequence, in the JSON and printed beside the bound (no order asserted)."""
+    r = _eval_json(capsys, runs[name], "--num-sequences", 3, "--num-times", 2, "--decoding", "confidence")
+    L = r["tokens_per_sequence"]
+    assert r["decoding_order"] == "confidence" and r["decoding_num_sequences"] == r["num_sequences"] == 3
+    assert r["decoding_network_calls_per_sequence"] == L * 2
+    assert r["decoding_nll_nats_per_token"] > 0 and math.isfinite(r["decoding_nll_nats_per_token"])
+    assert math.isclose(r["decoding_bits_per_token"], r["decoding_nll_nats_per_token"] / math.log(2))
+    if name == "text":
+        scale = r["bits_per_char"] / r["bits_per_token"]
+        assert math.isclose(r["decoding_bits_per_char"], r["decoding_bits_per_token"] * scale)
+    capsys.readouterr()
+    args = [
+        "eval",
+        str(runs[name]),
+        "--max-sequences",
+        "2",
+        "--num-times",
+        "2",
+        "--decoding",
+        "left_to_right",
+    ]
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "decoding NLL (exact, order left_to_right)" in out and f"L·ℓ = {L * 2} network calls" in out
+    assert "NLL bound (valid)" in out
+
+
+def test_eval_decoding_refuses_an_unknown_order_and_is_exact_for_the_ar_run(runs, capsys):
+    assert main(["eval", str(runs["text"]), "--decoding", "oracle"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown order 'oracle'" in err and "left_to_right" in err
+    r = _eval_json(capsys, runs["ar"], "--num-sequences", 3, "--decoding", "left_to_right")
+    assert r["decoding_network_calls_per_sequence"] == 1 and r["decoding_exact_autoregressive"]
+    assert math.isclose(r["decoding_nll_nats_per_token"], r["nelbo_nats_per_token"], rel_tol=1e-6)

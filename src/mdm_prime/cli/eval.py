@@ -59,6 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="rows (sequence × time draw) per network call (default: automatic, float32 logits of one "
         "call ≲ 1 GiB: floor(2^30 / (4·C·L)), at most 64)",
     )
+    p.add_argument(
+        "--decoding",
+        default=None,
+        metavar="ORDER",
+        help="also the exact NLL of the sampler that reveals one digit at a time in ORDER "
+        "(left_to_right, confidence; docs/method.md §5b) on the same sequences: L·ℓ network calls per "
+        "sequence (default: off)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -116,6 +124,11 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.num_times < 2:
         raise ValueError(f"--num-times must be >= 2, got {args.num_times}")
+    if args.decoding is not None:
+        from ..decoding import ORDERS
+
+        if args.decoding not in ORDERS:
+            raise ValueError(f"--decoding: unknown order {args.decoding!r}; expected one of {sorted(ORDERS)}")
     for flag in ("num_sequences", "max_sequences", "max_tokens", "batch_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -277,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     r["run_dir"] = str(args.run_dir)
     r.update(scorers.pop("info"))
     scored = x[: r["num_sequences"]]
+    if args.decoding is not None:
+        r.update(decoding_metrics(args, task, model, scored, r["batch_size"]))
     if args.discrete_steps:
         r.update(
             discrete_bound_metrics(
@@ -314,6 +329,42 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(args, r)
     return 0
+
+
+def decoding_metrics(args: argparse.Namespace, task, model, scored, batch_size: int) -> dict:
+    """The exact NLL of the decoding order ``args.decoding`` on ``scored`` (the sequences the bound
+    scored), per token, with the task's unit and the standard error over sequences."""
+    from ..decoding import decoding_likelihood
+    from ..families import family_of
+
+    inner = getattr(model, "module", model)
+    device = next(inner.parameters()).device
+    model.eval()
+    res = decoding_likelihood(
+        model,
+        scored.to(device),
+        inner.subtokenizer,
+        order=args.decoding,
+        batch_size=batch_size,
+        progress=not args.no_progress,
+    )
+    L = scored.shape[1]
+    nats = float(res.nll.mean()) / L
+    se = float(res.nll.std()) / math.sqrt(len(res.nll)) / L if len(res.nll) > 1 else 0.0
+    out = {
+        "decoding_order": res.order,
+        "decoding_nll_nats_per_token": nats,
+        "decoding_stderr_nats_per_token": se,
+        "decoding_bits_per_token": nats / math.log(2),
+        "decoding_network_calls_per_sequence": res.network_calls,
+        "decoding_num_sequences": len(res.nll),
+        "decoding_exact_autoregressive": bool(family_of(model).exact_likelihood),
+    }
+    unit = task.unit_label()
+    if unit is not None:
+        units = task.add_units({"bits_per_token": out["decoding_bits_per_token"]})
+        out[f"decoding_{unit[0]}"] = units[unit[0]]
+    return out
 
 
 def scorer_warnings(r: dict) -> list[str]:
@@ -355,6 +406,19 @@ def _print(args: argparse.Namespace, r: dict) -> None:
     for key, unit in (("bits_per_char", "bits/char"), ("bits_per_dim", "bits/dim")):
         if key in r:  # the same relative error as the line above, as training's final line prints it
             print(f"                      {r[key]:.4f} ± {r[key] * scale:.4f} {unit}")
+    if "decoding_order" in r:
+        unit = next((k for k in ("bits_per_char", "bits_per_dim") if f"decoding_{k}" in r), None)
+        extra = f" = {r[f'decoding_{unit}']:.4f} {unit.replace('bits_per_', 'bits/')}" if unit else ""
+        calls = (
+            "1 network call per sequence: the autoregressive NLL"
+            if r["decoding_exact_autoregressive"]
+            else f"L·ℓ = {r['decoding_network_calls_per_sequence']} network calls per sequence"
+        )
+        print(
+            f"  decoding NLL (exact, order {r['decoding_order']}): {r['decoding_nll_nats_per_token']:.4f} ± "
+            f"{r['decoding_stderr_nats_per_token']:.4f} (over sequences) nats/token{extra}  [{calls}; the NLL of one sampler "
+            f"of the model, not comparable by inequality with the bound]"
+        )
     if "data_entropy_nats_per_token" in r:
         print(
             f"  data entropy:       {r['data_entropy_nats_per_token']:.4f} nats/token (exact; a bound may not go below it)"
