@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .codes import CODE_KINDS
 from .families import FAMILIES, get_family
 from .models.base import PRECISIONS
 from .objectives import OBJECTIVES
@@ -106,6 +107,9 @@ class TrainConfig:
     base: int | None = field(
         default=None, metadata=rule("int", low=2, allow_none=True, what="an integer >= 2 or none")
     )
+    # which class gets which digits (docs/method.md §1b): index | shuffle | frequency | cluster;
+    # computed once from the training split and stored in the model config (ℓ > 1 only)
+    codes: str = field(default="index", metadata=rule("choice", options=CODE_KINDS))
     # training loss: prime (paper) | valid (the bound)
     objective: str = field(default="prime", metadata=rule("choice", options=OBJECTIVES))
     schedule: str = field(default="linear", metadata=TEXT)

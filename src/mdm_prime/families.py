@@ -219,11 +219,16 @@ class DiffusionFamily(Family):
     def __init__(self, name: str, description: str, fixed_subtokens: int | None) -> None:
         self.name, self.description, self.fixed_subtokens = name, description, fixed_subtokens
 
-    def build_model(self, cfg, task):
+    def build_model(self, cfg, task, *, permutation=None):
         """The network ``cfg.architecture`` names (``auto``: the task's default) from the table
         :data:`mdm_prime.models.ARCHITECTURES` — transformer (text, synthetic), U-Net (images), MLP
         (toy), the published models' DiT (``mdlm_dit``, run folders of ``mdm-prime import``) — over
-        ``cfg.subtokens`` digits, with ``cfg.model_overrides`` on top of the named size."""
+        ``cfg.subtokens`` digits, with ``cfg.model_overrides`` on top of the named size.
+
+        The sub-tokenizer's code (``docs/method.md §1b``) is ``permutation`` when given (a resumed run
+        passes the one saved in its checkpoint), else computed once from the task's training split by
+        :func:`mdm_prime.codes.make_permutation` for ``cfg.codes`` (``index`` and ``ℓ = 1``: none, the
+        model config exactly as without codes)."""
         from . import models as M
 
         arch = task.default_architecture if cfg.architecture == "auto" else cfg.architecture
@@ -237,6 +242,10 @@ class DiffusionFamily(Family):
             raise ValueError(f"architecture {arch!r} needs image data, got {cfg.data!r}")
         extra = dict(cfg.model_overrides)
         extra.setdefault("precision", cfg.precision)
+        if permutation is None:
+            permutation = self.code_permutation(cfg, task)
+        if permutation is not None:
+            extra["permutation"] = [int(v) for v in permutation]
         conf = entry.config(
             cfg.model_size,
             num_classes=task.num_classes,
@@ -247,6 +256,22 @@ class DiffusionFamily(Family):
             **extra,
         )
         return M.build_model(conf)
+
+    @staticmethod
+    def code_permutation(cfg, task) -> list[int] | None:
+        """``cfg.codes`` computed from ``task``'s training split (``code_of_class``; ``None`` for
+        ``index`` or ``ℓ = 1``), seeded by ``cfg.seed``."""
+        from .codes import make_permutation, training_sample
+        from .subtokenizer import default_base
+
+        codes = getattr(cfg, "codes", "index")
+        if codes == "index" or cfg.subtokens <= 1:
+            return None
+        base = cfg.base or default_base(task.num_classes, cfg.subtokens)
+        tokens = None if codes == "shuffle" else training_sample(task, seed=cfg.seed)
+        return make_permutation(
+            codes, tokens, task.num_classes, base=base, length=cfg.subtokens, seed=cfg.seed
+        )
 
     def loss(self, model, x0, noise, *, objective="prime", schedule=None):
         """``objectives.diffusion_loss(model, x0, sub, schedule, objective, t=noise.t,

@@ -47,7 +47,13 @@ import torch
 
 from . import distributed as D
 from .checkpoint import TRAINER_STATE as STATE_FILE
-from .checkpoint import current_checkpoint, load_pretrained, read_trainer_state, replace_pretrained
+from .checkpoint import (
+    current_checkpoint,
+    load_pretrained,
+    read_config,
+    read_trainer_state,
+    replace_pretrained,
+)
 from .configs import TrainConfig, check_device
 from .data.shards import to_device
 from .evaluate import evaluate_model, format_eval, format_final
@@ -158,7 +164,9 @@ class Trainer:
                 f"data {cfg.data!r} gives an empty validation split (no sequence of seq_len={cfg.seq_len} tokens); "
                 f"use a larger corpus or a smaller --seq-len"
             )
-        self.model = self.family.build_model(cfg, self.task).to(self.dist.device)
+        saved = self._saved_permutation() if mode == "resume" else None
+        kw = {"permutation": saved} if saved is not None else {}  # a resumed run keeps its saved code
+        self.model = self.family.build_model(cfg, self.task, **kw).to(self.dist.device)
         self.schedule = get_schedule(cfg.schedule)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer = make_optimizer(self.model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
@@ -403,6 +411,16 @@ class Trainer:
                     f"{err.strerror or err} ({err.__class__.__name__}); {kept}, partial files removed"
                 ) from err
         D.barrier(self.dist)
+
+    def _saved_permutation(self) -> list[int] | None:
+        """The sub-tokenizer code (``docs/method.md §1b``) saved in the run's checkpoint, so ``--resume``
+        never recomputes it (``None``: no checkpoint or no permutation)."""
+        try:
+            ckpt = current_checkpoint(self.out / "checkpoint")
+            sub = read_config(ckpt)["model"].get("subtokenizer") or {}
+        except (FileNotFoundError, KeyError, TypeError):
+            return None
+        return sub.get("permutation")
 
     def _load_checkpoint(self) -> None:
         ckpt = current_checkpoint(self.out / "checkpoint")  # checkpoint.old: stopped between two renames

@@ -14,6 +14,7 @@ FLAG_KEYS = (
     "tokenizer",
     "family",
     "subtokens",
+    "codes",
     "objective",
     "max_steps",
     "batch_size",
@@ -33,6 +34,7 @@ def _preset_default(key: str, preset: str = "text-tiny") -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..codes import CODE_KINDS
     from ..configs import OBJECTIVES, PRECISIONS, PRESETS
     from ..families import FAMILIES
 
@@ -60,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help=f"ℓ, sub-tokens per token (prime only; 1 for the others) ({_preset_default('subtokens')})",
+    )
+    p.add_argument(
+        "--codes",
+        choices=list(CODE_KINDS),
+        help="which class gets which digits (docs/method.md §1b), computed once from the training split: "
+        f"index, shuffle, frequency or cluster ({_preset_default('codes')})",
     )
     p.add_argument(
         "--objective",
