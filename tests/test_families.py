@@ -51,17 +51,24 @@ def _documented_draws(trainer, generator_state):
 
 
 @pytest.mark.parametrize(
-    "family, ell, objective",
+    "family, ell, objective, weighting, mix",
     [
-        ("prime", 2, "prime"),
-        ("prime", 2, "valid"),
-        ("prime", 4, "valid"),
-        ("mdm", 1, "prime"),
-        ("ar", 1, "prime"),
+        ("prime", 2, "prime", "elbo", 0.5),
+        ("prime", 2, "valid", "elbo", 0.5),
+        ("prime", 4, "valid", "elbo", 0.5),
+        ("mdm", 1, "prime", "elbo", 0.5),
+        ("ar", 1, "prime", "elbo", 0.5),
+        ("prime", 2, "prime", "unweighted", 0.5),
+        ("prime", 2, "valid", "unweighted", 0.5),
+        ("mdm", 1, "valid", "unweighted", 0.5),
+        ("prime", 2, "prime", "mixture", 0.25),
+        ("prime", 4, "prime", "mixture", 0.75),
     ],
 )
-def test_trainer_loss_is_the_library_loss_bit_for_bit(tmp_path, family, ell, objective):
-    trainer = _trainer(tmp_path, family=family, subtokens=ell, objective=objective)
+def test_trainer_loss_is_the_library_loss_bit_for_bit(tmp_path, family, ell, objective, weighting, mix):
+    trainer = _trainer(
+        tmp_path, family=family, subtokens=ell, objective=objective, loss_weighting=weighting, loss_mix=mix
+    )
     for _ in range(2):  # the second step starts from updated weights and a moved generator
         before = copy.deepcopy(trainer.model).train()
         state = trainer.generator.get_state()
@@ -78,6 +85,8 @@ def test_trainer_loss_is_the_library_loss_bit_for_bit(tmp_path, family, ell, obj
                 objective=objective,
                 t=t,
                 uniforms=u,
+                weighting=weighting,
+                mix=mix,
             ).per_sequence
         expected = float(per_seq.detach().sum()) / x0.numel()
         assert reported == expected  # bit for bit: the same function on the same noise

@@ -289,3 +289,123 @@ def test_sequence_terms_names_an_unknown_objective():
     y = sub.encode(x)
     with pytest.raises(ValueError, match="unknown objective 'bogus'; expected one of"):
         sequence_terms(torch.zeros(1, 2, 5), y, x, sub, "bogus")
+
+
+# --- training weightings (docs/method.md §4b) -----------------------------------------------------
+
+
+def _hand_terms(logits, y_t, x0, sub):
+    """Per sequence, by explicit loops: (token terms, digit terms, masked tokens, masked digits), from
+    ``log_softmax`` over the classes consistent with the seen digits and brute-force digit marginals."""
+    B, L, C = logits.shape
+    ell = sub.length
+    table = sub.encode(torch.arange(C).view(C, 1)).view(C, ell)  # digits of every class
+    y0 = sub.encode(x0).view(B, L, ell)
+    yt = y_t.view(B, L, ell)
+    out = []
+    for b in range(B):
+        tok = dig = 0.0
+        n_tok = n_dig = 0
+        for i in range(L):
+            seen = [j for j in range(ell) if int(yt[b, i, j]) != sub.mask_id]
+            if len(seen) == ell:
+                continue
+            ok = [c for c in range(C) if all(int(table[c, j]) == int(yt[b, i, j]) for j in seen)]
+            logp = torch.log_softmax(logits[b, i, ok].double(), -1)
+            p = {c: float(logp[k].exp()) for k, c in enumerate(ok)}
+            tok += -float(logp[ok.index(int(x0[b, i]))])
+            n_tok += 1
+            for j in range(ell):
+                if j in seen:
+                    continue
+                n_dig += 1
+                marg = sum(p[c] for c in ok if int(table[c, j]) == int(y0[b, i, j]))
+                dig += -math.log(marg)
+        out.append((tok, dig, n_tok, n_dig))
+    return out
+
+
+def _weighting_setup(C, ell, L, B=6, seed=0):
+    sub = SubTokenizer(C, ell)
+    model = RandomDigitModel(sub, L, seed=seed + 7, time_scale=0.5)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, C, (B, L), generator=g)
+    t = torch.linspace(0.05, 0.95, B, dtype=torch.float64).float()
+    u = torch.rand(B, L * ell, generator=g)
+    u[0] = 1.0  # first sequence: nothing masked
+    return sub, model, x0, t, u
+
+
+@pytest.mark.parametrize("C, ell, L", CASES)
+def test_unweighted_and_mixture_losses_equal_a_hand_computation(C, ell, L):
+    sub, model, x0, t, u = _weighting_setup(C, ell, L)
+    w = get_schedule("linear").weight(t)
+    res = diffusion_loss(model, x0, sub, "linear", t=t, uniforms=u)
+    hand = _hand_terms(model(res.y_t, t), res.y_t, x0, sub)
+    assert hand[0] == (0.0, 0.0, 0, 0)
+    for objective in ("prime", "valid"):
+        got = diffusion_loss(
+            model, x0, sub, "linear", objective=objective, t=t, uniforms=u, weighting="unweighted"
+        )
+        for b, (tok, dig, n_tok, n_dig) in enumerate(hand):
+            terms, count = (tok, n_tok) if objective == "prime" else (dig, n_dig)
+            expected = terms / count if count else 0.0
+            assert float(got.per_sequence[b]) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    for mix in (0.0, 0.3, 1.0):
+        got = diffusion_loss(model, x0, sub, "linear", t=t, uniforms=u, weighting="mixture", mix=mix)
+        for b, (tok, dig, _, _) in enumerate(hand):
+            expected = float(w[b]) * ((1 - mix) * tok + mix * dig)
+            assert float(got.per_sequence[b]) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("C, ell, L", [(9, 2, 2), (8, 3, 1)])
+def test_mixture_endpoints_are_the_two_objectives(C, ell, L):
+    sub, model, x0, t, u = _weighting_setup(C, ell, L, seed=3)
+    for mix, objective in ((0.0, "prime"), (1.0, "valid")):
+        mixed = diffusion_loss(model, x0, sub, t=t, uniforms=u, weighting="mixture", mix=mix).per_sequence
+        plain = diffusion_loss(model, x0, sub, t=t, uniforms=u, objective=objective).per_sequence
+        torch.testing.assert_close(mixed, plain, rtol=1e-12, atol=0)
+    default = diffusion_loss(model, x0, sub, t=t, uniforms=u).per_sequence
+    assert torch.equal(
+        default, diffusion_loss(model, x0, sub, t=t, uniforms=u, weighting="elbo").per_sequence
+    )
+
+
+def test_unweighted_loss_does_not_see_the_schedule_weight():
+    from mdm_prime.schedules import LinearSchedule
+
+    class Doubled(LinearSchedule):  # same masking, twice the weight
+        def _weight64(self, t):
+            return 2.0 / t
+
+    sub, model, x0, t, u = _weighting_setup(9, 2, 2, seed=5)
+    for objective in ("prime", "valid"):
+        kw = dict(objective=objective, t=t, uniforms=u)
+        one = diffusion_loss(model, x0, sub, LinearSchedule(), **kw)
+        two = diffusion_loss(model, x0, sub, Doubled(), **kw)
+        assert torch.equal(one.y_t, two.y_t)
+        torch.testing.assert_close(two.per_sequence, 2 * one.per_sequence)  # elbo sees it
+        a = diffusion_loss(model, x0, sub, LinearSchedule(), weighting="unweighted", **kw).per_sequence
+        b = diffusion_loss(model, x0, sub, Doubled(), weighting="unweighted", **kw).per_sequence
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(weighting="flat"), "expected one of ('elbo', 'unweighted', 'mixture')"),
+        (dict(weighting="mixture", mix=1.5), "mix must be a number in [0, 1]"),
+        (dict(weighting="mixture", mix=-0.1), "mix must be a number in [0, 1]"),
+        (dict(mix=float("nan")), "mix must be a number in [0, 1]"),
+        (dict(weighting="mixture", objective="valid"), "leave objective at 'prime'"),
+    ],
+)
+def test_bad_weightings_are_refused_before_any_work(kw, message):
+    sub = SubTokenizer(9, 2)
+
+    def model(y_t, t):
+        raise AssertionError("the model must not be called")
+
+    with pytest.raises(ValueError) as err:
+        diffusion_loss(model, torch.zeros(2, 3, dtype=torch.long), sub, **kw)
+    assert message in str(err.value)

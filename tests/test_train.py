@@ -1,6 +1,7 @@
 """Trainer: learning, exact resume after a kill, DDP equivalence, and early errors."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -55,6 +56,51 @@ def test_loss_decreases_on_synthetic_data(tmp_path, family, ell):
     assert result["nelbo_nats_per_token"] > entropy - 4 * result["stderr_nats_per_token"] - 0.05
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("weighting, mix", [("elbo", 0.5), ("unweighted", 0.5), ("mixture", 0.3)])
+def test_every_weighting_trains_finite_and_is_scored_by_the_valid_bound(tmp_path, weighting, mix):
+    from mdm_prime.configs import load_config_file
+    from mdm_prime.evaluate import evaluate_model, load_run
+
+    cfg = tiny(max_steps=6, loss_weighting=weighting, loss_mix=mix, checkpoint_every=6, ema_decay=0.0)
+    result = train(cfg, tmp_path / "run", show_progress=False)
+    values = [v for _, v in losses(tmp_path / "run")]
+    assert len(values) == 6 and all(math.isfinite(v) for v in values)
+    saved = load_config_file(tmp_path / "run" / "train_config.json")
+    assert (saved.loss_weighting, saved.loss_mix) == (weighting, mix)
+    # the final number is the valid bound of the saved model, whatever the training weighting
+    _, task, model = load_run(tmp_path / "run")
+    again = evaluate_model(model, task, num_sequences=32, num_times=4, seed=cfg.seed)
+    assert result["estimator"] == again["estimator"]
+    assert result["nelbo_nats_per_token"] == pytest.approx(again["nelbo_nats_per_token"], rel=1e-6)
+    entropy = result["data_entropy_nats_per_token"]
+    assert result["nelbo_nats_per_token"] > entropy - 4 * result["stderr_nats_per_token"] - 0.05
+
+
+def test_an_old_config_without_the_weighting_keys_loads_with_the_defaults(tmp_path):
+    from mdm_prime.configs import load_config_file
+
+    d = tiny().to_dict()
+    del d["loss_weighting"], d["loss_mix"]
+    (tmp_path / "train_config.json").write_text(json.dumps(d))
+    cfg = load_config_file(tmp_path / "train_config.json")
+    assert (cfg.loss_weighting, cfg.loss_mix) == ("elbo", 0.5)
+    assert cfg == tiny()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(loss_weighting="flat"), "loss_weighting"),
+        (dict(loss_mix=1.5), "loss_mix"),
+        (dict(loss_weighting="mixture", objective="valid"), "leave objective at prime"),
+        (dict(loss_weighting="unweighted", family="ar", subtokens=1), "loss_weighting must be elbo"),
+    ],
+)
+def test_bad_weighting_settings_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**overrides)
 
 
 COMMON = [

@@ -15,7 +15,7 @@ from typing import Any
 from .codes import CODE_KINDS
 from .families import FAMILIES, get_family
 from .models.base import PRECISIONS
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, WEIGHTINGS
 from .validation import check_choice, check_int, check_number, is_number
 
 __all__ = [
@@ -112,6 +112,10 @@ class TrainConfig:
     codes: str = field(default="index", metadata=rule("choice", options=CODE_KINDS))
     # training loss: prime (paper) | valid (the bound)
     objective: str = field(default="prime", metadata=rule("choice", options=OBJECTIVES))
+    # training weighting (docs/method.md §4b): elbo (w(t), default) | unweighted (per masked digit /
+    # token) | mixture ((1 − loss_mix)·L_prime + loss_mix·L_valid, objective must stay prime)
+    loss_weighting: str = field(default="elbo", metadata=rule("choice", options=WEIGHTINGS))
+    loss_mix: float = field(default=0.5, metadata=rule("number", low=0, high=1, what="in [0, 1]"))
     schedule: str = field(default="linear", metadata=TEXT)
     # network
     architecture: str = field(default="auto", metadata=TEXT)  # auto | transformer | unet | mlp
@@ -196,6 +200,16 @@ class TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
+            )
+        if self.loss_weighting == "mixture" and self.objective != "prime":
+            raise ValueError(
+                f"loss_weighting=mixture mixes both objectives by loss_mix (0: prime, 1: valid); leave "
+                f"objective at prime, got objective={self.objective!r}"
+            )
+        if self.loss_weighting != "elbo" and get_family(self.family).exact_likelihood:
+            raise ValueError(
+                f"family {self.family!r} trains on its exact likelihood; loss_weighting must be elbo, "
+                f"got {self.loss_weighting!r}"
             )
         fixed = get_family(self.family).fixed_subtokens
         if fixed is not None and self.subtokens != fixed:

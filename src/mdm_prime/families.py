@@ -120,10 +120,18 @@ class Family:
         raise NotImplementedError
 
     def loss(
-        self, model, x0: torch.Tensor, noise: Noise, *, objective: str = "prime", schedule=None
+        self,
+        model,
+        x0: torch.Tensor,
+        noise: Noise,
+        *,
+        objective: str = "prime",
+        schedule=None,
+        weighting: str = "elbo",
+        mix: float = 0.5,
     ) -> torch.Tensor:
-        """Per-sequence training loss ``FloatTensor[B]`` in nats per sequence for clean tokens
-        ``x0: LongTensor[B, L]`` and the noise drawn in advance."""
+        """Per-sequence training loss ``FloatTensor[B]`` for clean tokens ``x0: LongTensor[B, L]`` and
+        the noise drawn in advance (nats per sequence; per masked digit / token for ``unweighted``)."""
         raise NotImplementedError
 
     def score(
@@ -273,16 +281,25 @@ class DiffusionFamily(Family):
             codes, tokens, task.num_classes, base=base, length=cfg.subtokens, seed=cfg.seed
         )
 
-    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None, weighting="elbo", mix=0.5):
         """``objectives.diffusion_loss(model, x0, sub, schedule, objective, t=noise.t,
-        uniforms=noise.uniforms).per_sequence``: ``w(t)`` times the objective's terms, nats per sequence.
+        uniforms=noise.uniforms, weighting=weighting, mix=mix).per_sequence``: by default ``w(t)`` times
+        the objective's terms, nats per sequence (``weighting``/``mix``: ``docs/method.md §4b``).
         ``model`` may be wrapped (DDP); the sub-tokenizer and schedule are read from the unwrapped one."""
         from .objectives import diffusion_loss
 
         inner = getattr(model, "module", model)
         schedule = inner.schedule if schedule is None else schedule
         return diffusion_loss(
-            model, x0, inner.subtokenizer, schedule, objective=objective, t=noise.t, uniforms=noise.uniforms
+            model,
+            x0,
+            inner.subtokenizer,
+            schedule,
+            objective=objective,
+            t=noise.t,
+            uniforms=noise.uniforms,
+            weighting=weighting,
+            mix=mix,
         ).per_sequence
 
     @torch.no_grad()
@@ -394,7 +411,7 @@ class AutoregressiveFamily(Family):
         )
         return M.build_model(conf)
 
-    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None, weighting="elbo", mix=0.5):
         """Exact negative log-likelihood ``−log p_θ(x0)`` per sequence (nats), computed as
         ``CausalTransformer.log_likelihood`` does but through ``model``'s own forward (so that a DDP
         wrapper synchronises gradients); the noise is unused (the trainer still draws it, so the random

@@ -34,12 +34,36 @@ __all__ = [
     "DiffusionLoss",
     "ModelFn",
     "OBJECTIVES",
+    "WEIGHTINGS",
+    "check_weighting",
 ]
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``model(y_t: LongTensor[B, L·ℓ], t: FloatTensor[B]) -> logits FloatTensor[B, L, C]``."""
 
 OBJECTIVES = ("prime", "valid")
+
+WEIGHTINGS = ("elbo", "unweighted", "mixture")
+"""Training weightings of :func:`diffusion_loss` (``docs/method.md §4b``): ``elbo`` (``w(t)`` times the
+objective's terms, the default), ``unweighted`` (the terms averaged per masked digit / token, no
+``w(t)``) and ``mixture`` (``w(t)`` times ``(1 − mix)·L_prime + mix·L_valid`` terms)."""
+
+
+def check_weighting(weighting: str, mix: float, objective: str = "prime") -> None:
+    """ValueError unless ``weighting`` is one of :data:`WEIGHTINGS`, ``mix`` a number in ``[0, 1]``
+    and ``objective`` one of :data:`OBJECTIVES` (``"prime"``, its default, for ``mixture``, which
+    mixes both objectives itself: ``mix = 1`` is ``L_valid``)."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+    if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
+        raise ValueError(f"mix must be a number in [0, 1], got {mix!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+    if weighting == "mixture" and objective != "prime":
+        raise ValueError(
+            f"weighting 'mixture' mixes both objectives by mix (mix=0: prime, mix=1: valid); leave "
+            f"objective at 'prime', got objective={objective!r}"
+        )
 
 
 def token_nll(logits: torch.Tensor, y_t: torch.Tensor, x0: torch.Tensor, sub: SubTokenizer) -> torch.Tensor:
@@ -99,6 +123,8 @@ def diffusion_loss(
     uniforms: torch.Tensor | None = None,
     eps: float = 1e-3,
     generator: torch.Generator | None = None,
+    weighting: str = "elbo",
+    mix: float = 0.5,
 ) -> DiffusionLoss:
     """One Monte Carlo draw of the continuous-time objective for training:
     ``w(t) · sequence_terms(model(y_t, t), ...)`` with stratified ``t ∈ [eps, 1]``.
@@ -112,14 +138,41 @@ def diffusion_loss(
             :func:`~mdm_prime.process.mask_subtokens`; default: fresh draws from ``generator``).
             With both ``t`` and ``uniforms`` given the result is a deterministic function of them:
             the trainer calls this function with its own reproducible draws.
+        weighting: how the terms of one sequence are weighted (``docs/method.md §4b``; every weighting
+            is scored by the same valid bound, only the training signal changes):
+
+            * ``"elbo"`` (default): ``w(t) · sequence_terms(objective)``, nats per sequence (``w`` in
+              1/time; its expectation over ``t`` is the objective itself).
+            * ``"unweighted"``: no ``w(t)``. ``objective="valid"``: the masked digits' cross-entropies
+              ``−log p_θ(y0^{i,j} | y_t)`` summed over the sequence and divided by the number ``k`` of
+              masked digits of that sequence (``k = #{(i, j) : y_t^{i,j} = m}``): nats per masked digit,
+              one value per sequence. ``objective="prime"``: the token terms ``−log p_θ(x0^i | y_t)``
+              divided by the number of tokens with at least one masked digit: nats per masked token. A
+              sequence with nothing masked contributes exactly 0 (no division by zero).
+            * ``"mixture"``: ``w(t) · ((1 − mix) · L_prime terms + mix · L_valid terms)``, nats per
+              sequence; ``objective`` must stay ``"prime"`` (its default; the mixture has both).
+        mix: the weight of ``L_valid`` in ``"mixture"``, a number in ``[0, 1]`` (``0``: ``L_prime``,
+            ``1``: ``L_valid``); checked always, used only by ``"mixture"``.
+
+    ``weighting``, ``mix`` and ``objective`` are checked before any work (ValueError listing
+    :data:`WEIGHTINGS` / :data:`OBJECTIVES`).
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+    check_weighting(weighting, mix, objective)
     schedule = get_schedule(schedule)
     if t is None:
         t = sample_times(x0.shape[0], eps=eps, generator=generator, device=x0.device)
     y0 = sub.encode(x0)
     y_t = mask_subtokens(y0, t, schedule, sub.mask_id, generator=generator, uniforms=uniforms)
     logits = model(y_t, t)
-    per_seq = schedule.weight(t.float()) * sequence_terms(logits, y_t, x0, sub, objective)
+    if weighting == "elbo":
+        per_seq = schedule.weight(t.float()) * sequence_terms(logits, y_t, x0, sub, objective)
+    elif weighting == "mixture":
+        tok, dig = token_and_digit_nll(logits, y_t, x0, sub)
+        terms = (1.0 - mix) * tok.sum(-1) + mix * dig.sum((-1, -2))
+        per_seq = schedule.weight(t.float()) * terms
+    else:  # unweighted: per masked digit (valid) or per masked token (prime)
+        masked = (y_t == sub.mask_id).unflatten(-1, (-1, sub.length))  # BoolTensor[B, L, ℓ]
+        count = masked.any(-1).sum(-1) if objective == "prime" else masked.sum((-1, -2))  # LongTensor[B]
+        terms = sequence_terms(logits, y_t, x0, sub, objective)
+        per_seq = torch.where(count > 0, terms / count.clamp(min=1).to(terms.dtype), torch.zeros_like(terms))
     return DiffusionLoss(loss=per_seq.mean(), per_sequence=per_seq, t=t, y_t=y_t)

@@ -325,8 +325,15 @@ class Trainer:
 
     def loss(self, x0: torch.Tensor, noise: Noise) -> torch.Tensor:
         """Per-sequence loss in nats for a micro-batch: ``family.loss`` (the library's objective)."""
+        cfg = self.cfg
         return self.family.loss(
-            self.train_model, x0, noise, objective=self.cfg.objective, schedule=self.schedule
+            self.train_model,
+            x0,
+            noise,
+            objective=cfg.objective,
+            schedule=self.schedule,
+            weighting=cfg.loss_weighting,
+            mix=cfg.loss_mix,
         )
 
     def train_step(self) -> float:

@@ -16,6 +16,7 @@ FLAG_KEYS = (
     "subtokens",
     "codes",
     "objective",
+    "loss_weighting",
     "max_steps",
     "batch_size",
     "seq_len",
@@ -35,7 +36,7 @@ def _preset_default(key: str, preset: str = "text-tiny") -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..codes import CODE_KINDS
-    from ..configs import OBJECTIVES, PRECISIONS, PRESETS
+    from ..configs import OBJECTIVES, PRECISIONS, PRESETS, WEIGHTINGS
     from ..families import FAMILIES
 
     families = "; ".join(f"{name}: {f.description}" for name, f in FAMILIES.items())
@@ -74,6 +75,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=list(OBJECTIVES),
         help="training loss: prime (the paper's) or valid (the likelihood bound); "
         f"validation always reports the valid bound ({_preset_default('objective')})",
+    )
+    p.add_argument(
+        "--loss-weighting",
+        choices=list(WEIGHTINGS),
+        help="training weighting (docs/method.md §4b): elbo (w(t) times the objective), unweighted "
+        "(cross-entropy per masked digit, or per masked token for --objective prime) or mixture "
+        "((1-loss_mix)·prime + loss_mix·valid, set loss_mix with --set); validation always reports the "
+        f"valid bound ({_preset_default('loss_weighting')})",
     )
     p.add_argument(
         "--max-steps", type=int, metavar="N", help=f"optimizer steps ({_preset_default('max_steps')})"
