@@ -178,11 +178,13 @@ class NoCarryOverFamily(DiffusionFamily):
     def __init__(self, base: DiffusionFamily) -> None:
         super().__init__(base.name, base.description + " (trained without carry-over)", base.fixed_subtokens)
 
-    def loss(self, model, x0, noise, *, objective="prime", schedule=None):
+    def loss(self, model, x0, noise, *, objective="prime", schedule=None, weighting="elbo", mix=0.5):
         from ..process import mask_subtokens
 
         if objective != "prime":
             raise ValueError(f"carry_over=False is implemented for objective 'prime' only, got {objective!r}")
+        if weighting != "elbo":
+            raise ValueError(f"carry_over=False is implemented for the ELBO weighting only, got {weighting!r}")
         inner = getattr(model, "module", model)
         schedule = inner.schedule if schedule is None else schedule
         sub = inner.subtokenizer
