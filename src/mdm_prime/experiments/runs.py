@@ -184,7 +184,9 @@ class NoCarryOverFamily(DiffusionFamily):
         if objective != "prime":
             raise ValueError(f"carry_over=False is implemented for objective 'prime' only, got {objective!r}")
         if weighting != "elbo":
-            raise ValueError(f"carry_over=False is implemented for the ELBO weighting only, got {weighting!r}")
+            raise ValueError(
+                f"carry_over=False is implemented for the ELBO weighting only, got {weighting!r}"
+            )
         inner = getattr(model, "module", model)
         schedule = inner.schedule if schedule is None else schedule
         sub = inner.subtokenizer
