@@ -131,3 +131,16 @@ def test_autoregressive_family_returns_its_exact_nll():
     assert math.isclose(float(torch.exp(-r.nll).sum()), 1.0, abs_tol=1e-5)
     with pytest.raises(ValueError, match="unknown decoding order"):
         decoding_likelihood(model, x, model.subtokenizer, order="oracle")
+
+
+def test_nan_logits_are_refused_not_scored():
+    """The model's output goes through the same check as in the valid bound: NaN logits raise instead
+    of giving a NaN likelihood."""
+    sub = SubTokenizer(num_classes=4, length=2)
+    model = RandomDigitModel(sub, num_tokens=2, seed=0)
+
+    def broken(y, t=None):
+        return model(y, t) * float("nan")
+
+    with pytest.raises(ValueError, match="NaN logits"):
+        decoding_likelihood(broken, torch.zeros(1, 2, dtype=torch.long), sub)

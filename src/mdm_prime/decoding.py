@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .likelihood import check_model_output, check_tokens_and_subtokenizer
 from .schedules import Schedule, get_schedule
 from .subtokenizer import SubTokenizer
 from .validation import check_int
@@ -65,24 +66,19 @@ class DecodingResult:
     order: str
 
 
+def _check_order(order: object) -> None:
+    if not isinstance(order, str) or order not in ORDERS:
+        raise ValueError(f"unknown decoding order {order!r}; expected one of {sorted(ORDERS)}")
+
+
 def _validate(model, x0, sub, order, batch_size) -> None:
     if not callable(model):
         raise TypeError(f"model must be callable as model(y_t, t), got {type(model).__name__}")
-    if not isinstance(order, str) or order not in ORDERS:
-        raise ValueError(f"unknown decoding order {order!r}; expected one of {sorted(ORDERS)}")
+    _check_order(order)
     if not isinstance(sub, SubTokenizer):
         raise TypeError(f"sub must be a SubTokenizer, got {type(sub).__name__}")
     check_int("batch_size", batch_size, low=1)
-    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
-        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise ValueError(f"x0 must be a LongTensor of shape (B, L), got {got}")
-    if x0.dtype.is_floating_point or x0.dtype.is_complex or x0.dtype == torch.bool:
-        raise TypeError(f"x0 must hold integer token ids, got dtype {x0.dtype}")
-    if x0.shape[0] == 0 or x0.shape[1] == 0:
-        raise ValueError(f"x0 must hold at least one sequence of at least one token, got {tuple(x0.shape)}")
-    own = getattr(getattr(model, "module", model), "subtokenizer", None)
-    if isinstance(own, SubTokenizer) and own != sub:
-        raise ValueError(f"sub {sub!r} does not match the model's own {own!r}")
+    check_tokens_and_subtokenizer(model, x0, sub)
 
 
 @torch.no_grad()
@@ -118,8 +114,7 @@ def decoding_likelihood(
 
     inner = getattr(model, "module", model)
     if getattr(family_of(model), "exact_likelihood", False):
-        if not isinstance(order, str) or order not in ORDERS:
-            raise ValueError(f"unknown decoding order {order!r}; expected one of {sorted(ORDERS)}")
+        _check_order(order)
         return DecodingResult(-inner.log_likelihood(x0).double().cpu(), 1, order)
     _validate(model, x0, sub, order, batch_size)
     if schedule is None:
@@ -147,10 +142,7 @@ def decoding_likelihood(
                 u = torch.full((rows,), (n - step) / n, dtype=torch.float64)
                 t = schedule.time_from_mask_probability(u).float().to(y.device)
                 logits = model(y, t)
-                expected = (rows, num_tokens, sub.num_classes)
-                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
-                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model returned logits of shape {got}, expected {expected}")
+                check_model_output(logits, rows, num_tokens, sub)  # shape, dtype, no NaN
                 _, marg = carry_over(logits, y, sub)  # (rows, L, ℓ, b)
                 marg = marg.reshape(rows, n, b)
                 d = choose(marg, hidden)  # reads only the model's outputs and the hidden mask

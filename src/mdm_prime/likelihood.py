@@ -133,6 +133,17 @@ def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size, progr
     check_int("batch_size", batch_size, low=1)
     check_int("seed", seed, type_error=True)
     check_number("eps", eps, 0, 1, high_open=True)
+    check_tokens_and_subtokenizer(model, x0, sub)
+    seq_len = getattr(model, "seq_len", None)
+    fixed_length = not getattr(model, "variable_length", False)
+    if fixed_length and is_int(seq_len) and seq_len != x0.shape[1]:
+        raise ValueError(f"x0 has sequences of L={x0.shape[1]} tokens but the model takes seq_len={seq_len}")
+
+
+def check_tokens_and_subtokenizer(model, x0: object, sub: SubTokenizer) -> None:
+    """``x0`` is a non-empty integer ``LongTensor[B, L]`` and ``sub`` is the model's own sub-tokenizer
+    (when the model has one); ValueError / TypeError naming the bad value. Shared with
+    :func:`mdm_prime.decoding.decoding_likelihood`."""
     if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
         raise ValueError(
             f"x0 must be a LongTensor of shape (B, L), got "
@@ -144,16 +155,12 @@ def _validate(model, x0, sub, num_times, seed, estimator, eps, batch_size, progr
         raise ValueError(f"x0 is an empty batch (shape {tuple(x0.shape)}); give at least one sequence")
     if x0.shape[1] == 0:
         raise ValueError(f"x0 holds zero-length sequences (shape {tuple(x0.shape)}); give L >= 1 tokens")
-    own = getattr(model, "subtokenizer", None)
+    own = getattr(getattr(model, "module", model), "subtokenizer", None)
     if isinstance(own, SubTokenizer) and own != sub:
         raise ValueError(f"subtokenizer {sub!r} does not match the model's own {own!r}")
-    seq_len = getattr(model, "seq_len", None)
-    fixed_length = not getattr(model, "variable_length", False)
-    if fixed_length and is_int(seq_len) and seq_len != x0.shape[1]:
-        raise ValueError(f"x0 has sequences of L={x0.shape[1]} tokens but the model takes seq_len={seq_len}")
 
 
-def _check_model_output(logits: object, rows: int, num_tokens: int, sub: SubTokenizer) -> None:
+def check_model_output(logits: object, rows: int, num_tokens: int, sub: SubTokenizer) -> None:
     expected = (rows, num_tokens, sub.num_classes)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -224,7 +231,7 @@ def likelihood(
         sl = slice(start, start + batch_size)
         y_b, t_b, x_b = y[sl].to(device), t[sl].to(device), rows_x0[sl]
         logits = model(y_b, t_b)
-        _check_model_output(logits, y_b.shape[0], num_tokens, subtokenizer)
+        check_model_output(logits, y_b.shape[0], num_tokens, subtokenizer)
         tok, dig = token_and_digit_nll(logits, y_b, x_b, subtokenizer)  # one carry-over pass for both
         valid_rows.append(dig.sum((-1, -2)).double().cpu())
         prime_rows.append(tok.sum(-1).double().cpu())
