@@ -217,7 +217,20 @@ class TrainConfig:
                 f"family {self.family!r} uses whole tokens: subtokens must be {fixed}, got {self.subtokens} "
                 f"(use --family prime for ℓ > 1)"
             )
+        self._check_schedule()
         return self
+
+    def _check_schedule(self) -> None:
+        """``schedule`` parses for ``ℓ = subtokens`` (shared names, or per digit ``leading:A`` /
+        ``digits:S_0,…``, docs/method.md §2b); a one-line ValueError naming the value otherwise."""
+        from .schedules import get_schedule
+
+        try:
+            get_schedule(self.schedule, length=self.subtokens)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"schedule={self.schedule!r} is not valid for subtokens={self.subtokens}: {err}"
+            ) from None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .likelihood import check_model_output, check_tokens_and_subtokenizer
-from .schedules import Schedule, get_schedule
+from .schedules import Schedule, get_schedule, time_for_masked_fraction
 from .subtokenizer import SubTokenizer
 from .validation import check_int
 
@@ -103,7 +103,8 @@ def decoding_likelihood(
         batch_size: sequences per network call (all advance in lock-step; the result does not depend
             on it).
         schedule: gives a time-conditioned model its ``t`` from the fraction ``u`` of hidden digits
-            (``1 − α(t) = u``); default the model's own ``schedule``, else linear.
+            (``1 − α(t) = u``; per-digit schedules: the mean ``g_j`` equals ``u``, docs/method.md §2b);
+            default the model's own ``schedule``, else linear.
         progress: a tqdm bar on stderr (network calls).
 
     Returns:
@@ -119,7 +120,7 @@ def decoding_likelihood(
     _validate(model, x0, sub, order, batch_size)
     if schedule is None:
         schedule = getattr(inner, "schedule", None) or "linear"
-    schedule = get_schedule(schedule)
+    schedule = get_schedule(schedule, length=sub.length)
     choose = ORDERS[order]
     y0_all = sub.encode(x0)  # validates ids; (B, n) token-major
     num_seqs, num_tokens = x0.shape
@@ -140,7 +141,7 @@ def decoding_likelihood(
             for step in range(n):
                 hidden = y == mask_id
                 u = torch.full((rows,), (n - step) / n, dtype=torch.float64)
-                t = schedule.time_from_mask_probability(u).float().to(y.device)
+                t = time_for_masked_fraction(schedule, u).float().to(y.device)
                 logits = model(y, t)
                 check_model_output(logits, rows, num_tokens, sub)  # shape, dtype, no NaN
                 _, marg = carry_over(logits, y, sub)  # (rows, L, ℓ, b)

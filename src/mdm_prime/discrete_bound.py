@@ -25,6 +25,10 @@ Facts the tests check:
   can be above or below ``−log p(x)``, and only its average over ``x ~ p`` is ``≥`` the entropy.
 * ``T → ∞``: at most one digit per step, each scored by its marginal: the bound tends to the
   continuous-time ``L_valid`` of :func:`mdm_prime.likelihood`.
+
+Per-digit schedules (docs/method.md §2b): a digit at position ``j`` is revealed at step ``k`` with
+probability ``q_{k,j} = (g_j(t_k) − g_j(t_{k+1}))/g_j(t_k)``, so ``U_k`` is drawn with per-position
+probabilities; the per-step term is unchanged, and the bound tends to the per-digit ``L_valid``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch
 
 from .parameterization import carry_over_log_probs
 from .sampling.grids import time_grid
-from .schedules import Schedule, get_schedule
+from .schedules import DigitSchedules, Schedule, get_schedule, is_per_digit
 from .subtokenizer import SubTokenizer
 from .validation import check_int
 
@@ -78,11 +82,26 @@ class DiscreteTimeBound:
 
 
 def reveal_steps(
-    grid: torch.Tensor, schedule: Schedule, shape: tuple[int, ...], generator: torch.Generator
+    grid: torch.Tensor,
+    schedule: Schedule | DigitSchedules,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Step ``k ∈ {0..T−1}`` at which each digit is revealed by the joint sampler started fully masked:
     ``P(k) = (α_{k+1} − α_k) / (1 − α_0)`` (the product of the sampler's per-step probabilities
-    ``q_k``; the last step takes the rest). ``LongTensor[shape]``."""
+    ``q_k``; the last step takes the rest). ``LongTensor[shape]``. Per-digit schedules: the last axis
+    of ``shape`` holds token-major digits (position ``c`` is digit ``c mod ℓ``), each revealed by its
+    own ``α_j``; the same uniforms are drawn."""
+    if is_per_digit(schedule):
+        ell = schedule.length
+        if not shape or shape[-1] % ell:
+            raise ValueError(f"the last axis of shape {shape} must hold whole tokens of ℓ={ell} digits")
+        mask_prob = schedule.mask_probability(grid.to(torch.float64)).to(torch.float64)  # (T+1, ℓ)
+        u = 1.0 - torch.rand(shape, generator=generator, dtype=torch.float64)  # (0, 1]
+        out = torch.empty(shape, dtype=torch.long)
+        for j in range(ell):
+            out[..., j::ell] = _steps_from_uniforms(mask_prob[:, j], u[..., j::ell].contiguous())
+        return out
     # 1 − α per schedule in closed form, float64 (as the sampler does): no cancellation near t = 0
     mask_prob = schedule.mask_probability(grid.to(torch.float64)).to(torch.float64)
     steps = grid.numel() - 1
@@ -98,6 +117,20 @@ def reveal_steps(
     return (steps - below).clamp(0, steps - 1)
 
 
+def _steps_from_uniforms(mask_prob: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """:func:`reveal_steps` for one mask-probability curve ``float64[T+1]`` and uniforms ``u`` in
+    ``(0, 1]`` (any shape)."""
+    steps = mask_prob.numel() - 1
+    m0 = float(mask_prob[0])
+    if m0 <= 0.0:
+        raise ValueError(f"the schedule has alpha(1) = {1.0 - m0}: nothing is masked at t = 1")
+    m = (mask_prob / m0).clamp(0.0, 1.0)
+    m[-1] = 0.0
+    ascending = m[1:].flip(0).contiguous()
+    below = torch.searchsorted(ascending, u.flatten().contiguous(), side="left").view(u.shape)
+    return (steps - below).clamp(0, steps - 1)
+
+
 @torch.no_grad()
 def discrete_time_bound(
     model,
@@ -107,7 +140,7 @@ def discrete_time_bound(
     steps: int,
     num_draws: int = 16,
     seed: int = 0,
-    schedule: Schedule | str | None = None,
+    schedule: Schedule | DigitSchedules | str | None = None,
     grid: str = "uniform",
     batch_size: int = 256,
 ) -> DiscreteTimeBound:
@@ -141,7 +174,7 @@ def discrete_time_bound(
         )
     if schedule is None:
         schedule = getattr(model, "schedule", None) or "linear"
-    sched = get_schedule(schedule)
+    sched = get_schedule(schedule, length=sub.length)
     grid_t = time_grid(steps, grid, sched)
     y0 = sub.encode(x0)  # validates ids, (B, n)
     num_seqs, num_tokens = x0.shape

@@ -16,6 +16,14 @@ exact quadrature oracle in :mod:`mdm_prime.oracle`):
 * ``"stratified"``: stratified ``t ∈ [eps, 1]``, independent masking, weight ``w(t)``. Heavy-tailed
   near ``t = 0`` and slightly biased by the clip ``eps``; kept for comparison.
 
+Per-digit schedules (docs/method.md §2b) generalise both. ``"integrated"``: every digit ``d`` gets a
+uniform ``u_d`` and the masking time ``τ_d = g_{j(d)}^{-1}(u_d)``; with ``k`` drawn as above, the ``k``
+digits with the smallest ``τ`` are hidden, ``t* = `` the ``k``-th smallest ``τ`` is handed to the
+network, and the valid score is ``n · Σ_{d hidden} π_d · (−log p_θ(y0^d | y))`` with
+``π_d = w_{j(d)}(t*) / Σ_{d' hidden} w_{j(d')}(t*)`` (for a shared schedule ``π_d = 1/k``: the estimator
+above). ``"stratified"``: each hidden digit weighted by its own ``w_j(t)``. ``L_prime`` beside them
+weights token ``i`` by ``w̄_i``, the mean of ``w_j`` over its hidden digits.
+
 The standard error is ``std / sqrt(K)`` over the K draws of each sequence; with stratified draws
 this is conservative (stratification only lowers the true variance).
 """
@@ -28,9 +36,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .objectives import ModelFn, token_and_digit_nll
+from .objectives import ModelFn, per_digit_weighted_terms, token_and_digit_nll
 from .process import mask_subtokens
-from .schedules import Schedule, get_schedule
+from .schedules import DigitSchedules, Schedule, get_schedule, is_per_digit
 from .subtokenizer import SubTokenizer
 from .validation import check_int, check_number, is_int
 
@@ -106,6 +114,31 @@ def _draw_integrated(
     return y, weight, t
 
 
+def _draw_integrated_digits(
+    y0: torch.Tensor, num_times: int, schedule: DigitSchedules, mask_id: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_draw_integrated` for per-digit schedules (docs/method.md §2b): same draws (``k``, then
+    one float64 uniform per digit), read as masking times ``τ_d = g_{j(d)}^{-1}(u_d)``; the ``k``
+    digits with the smallest ``τ`` are hidden and ``t* = τ_(k)``. Returns masked ``y`` ``[R, n]``, the
+    per-digit weights ``n · w_{j(d)}(t*) / Σ_{hidden d'} w_{j(d')}(t*)`` ``float64[R, n]`` (valid; the
+    prime weight of a token is their mean over its hidden digits) and ``t*`` ``float32[R]``."""
+    rows, n = y0.shape
+    seqs = rows // num_times
+    k = _stratified_counts(torch.rand(seqs, 1, generator=generator), num_times, n)  # (R,)
+    uniforms = torch.rand(rows, n, generator=generator, dtype=torch.float64)
+    ell = schedule.length
+    tau = schedule.time_from_mask_probability(uniforms.view(rows, n // ell, ell)).reshape(rows, n)
+    order = tau.argsort(dim=1)
+    ranks = order.argsort(dim=1)
+    masked = ranks < k.view(-1, 1)  # exactly k digits: the k earliest masking times
+    t_star = tau.gather(1, order.gather(1, (k - 1).view(-1, 1))).squeeze(1)  # the k-th smallest τ
+    w = schedule.per_position(schedule.weight(t_star), n)  # (R, n) w_{j(d)}(t*)
+    w_hidden = torch.where(masked, w, torch.zeros_like(w))
+    weight = n * w_hidden / w_hidden.sum(1, keepdim=True)
+    y = torch.where(masked.to(y0.device), torch.full_like(y0, mask_id), y0)
+    return y, weight, t_star.float()
+
+
 def _draw_stratified(
     y0: torch.Tensor, num_times: int, schedule: Schedule, mask_id: int, generator: torch.Generator, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,6 +149,8 @@ def _draw_stratified(
     t = ((v + r) / num_times).flatten().clamp(eps, 1.0)
     y = mask_subtokens(y0.cpu(), t, schedule, mask_id, generator=generator).to(y0.device)
     weight = schedule.weight(t.double())
+    if is_per_digit(schedule):  # (R, ℓ) → (R, n): every digit its own w_j(t)
+        weight = schedule.per_position(weight, y0.shape[1])
     return y, weight, t
 
 
@@ -179,7 +214,7 @@ def likelihood(
     model: ModelFn,
     x0: torch.Tensor,
     subtokenizer: SubTokenizer,
-    schedule: Schedule | str = "linear",
+    schedule: Schedule | DigitSchedules | str = "linear",
     num_times: int = 32,
     seed: int = 0,
     *,
@@ -195,8 +230,10 @@ def likelihood(
         x0: clean token ids ``LongTensor[B, L]``, ``B ≥ 1``, ``L ≥ 1``, ids in ``[0, C)``.
         subtokenizer: the model's :class:`SubTokenizer` (must equal ``model.subtokenizer`` when the
             model has one; the logits must have ``C = subtokenizer.num_classes`` classes).
-        schedule: a :class:`Schedule` or a name; only used to convert masking probability to the
-            ``t`` a time-conditioned model receives (the bound itself is schedule-free in continuous time).
+        schedule: a :class:`Schedule` or a name; for a shared schedule only used to convert masking
+            probability to the ``t`` a time-conditioned model receives (the bound itself is
+            schedule-free in continuous time). Per-digit schedules (``"leading:A"``, ``"digits:…"``,
+            :class:`DigitSchedules`; docs/method.md §2b) change the bound itself: pass the model's own.
         num_times: K ≥ 2 draws per sequence (docs/method.md recommends ≥ 32 for reporting).
         seed: seeds a private generator; results are reproducible and leave global RNG untouched.
         estimator: ``"integrated"`` (default, low variance) or ``"stratified"`` (in ``t``).
@@ -213,14 +250,17 @@ def likelihood(
         logits whose shape or class count does not match (``(rows, L, C)``) or that hold NaN.
     """
     _validate(model, x0, subtokenizer, num_times, seed, estimator, eps, batch_size, progress)
-    schedule = get_schedule(schedule)
+    schedule = get_schedule(schedule, length=subtokenizer.length)
+    per_digit = is_per_digit(schedule)
     y0_all = subtokenizer.encode(x0)  # validates ids
     num_seqs, num_tokens = x0.shape
     generator = torch.Generator().manual_seed(seed)
 
     rows_x0 = x0.repeat_interleave(num_times, dim=0)
     rows_y0 = y0_all.repeat_interleave(num_times, dim=0).cpu()
-    if estimator == "integrated":
+    if estimator == "integrated" and per_digit:
+        y, weight, t = _draw_integrated_digits(rows_y0, num_times, schedule, subtokenizer.mask_id, generator)
+    elif estimator == "integrated":
         y, weight, t = _draw_integrated(rows_y0, num_times, schedule, subtokenizer.mask_id, generator)
     else:
         y, weight, t = _draw_stratified(rows_y0, num_times, schedule, subtokenizer.mask_id, generator, eps)
@@ -233,10 +273,19 @@ def likelihood(
         logits = model(y_b, t_b)
         check_model_output(logits, y_b.shape[0], num_tokens, subtokenizer)
         tok, dig = token_and_digit_nll(logits, y_b, x_b, subtokenizer)  # one carry-over pass for both
-        valid_rows.append(dig.sum((-1, -2)).double().cpu())
-        prime_rows.append(tok.sum(-1).double().cpu())
+        if per_digit:  # per-digit weights (R, n): applied here, before the sums
+            w_b = weight[sl].view(-1, num_tokens, subtokenizer.length)
+            masked = (y[sl] == subtokenizer.mask_id).view(w_b.shape)
+            prime_b, valid_b = per_digit_weighted_terms(tok.double().cpu(), dig.double().cpu(), masked, w_b)
+            valid_rows.append(valid_b)
+            prime_rows.append(prime_b)
+        else:
+            valid_rows.append(dig.sum((-1, -2)).double().cpu())
+            prime_rows.append(tok.sum(-1).double().cpu())
         if progress is not None:
             progress(y_b.shape[0])
+    if per_digit:
+        weight = 1.0
     valid = (torch.cat(valid_rows) * weight).view(num_seqs, num_times)
     prime = (torch.cat(prime_rows) * weight).view(num_seqs, num_times)
     root_k = math.sqrt(num_times)

@@ -22,7 +22,7 @@ import torch
 
 from .parameterization import carry_over_nll
 from .process import mask_subtokens, sample_times
-from .schedules import Schedule, get_schedule
+from .schedules import DigitSchedules, Schedule, get_schedule, is_per_digit
 from .subtokenizer import SubTokenizer
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "OBJECTIVES",
     "WEIGHTINGS",
     "check_weighting",
+    "per_digit_weighted_terms",
 ]
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -101,6 +102,30 @@ def sequence_terms(
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
+def per_digit_weighted_terms(
+    tok: torch.Tensor, dig: torch.Tensor, masked: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-digit-schedule weighting of one draw (docs/method.md §2b): ``(L_prime, L_valid)`` terms
+    ``FloatTensor[B]`` in nats per sequence (times 1/time from the weights).
+
+    ``L_valid``: ``Σ_{(i,j) masked} w_j · dig[i, j]``; ``L_prime``: ``Σ_i w̄_i · tok[i]`` with ``w̄_i``
+    the mean of ``w_j`` over the masked digits of token ``i`` (``0`` for a fully seen token, whose term
+    is 0 anyway).
+
+    Args: ``tok`` ``[B, L]`` token NLLs; ``dig`` ``[B, L, ℓ]`` digit NLLs (0 where seen); ``masked``
+    ``Bool[B, L, ℓ]``; ``w`` the per-digit weights, ``[B, ℓ]`` (one per digit position) or ``[B, L, ℓ]``.
+    """
+    if w.dim() == 2:
+        w = w.unsqueeze(1)
+    w = w.to(dig.dtype)
+    valid = (w * dig).sum((-1, -2))
+    m = masked.to(dig.dtype)
+    count = m.sum(-1)
+    w_bar = (w * m).sum(-1) / count.clamp(min=1)
+    prime = (w_bar.to(tok.dtype) * tok).sum(-1)
+    return prime, valid
+
+
 @dataclass
 class DiffusionLoss:
     """Result of :func:`diffusion_loss`. ``per_sequence``: ``FloatTensor[B]`` in nats per sequence
@@ -116,7 +141,7 @@ def diffusion_loss(
     model: ModelFn,
     x0: torch.Tensor,
     sub: SubTokenizer,
-    schedule: Schedule | str = "linear",
+    schedule: Schedule | DigitSchedules | str = "linear",
     *,
     objective: str = "prime",
     t: torch.Tensor | None = None,
@@ -156,15 +181,28 @@ def diffusion_loss(
 
     ``weighting``, ``mix`` and ``objective`` are checked before any work (ValueError listing
     :data:`WEIGHTINGS` / :data:`OBJECTIVES`).
+
+    Per-digit schedules (``"leading:A"``, ``"digits:…"``, a :class:`DigitSchedules`; docs/method.md §2b):
+    digit ``j`` is masked with ``g_j(t)``; ``"elbo"`` weights the valid terms by ``w_j(t)`` per digit
+    and each prime token term by ``w̄_i(t)``, the mean of ``w_j(t)`` over its masked digits (see
+    :func:`per_digit_weighted_terms`); ``"mixture"`` mixes those two; ``"unweighted"`` is unchanged.
     """
     check_weighting(weighting, mix, objective)
-    schedule = get_schedule(schedule)
+    schedule = get_schedule(schedule, length=sub.length)
     if t is None:
         t = sample_times(x0.shape[0], eps=eps, generator=generator, device=x0.device)
     y0 = sub.encode(x0)
     y_t = mask_subtokens(y0, t, schedule, sub.mask_id, generator=generator, uniforms=uniforms)
     logits = model(y_t, t)
-    if weighting == "elbo":
+    if is_per_digit(schedule) and weighting != "unweighted":
+        tok, dig = token_and_digit_nll(logits, y_t, x0, sub)
+        masked = (y_t == sub.mask_id).unflatten(-1, (-1, sub.length))  # BoolTensor[B, L, ℓ]
+        prime, valid = per_digit_weighted_terms(tok, dig, masked, schedule.weight(t.float()))
+        if weighting == "mixture":
+            per_seq = (1.0 - mix) * prime + mix * valid
+        else:
+            per_seq = prime if objective == "prime" else valid
+    elif weighting == "elbo":
         per_seq = schedule.weight(t.float()) * sequence_terms(logits, y_t, x0, sub, objective)
     elif weighting == "mixture":
         tok, dig = token_and_digit_nll(logits, y_t, x0, sub)

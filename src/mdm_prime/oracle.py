@@ -22,6 +22,9 @@ Everything here enumerates: ``C^L`` sequences, ``2^n`` mask patterns of the ``n 
 * :func:`exact_objectives` — ``L_valid`` and ``L_prime`` of any model for one sequence, summing over
   all mask patterns and integrating over time by Gauss–Legendre quadrature in ``u = 1 − α(t)``
   (exact for time-independent models once the quadrature order exceeds ``n``).
+* :func:`exact_digit_objectives` — the same for **per-digit schedules** (docs/method.md §2b): every
+  pattern weighted by ``Π_hidden g_j(t) Π_seen α_j(t)``, each hidden digit by ``w_j(t)``, integrated
+  over ``t`` by Gauss–Legendre after the substitution ``t = s^q`` (closed forms written out here).
 * :func:`reveal_order_nll` — for a *time-independent* model, the exact ``−log p_θ(x)`` of its
   continuous-time generative process (digits revealed one at a time in a uniformly random order,
   each drawn from its marginal), and the order-averaged chain-rule NLL, by dynamic programming over
@@ -41,6 +44,7 @@ __all__ = [
     "ExactPosterior",
     "brute_force_carry_over",
     "digits_of",
+    "exact_digit_objectives",
     "exact_objectives",
     "nll_terms",
     "reveal_order_nll",
@@ -257,6 +261,115 @@ def _time_map(schedule) -> Callable[[float], float]:
     if name == "polynomial":
         return lambda u: u ** (1.0 / schedule.exponent)
     raise ValueError(f"oracle has no time map for schedule {name!r}")
+
+
+def _digit_curve(config: dict) -> tuple[Callable, Callable, float]:
+    """``(g, g', exponent)`` of one digit position's schedule from its config dict, written out here:
+    ``g(t) = 1 − α(t)`` and its derivative ``g'(t) = −α'(t)``, both on numpy arrays; ``exponent`` is the
+    polynomial power (1 for the others, which are smooth in ``t``)."""
+    name = config["name"]
+    if name == "linear":
+        return (lambda t: t), (lambda t: np.ones_like(t)), 1.0
+    if name == "loglinear":
+        c = 1.0 - float(config["eps"])
+        return (lambda t: c * t), (lambda t: np.full_like(t, c)), 1.0
+    if name == "cosine":
+        return (
+            (lambda t: 1.0 - np.cos(0.5 * math.pi * t)),
+            (lambda t: 0.5 * math.pi * np.sin(0.5 * math.pi * t)),
+            1.0,
+        )
+    if name == "polynomial":
+        e = float(config["exponent"])
+        return (lambda t: t**e), (lambda t: e * t ** (e - 1.0)), e
+    raise ValueError(f"oracle has no closed form for schedule {name!r}")
+
+
+def _substitution_power(exponents: list[float]) -> int:
+    """Smallest ``q ≤ 64`` making every ``q·e`` an integer (then ``t = s^q`` turns polynomial schedules
+    into polynomials in ``s``), else a ``q`` with ``q·min(e) ≥ 6`` (a smooth enough integrand)."""
+    for q in range(1, 65):
+        if all(abs(q * e - round(q * e)) < 1e-9 for e in exponents):
+            return q
+    return int(math.ceil(6.0 / min(exponents)))
+
+
+def exact_digit_objectives(
+    model: ModelFn,
+    x0,
+    sub,
+    digit_schedules,
+    *,
+    quadrature_points: int = 256,
+) -> dict[str, float]:
+    """Exact continuous-time ``L_valid`` and ``L_prime`` (nats per sequence) of ``model`` at one sequence
+    ``x0`` (``[L]``) under **per-digit schedules** (docs/method.md §2b).
+
+    ``digit_schedules``: ``ℓ`` schedule config dicts (``{"name": "polynomial", "exponent": 2.0}``, …),
+    or anything with a ``config()`` whose ``"schedules"`` lists them (a ``DigitSchedules``); a shared
+    schedule is the list of ``ℓ`` equal ones. Only the configs are read; ``g_j``, ``g_j'`` are written
+    out in :func:`_digit_curve`.
+
+    For every non-empty hidden set ``S`` of the ``n = L·ℓ`` digits and ``d ∈ S``,
+    ``A_{S,d}(t) = g_d'(t) Π_{S∖d} g(t) Π_{∉S} (1 − g(t))`` is ``P(S | t) · w_d(t)``; then
+    ``L_valid = ∫_0^1 Σ_S Σ_{d∈S} A_{S,d}(t) · (−log p(y0^d | y_S)) dt`` and ``L_prime`` weights the token
+    term of token ``i`` by the mean of ``A_{S,d}`` over its hidden digits. The integral is taken in
+    ``s`` with ``t = s^q`` (:func:`_substitution_power`) by Gauss–Legendre with ``quadrature_points``
+    nodes: exact for polynomial schedules with rational exponents once the nodes exceed half the degree.
+    A model with ``time_conditioned`` false is called once; otherwise once per node, at ``t``.
+    """
+    if not isinstance(digit_schedules, (list, tuple)):
+        digit_schedules = digit_schedules.config()["schedules"]
+    configs = [c if isinstance(c, dict) else c.config() for c in digit_schedules]
+    ell = sub.length
+    if len(configs) != ell:
+        raise ValueError(f"{len(configs)} digit schedules for ℓ={ell} digits per token")
+    curves = [_digit_curve(c) for c in configs]
+    x = np.asarray(torch.as_tensor(x0).cpu().numpy(), dtype=np.int64).reshape(-1)
+    y0 = _encode(x, sub)
+    n, L = y0.size, x.size
+    table = digits_of(sub)
+    patterns = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)[1:]  # (P, n)
+    y = torch.from_numpy(np.where(patterns, sub.mask_id, y0[None]))
+    q = _substitution_power([c[2] for c in curves])
+    nodes, qweights = np.polynomial.legendre.leggauss(quadrature_points)
+    svals = (nodes + 1.0) / 2.0
+    tvals = svals**q
+    dt_ds = q * svals ** (q - 1)
+    time_dependent = bool(getattr(model, "time_conditioned", True))
+
+    def nll_of(t: float) -> tuple[np.ndarray, np.ndarray]:
+        logits = model(y, torch.full((y.shape[0],), t, dtype=torch.float32))
+        lp, marg = brute_force_carry_over(logits, y, sub)
+        dig = np.zeros(patterns.shape)
+        tok = np.zeros((patterns.shape[0], L))
+        for d in range(n):
+            i, j = divmod(d, ell)
+            dig[:, d] = np.where(patterns[:, d], -marg[:, i, j, table[x[i], j]], 0.0)
+        for i in range(L):
+            hidden = patterns[:, i * ell : (i + 1) * ell].any(-1)
+            tok[:, i] = np.where(hidden, -lp[:, i, x[i]], 0.0)
+        return dig, tok
+
+    fixed = None if time_dependent else nll_of(0.5)
+    total_valid = total_prime = 0.0
+    for t, jac, wq in zip(tvals, dt_ds, qweights):
+        g = np.array([curves[d % ell][0](np.float64(t)) for d in range(n)], dtype=np.float64)
+        dg = np.array([curves[d % ell][1](np.float64(t)) for d in range(n)], dtype=np.float64)
+        # A[P, d] = g'_d Π_{S∖d} g Π_{∉S} (1 − g) for d ∈ S, else 0 (built factor by factor, no division)
+        a = np.zeros(patterns.shape)
+        for d in range(n):
+            factor = np.where(patterns, g[None], 1.0 - g[None])
+            factor[:, d] = dg[d]
+            a[:, d] = np.where(patterns[:, d], factor.prod(-1), 0.0)
+        dig, tok = fixed if fixed is not None else nll_of(float(t))
+        a_tok = a.reshape(-1, L, ell)
+        count = patterns.reshape(-1, L, ell).sum(-1)
+        a_bar = np.divide(a_tok.sum(-1), count, out=np.zeros(count.shape), where=count > 0)
+        scale = wq / 2.0 * jac
+        total_valid += scale * float((a * dig).sum())
+        total_prime += scale * float((a_bar * tok).sum())
+    return {"valid": float(total_valid), "prime": float(total_prime)}
 
 
 def reveal_order_nll(model: ModelFn, x0, sub) -> dict[str, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import Schedule
+from .schedules import DigitSchedules, Schedule, is_per_digit
 
 __all__ = ["sample_times", "training_noise", "mask_subtokens", "mask_k_subtokens"]
 
@@ -51,7 +51,7 @@ def training_noise(
 def mask_subtokens(
     y0: torch.Tensor,
     t: torch.Tensor,
-    schedule: Schedule,
+    schedule: Schedule | DigitSchedules,
     mask_id: int,
     *,
     generator: torch.Generator | None = None,
@@ -62,10 +62,20 @@ def mask_subtokens(
 
     ``uniforms``: noise drawn in advance, ``FloatTensor`` of ``y0``'s shape in ``[0, 1)``; entry ``u``
     masks its sub-token when ``u < 1 − α(t)``. Without it, fresh uniforms come from ``generator``.
-    (The trainer draws its noise for the whole global batch and passes each process its slice.)"""
+    (The trainer draws its noise for the whole global batch and passes each process its slice.)
+
+    Per-digit schedules (:class:`~mdm_prime.schedules.DigitSchedules`, docs/method.md §2b): digit ``j``
+    of every token is masked with probability ``g_j(t_b)``; the digit axis is axis 1 (text
+    ``[B, L·ℓ]``: position ``i·ℓ + j``; images ``[B, ch·ℓ, H, W]``: channel ``c·ℓ + j``)."""
     if t.dim() != 1 or t.shape[0] != y0.shape[0]:
         raise ValueError(f"t must have shape ({y0.shape[0]},) (one time per sequence), got {tuple(t.shape)}")
-    p_mask = schedule.mask_probability(t.float()).view(-1, *([1] * (y0.dim() - 1)))
+    if is_per_digit(schedule):
+        per_digit = schedule.mask_probability(t.float())  # (B, ℓ)
+        if y0.dim() < 2:
+            raise ValueError(f"per-digit schedules need a digit axis: y0 of shape {tuple(y0.shape)}")
+        p_mask = schedule.per_position(per_digit, y0.shape[1]).view(*y0.shape[:2], *([1] * (y0.dim() - 2)))
+    else:
+        p_mask = schedule.mask_probability(t.float()).view(-1, *([1] * (y0.dim() - 1)))
     if uniforms is None:
         uniforms = torch.rand(y0.shape, generator=generator, device=y0.device)
     elif not isinstance(uniforms, torch.Tensor) or tuple(uniforms.shape) != tuple(y0.shape):

@@ -6,22 +6,35 @@ masking hazard that weights the continuous-time objectives; for the linear sched
 
 Schedules are picked by name with :func:`get_schedule` (``"linear"``, ``"loglinear"``, ``"cosine"``,
 ``"polynomial"``; ``"polynomial:3"`` sets the exponent).
+
+**Per-digit schedules** (docs/method.md §2b): :class:`DigitSchedules` holds one schedule ``α_j`` per digit
+position ``j = 0..ℓ−1`` of every token; its methods return a trailing ``ℓ`` axis. Spec strings (they
+need ``ℓ``, passed as ``get_schedule(spec, length=ℓ)``): ``"leading:A"`` (``A > 0``; digit ``j`` gets
+the polynomial mask probability ``t^(A^((ℓ−1−2j)/(ℓ−1)))``: ``t^A`` for the leading digit down to
+``t^(1/A)`` for the last, so ``A > 1`` reveals leading digits earlier in generation) and
+``"digits:S_0,S_1,…"`` (one ordinary spec per digit position, e.g. ``"digits:polynomial:2,linear"``).
+When every position gets the same schedule, :func:`get_schedule` returns that one shared schedule
+(``"leading:1"`` *is* ``"linear"``), so a shared schedule always takes the unchanged code paths.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 __all__ = [
     "SCHEDULES",
     "CosineSchedule",
+    "DigitSchedules",
     "LinearSchedule",
     "LogLinearSchedule",
     "PolynomialSchedule",
     "Schedule",
     "get_schedule",
+    "is_per_digit",
+    "time_for_masked_fraction",
 ]
 
 
@@ -204,21 +217,213 @@ SCHEDULES = {
 }
 
 
-def get_schedule(spec: str | dict | Schedule) -> Schedule:
-    """A schedule from a name (``"cosine"``, ``"polynomial:3"``), a config dict, or a schedule."""
+class DigitSchedules:
+    """One masking schedule per digit position (docs/method.md §2b).
+
+    Digit ``j`` of every token (text: position ``i·ℓ + j`` of ``LongTensor[B, L·ℓ]``; images: channel
+    ``c·ℓ + j`` of ``(B, ch·ℓ, H, W)``) is masked at time ``t`` with probability ``g_j(t) = 1 − α_j(t)``,
+    independently of every other digit, and weighted by its own hazard ``w_j(t) = −α_j'(t) / g_j(t)``.
+
+    Args:
+        schedules: ``ℓ ≥ 1`` ordinary schedules (:class:`Schedule`, names or config dicts), digit 0
+            (most significant) first.
+
+    Every method takes times of any shape ``S`` (tensor or number) and returns ``S + (ℓ,)`` in the
+    caller's floating dtype, computed in float64 by each position's own closed form.
+    """
+
+    name = "digits"
+
+    def __init__(self, schedules: Sequence[Schedule | str | dict]) -> None:
+        if isinstance(schedules, (str, dict, Schedule)) or not isinstance(schedules, Sequence):
+            raise TypeError(f"schedules must be a sequence of schedules, got {type(schedules).__name__}")
+        if len(schedules) == 0:
+            raise ValueError("DigitSchedules needs at least one schedule (one per digit position)")
+        parsed = []
+        for s in schedules:
+            one = get_schedule(s)
+            if not isinstance(one, Schedule):
+                raise ValueError(f"each digit position takes an ordinary schedule, got {s!r}")
+            parsed.append(one)
+        self.schedules: tuple[Schedule, ...] = tuple(parsed)
+
+    @property
+    def length(self) -> int:
+        """``ℓ``: the number of digit positions."""
+        return len(self.schedules)
+
+    def _stack(self, method: str, t) -> torch.Tensor:
+        t64, dt = _f64(t)
+        return torch.stack([getattr(s, method)(t64) for s in self.schedules], dim=-1).to(dt)
+
+    def alpha(self, t) -> torch.Tensor:
+        """``α_j(t)`` (no unit), ``shape(t) + (ℓ,)``."""
+        return self._stack("alpha", t)
+
+    def alpha_derivative(self, t) -> torch.Tensor:
+        """``α_j'(t)`` (1/time, ≤ 0), ``shape(t) + (ℓ,)``."""
+        return self._stack("alpha_derivative", t)
+
+    def mask_probability(self, t) -> torch.Tensor:
+        """``g_j(t) = 1 − α_j(t)``: the probability that digit ``j`` is masked at ``t``, ``shape(t) + (ℓ,)``."""
+        return self._stack("mask_probability", t)
+
+    def weight(self, t) -> torch.Tensor:
+        """Hazards ``w_j(t) = −α_j'(t) / g_j(t)`` (1/time), ``shape(t) + (ℓ,)``."""
+        return self._stack("weight", t)
+
+    def time_from_mask_probability(self, u: torch.Tensor) -> torch.Tensor:
+        """Per-position inverse: ``u`` of shape ``S + (ℓ,)`` → the times ``t_j`` with ``g_j(t_j) = u_j``
+        (same shape; the masking time of a digit whose uniform is ``u_j``, docs/method.md §2b)."""
+        u64, dt = _f64(u)
+        if u64.dim() == 0 or u64.shape[-1] != self.length:
+            raise ValueError(
+                f"u must have a trailing axis of ℓ={self.length} digits, got shape {tuple(u64.shape)}"
+            )
+        cols = [s.time_from_mask_probability(u64[..., j]) for j, s in enumerate(self.schedules)]
+        return torch.stack(cols, dim=-1).to(dt)
+
+    def time_from_mean_mask_probability(self, u, iterations: int = 64) -> torch.Tensor:
+        """The ``t`` at which the mean mask probability ``(1/ℓ) Σ_j g_j(t)`` equals ``u`` (same shape as
+        ``u``; bisection in float64 on ``[0, 1]``, ``u`` clamped into ``[0, 1]``). Used where one time
+        must stand for a fraction of hidden digits (the ``"alpha"`` time grid, decoding orders)."""
+        u64, dt = _f64(u)
+        target = u64.clamp(0.0, 1.0)
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            below = self.mask_probability(mid).mean(-1) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return hi.to(dt)
+
+    def per_position(self, values: torch.Tensor, num_digits: int) -> torch.Tensor:
+        """``values[..., ℓ]`` → ``[..., num_digits]``, column ``c`` holding ``values[..., c mod ℓ]``: the
+        per-digit quantity at every digit of a token-major sequence (``num_digits = L·ℓ``) or of the
+        digit channels of an image (``ch·ℓ``)."""
+        if num_digits % self.length:
+            raise ValueError(
+                f"{num_digits} digits are not a whole number of tokens of ℓ={self.length} digits"
+            )
+        return values.repeat(*([1] * (values.dim() - 1)), num_digits // self.length)
+
+    def config(self) -> dict:
+        return {"name": self.name, "schedules": [s.config() for s in self.schedules]}
+
+    def __repr__(self) -> str:
+        return f"DigitSchedules({list(self.schedules)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DigitSchedules) and self.config() == other.config()
+
+
+def is_per_digit(schedule: object) -> bool:
+    """Whether ``schedule`` is a :class:`DigitSchedules` (a trailing ``ℓ`` axis on every quantity)."""
+    return isinstance(schedule, DigitSchedules)
+
+
+def time_for_masked_fraction(schedule: Schedule | DigitSchedules, u) -> torch.Tensor:
+    """The time at which a fraction ``u`` of the digits is expected to be hidden: ``g^{-1}(u)`` for a
+    shared schedule, the inverse of the mean ``(1/ℓ) Σ_j g_j`` for per-digit schedules; shape of ``u``."""
+    if is_per_digit(schedule):
+        return schedule.time_from_mean_mask_probability(u)
+    return schedule.time_from_mask_probability(u)
+
+
+def _single(schedules: list[Schedule]) -> Schedule | DigitSchedules:
+    """One shared schedule when every digit position has the same one (then the shared code paths,
+    bit for bit), else :class:`DigitSchedules`."""
+    if all(s == schedules[0] for s in schedules):
+        return schedules[0]
+    return DigitSchedules(schedules)
+
+
+PER_DIGIT_SPECS = ("leading:A", "digits:S_0,S_1,...")
+
+
+def _leading(spec: str, arg: str, length: int | None) -> Schedule | DigitSchedules:
+    try:
+        strength = float(arg)
+    except ValueError:
+        strength = math.nan
+    if not 0 < strength < math.inf:
+        raise ValueError(f"schedule {spec!r}: 'leading:A' needs a number A > 0, got {arg!r}")
+    if length is None:
+        raise ValueError(f"schedule {spec!r} is per digit: it needs the number of digits per token ℓ")
+    if length == 1:
+        return LinearSchedule()
+    out: list[Schedule] = []
+    for j in range(length):
+        exponent = strength ** ((length - 1 - 2 * j) / (length - 1))
+        out.append(LinearSchedule() if exponent == 1.0 else PolynomialSchedule(exponent))
+    return _single(out)
+
+
+def _digit_list(spec: str, arg: str, length: int | None) -> Schedule | DigitSchedules:
+    parts = [p.strip() for p in arg.split(",")] if arg else []
+    if not parts or any(not p for p in parts):
+        raise ValueError(
+            f"schedule {spec!r}: 'digits:' needs one schedule per digit position, comma-separated"
+        )
+    if length is not None and len(parts) != length:
+        raise ValueError(
+            f"schedule {spec!r} lists {len(parts)} digit schedules but the tokens have ℓ={length} digits "
+            f"(sub-tokens); give exactly {length}"
+        )
+    out = []
+    for p in parts:
+        if p.partition(":")[0] in ("digits", "leading"):
+            raise ValueError(f"schedule {spec!r}: each digit takes an ordinary schedule, got {p!r}")
+        out.append(get_schedule(p))
+    return _single(out)
+
+
+def _check_length(schedule: DigitSchedules, length: int | None, spec: object) -> DigitSchedules:
+    if length is not None and schedule.length != length:
+        raise ValueError(
+            f"schedule {spec!r} has {schedule.length} digit schedules but the tokens have ℓ={length} digits"
+        )
+    return schedule
+
+
+def get_schedule(
+    spec: str | dict | Schedule | DigitSchedules, length: int | None = None
+) -> Schedule | DigitSchedules:
+    """A schedule from a name (``"cosine"``, ``"polynomial:3"``), a config dict, or a schedule; or
+    per-digit schedules (:class:`DigitSchedules`) from ``"leading:A"``, ``"digits:S_0,…,S_{ℓ−1}"`` or
+    their config dict (docs/method.md §2b). ``length``: the digits per token ``ℓ``, needed by
+    ``"leading:A"`` and checked against a per-digit list (ValueError naming both counts); a shared
+    schedule ignores it. Identical schedules at every position give that shared schedule."""
     if isinstance(spec, Schedule):
         return spec
+    if isinstance(spec, DigitSchedules):
+        return _check_length(spec, length, spec)
     if isinstance(spec, dict):
         spec = dict(spec)
         name = spec.pop("name", None)
+        if name == DigitSchedules.name:
+            if set(spec) != {"schedules"}:
+                raise ValueError(
+                    f"a 'digits' schedule config takes only 'schedules', got keys {sorted(spec)}"
+                )
+            return _check_length(DigitSchedules(spec["schedules"]), length, spec["schedules"])
         if name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name!r}; expected one of {sorted(SCHEDULES)}")
+            raise ValueError(
+                f"unknown schedule {name!r}; expected one of {sorted(SCHEDULES) + [DigitSchedules.name]}"
+            )
         return SCHEDULES[name](**spec)
     if not isinstance(spec, str):
         raise TypeError(f"schedule must be a name, a dict or a Schedule, got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
+    if name == "leading":
+        return _leading(spec, arg, length)
+    if name == "digits":
+        out = _digit_list(spec, arg, length)
+        return out
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {spec!r}; expected one of {sorted(SCHEDULES)}")
+        raise ValueError(
+            f"unknown schedule {spec!r}; expected one of {sorted(SCHEDULES)} ('polynomial:n', "
+            f"'loglinear:eps') or per digit {list(PER_DIGIT_SPECS)}"
+        )
     if arg:
         if name not in ("polynomial", "loglinear"):
             raise ValueError(f"schedule {name!r} takes no argument, got {spec!r}")

@@ -167,7 +167,7 @@ class Trainer:
         saved = self._saved_permutation() if mode == "resume" else None
         kw = {"permutation": saved} if saved is not None else {}  # a resumed run keeps its saved code
         self.model = self.family.build_model(cfg, self.task, **kw).to(self.dist.device)
-        self.schedule = get_schedule(cfg.schedule)
+        self.schedule = get_schedule(cfg.schedule, length=cfg.subtokens)  # per digit: docs/method.md §2b
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer = make_optimizer(self.model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..families import DiffusionFamily, Family, get_family
+from ..schedules import is_per_digit
 
 __all__ = [
     "CONFIG_FILE",
@@ -189,6 +190,10 @@ class NoCarryOverFamily(DiffusionFamily):
             )
         inner = getattr(model, "module", model)
         schedule = inner.schedule if schedule is None else schedule
+        if is_per_digit(schedule):  # docs/method.md §2b
+            raise ValueError(
+                f"carry_over=False is implemented for one shared schedule only, got {schedule!r}"
+            )
         sub = inner.subtokenizer
         y_t = mask_subtokens(sub.encode(x0), noise.t, schedule, sub.mask_id, uniforms=noise.uniforms)
         logits = model(y_t, noise.t).float()

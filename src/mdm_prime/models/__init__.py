@@ -119,7 +119,7 @@ def transformer_config(
     return {
         "architecture": "transformer",
         "subtokenizer": _sub_config(num_classes, length, base, permutation),
-        "schedule": get_schedule(schedule).config(),
+        "schedule": get_schedule(schedule, length=length).config(),
         "seq_len": seq_len,
         **_preset(TRANSFORMER_SIZES, size, "transformer"),
         **overrides,
@@ -158,7 +158,7 @@ def unet_config(
     return {
         "architecture": "unet",
         "subtokenizer": _sub_config(num_classes, length, base, permutation),
-        "schedule": get_schedule(schedule).config(),
+        "schedule": get_schedule(schedule, length=length).config(),
         "image_shape": shape,
         **preset,
         **overrides,
@@ -182,7 +182,7 @@ def mlp_config(
     return {
         "architecture": "mlp",
         "subtokenizer": _sub_config(num_classes, length, base, permutation),
-        "schedule": get_schedule(schedule).config(),
+        "schedule": get_schedule(schedule, length=length).config(),
         "seq_len": seq_len,
         **_preset(MLP_SIZES, size, "mlp"),
         **overrides,

@@ -135,7 +135,9 @@ class DiffusionModel(nn.Module):
 
     Attributes:
         subtokenizer: the :class:`SubTokenizer` whose digits the model reads.
-        schedule: the masking schedule the model is trained with (stored for checkpoints).
+        schedule: the masking schedule the model is trained with (stored for checkpoints): a shared
+            :class:`~mdm_prime.schedules.Schedule` or per-digit
+            :class:`~mdm_prime.schedules.DigitSchedules` (docs/method.md §2b).
         seq_len: ``L``, tokens per item.
         time_conditioned: whether ``t`` is used.
         precision: one of :data:`PRECISIONS`.
@@ -162,7 +164,7 @@ class DiffusionModel(nn.Module):
             raise TypeError(f"time_conditioned must be a bool, got {type(time_conditioned).__name__}")
         check_choice("precision", precision, PRECISIONS)
         self.subtokenizer = subtokenizer
-        self.schedule = get_schedule(schedule)
+        self.schedule = get_schedule(schedule, length=subtokenizer.length)  # per-digit: docs/method.md §2b
         self.seq_len = seq_len
         self.time_conditioned = time_conditioned
         self.precision = precision

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..schedules import is_per_digit
 from ..subtokenizer import SubTokenizer
 from .base import DiffusionModel, check_positive_int
 
@@ -227,6 +228,10 @@ class MDLMDiT(DiffusionModel):
                 "dropout": float(dropout),
             },
         )
+        if is_per_digit(self.schedule):  # docs/method.md §2b: no single σ(t) = −log α(t)
+            raise ValueError(
+                f"mdlm_dit conditions on one σ(t) = −log α(t): it takes a shared schedule, got {self.schedule!r}"
+            )
         self.dim, self.depth, self.heads, self.cond_dim = dim, depth, heads, cond_dim
         C = subtokenizer.num_classes
         if ell == 1:
@@ -292,7 +297,7 @@ def mdlm_dit_config(
     return {
         "architecture": "mdlm_dit",
         "subtokenizer": sub,
-        "schedule": get_schedule(schedule).config(),
+        "schedule": get_schedule(schedule, length=length).config(),
         "seq_len": seq_len,
         **sizes[size],
         **overrides,

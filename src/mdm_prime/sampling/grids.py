@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..schedules import Schedule, get_schedule
+from ..schedules import DigitSchedules, Schedule, get_schedule, time_for_masked_fraction
 from ..validation import check_int, check_number, check_positive_int
 
 __all__ = [
@@ -28,7 +28,7 @@ GRIDS = ("uniform", "cosine", "power", "alpha")
 def time_grid(
     steps: int | None,
     kind: str | Sequence[float] | torch.Tensor = "uniform",
-    schedule: Schedule | str = "linear",
+    schedule: Schedule | DigitSchedules | str = "linear",
 ) -> torch.Tensor:
     """The sampler's time grid, ``float64[T+1]`` from 1 down to 0.
 
@@ -41,7 +41,8 @@ def time_grid(
             so every step reveals the same expected number of digits and the idle-step closed form
             :func:`expected_idle_steps` holds for any schedule); or an explicit strictly
             decreasing sequence from 1 to 0 (length ``T+1``).
-        schedule: used only by ``"alpha"``.
+        schedule: used only by ``"alpha"`` (per-digit schedules: uniform in the *mean* mask
+            probability over digit positions, docs/method.md §2b).
     """
     if not isinstance(kind, str):
         grid = torch.as_tensor(kind, dtype=torch.float64).flatten().clone()
@@ -77,7 +78,7 @@ def time_grid(
         grid = (1.0 - frac) ** power
     elif name == "alpha" and not arg:
         sched = get_schedule(schedule)
-        grid = sched.time_from_mask_probability(1.0 - frac).to(torch.float64)
+        grid = time_for_masked_fraction(sched, 1.0 - frac).to(torch.float64)
     else:
         raise ValueError(f"unknown time grid {kind!r}; expected one of {GRIDS} ('power:p') or a tensor")
     grid[0], grid[-1] = 1.0, 0.0

@@ -7,7 +7,9 @@ One step ``t_k → t_{k+1} = s`` of the **joint** sampler, per sequence:
 2. draw ``x̂^i ~ p^i`` (``float64`` inverse CDF), encode it — only for the tokens with a digit
    revealed in this step (**Draws** below);
 3. each masked digit independently becomes ``d_j(x̂^i)`` with probability ``(α_s − α_t)/(1 − α_t)``,
-   else stays masked; at the last step every masked digit is filled from ``x̂``.
+   else stays masked; at the last step every masked digit is filled from ``x̂``. With per-digit
+   schedules (docs/method.md §2b) a masked digit at position ``j`` uses its own
+   ``(g_j(t) − g_j(s)) / g_j(t)``, ``g_j = 1 − α_j``; everything else is unchanged.
 
 Seen digits never change, and because ``x̂^i`` is drawn from the carry-over distribution (consistent
 with every seen digit of token ``i``), all digits of a token always agree with one valid class: a
@@ -80,7 +82,7 @@ from ..parameterization import (
     digit_marginals_from_probs,
     token_boxes,
 )
-from ..schedules import Schedule, get_schedule
+from ..schedules import DigitSchedules, Schedule, get_schedule, is_per_digit
 from ..subtokenizer import SubTokenizer
 from ..validation import check_choice, check_int, check_number, is_int
 from .conditioning import Condition
@@ -465,7 +467,11 @@ class JumpRule(abc.ABC):
     """
 
     def __init__(
-        self, schedule: Schedule, grid: torch.Tensor, corrector_scale: float, corrector_power: float
+        self,
+        schedule: Schedule | DigitSchedules,
+        grid: torch.Tensor,
+        corrector_scale: float,
+        corrector_power: float,
     ) -> None:
         self.schedule, self.steps = schedule, grid.numel() - 1
         self.scale, self.power = corrector_scale, corrector_power
@@ -486,14 +492,20 @@ class JumpRule(abc.ABC):
 
 @register_jump_rule("predictor")
 class PredictorJump(JumpRule):
-    """The exact predictor: each masked digit is revealed with probability ``(α_s − α_t)/(1 − α_t)``."""
+    """The exact predictor: each masked digit is revealed with probability ``(α_s − α_t)/(1 − α_t)``;
+    with per-digit schedules, a digit at position ``j`` with ``(g_j(t) − g_j(s))/g_j(t)``."""
 
     def __init__(self, schedule, grid, corrector_scale, corrector_power) -> None:
         super().__init__(schedule, grid, corrector_scale, corrector_power)
-        # 1 − α in closed form (no cancellation)
+        # 1 − α in closed form (no cancellation); [T+1], or [T+1, ℓ] for per-digit schedules
         self.mask_prob = schedule.mask_probability(grid.to(torch.float64))
 
     def jumps(self, k, t, s, masked, fixed, u_jump):
+        if is_per_digit(self.schedule):
+            m_t, m_s = self.mask_prob[k], self.mask_prob[k + 1]  # (ℓ,)
+            q = torch.where(m_t > 0.0, (m_t - m_s) / m_t.clamp(min=1e-300), torch.ones_like(m_t))
+            q = self.schedule.per_position(q.to(u_jump.device), masked.shape[1])  # (L·ℓ,)
+            return masked & (u_jump < q), torch.zeros_like(masked)
         # (α_s − α_t)/(1 − α_t) = (m_t − m_s)/m_t with m = 1 − α: no cancellation near t = 0
         m_t, m_s = float(self.mask_prob[k]), float(self.mask_prob[k + 1])
         q = (m_t - m_s) / m_t if m_t > 0.0 else 1.0
@@ -505,6 +517,11 @@ class PredictorJump(JumpRule):
 class CorrectorJump(JumpRule):
     """The predictor–corrector step (module docstring, **Corrector**): a masked digit is revealed with
     probability ``1 − exp(−h(1+κ)w(t))``, a seen free digit remasked with ``1 − exp(−hκ(−α'_t/α_t))``."""
+
+    def __init__(self, schedule, grid, corrector_scale, corrector_power) -> None:
+        if is_per_digit(schedule):
+            raise ValueError(f"the corrector supports one shared schedule only, got {schedule!r}")
+        super().__init__(schedule, grid, corrector_scale, corrector_power)
 
     def jumps(self, k, t, s, masked, fixed, u_jump):
         sched = self.schedule
@@ -756,7 +773,9 @@ def sample(
             start that never change (see :mod:`.conditioning` for prefix/infill/digit helpers).
         method: ``"joint"`` (default, docs/method.md §6) or ``"per_digit"`` (see :func:`_per_digit_values`):
             the name of a registered :class:`RevealRule` (``METHODS``).
-        schedule: masking schedule ``α(t)`` (name or :class:`Schedule`); must match training.
+        schedule: masking schedule ``α(t)`` (name or :class:`Schedule`); must match training. Per-digit
+            schedules (``"leading:A"``, ``"digits:…"``, :class:`DigitSchedules`, docs/method.md §2b)
+            reveal digit position ``j`` with its own probability; the corrector refuses them.
         grid: time grid kind (``"uniform"``, ``"cosine"``, ``"power:p"``, ``"alpha"``) or an explicit
             decreasing tensor ``[T+1]`` from 1 to 0; see :func:`time_grid`.
         temperature: ``τ > 0`` or a function ``τ(t)`` (e.g. :func:`temperature_schedule`), applied to the
@@ -808,7 +827,12 @@ def sample(
     top_p = _check_number("top_p", top_p, 0.0, 1.0)
     corrector_scale = _check_number("corrector_scale", corrector_scale, 0.0, math.inf, low_open=False)
     corrector_power = _check_number("corrector_power", corrector_power, 0.0, math.inf)
-    sched = get_schedule(schedule)
+    sched = get_schedule(schedule, length=sub.length)
+    if corrector_scale > 0.0 and is_per_digit(sched):
+        raise ValueError(
+            f"the corrector (corrector_scale={corrector_scale}) supports one shared schedule only, got "
+            f"per-digit schedules {sched!r}; use corrector_scale=0"
+        )
     check_length = _tokens_for_step_check(sub, num_tokens, condition)
     if is_int(steps) and check_length is not None:
         check_step_count(steps, check_length, sub.length)  # before the grid of T+1 floats is built
