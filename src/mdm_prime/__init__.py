@@ -34,6 +34,7 @@ from .process import mask_k_subtokens, mask_subtokens, sample_times, training_no
 from .sampling import SampleResult, sample
 from .schedules import (
     CosineSchedule,
+    DigitSchedules,
     LinearSchedule,
     LogLinearSchedule,
     PolynomialSchedule,
@@ -53,6 +54,7 @@ __all__ = [
     "LogLinearSchedule",
     "CosineSchedule",
     "PolynomialSchedule",
+    "DigitSchedules",
     "get_schedule",
     "sample_times",
     "mask_subtokens",

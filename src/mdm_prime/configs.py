@@ -116,6 +116,8 @@ class TrainConfig:
     # token) | mixture ((1 − loss_mix)·L_prime + loss_mix·L_valid, objective must stay prime)
     loss_weighting: str = field(default="elbo", metadata=rule("choice", options=WEIGHTINGS))
     loss_mix: float = field(default=0.5, metadata=rule("number", low=0, high=1, what="in [0, 1]"))
+    # masking schedule: linear | loglinear[:eps] | cosine | polynomial[:n], or per digit position
+    # (docs/method.md §2b) leading:A | digits:S_0,...,S_{ℓ-1}; checked against subtokens in validate()
     schedule: str = field(default="linear", metadata=TEXT)
     # network
     architecture: str = field(default="auto", metadata=TEXT)  # auto | transformer | unet | mlp
