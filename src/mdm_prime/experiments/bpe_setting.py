@@ -25,11 +25,11 @@ from .common import (
     fmt_pm,
     payload,
     plot_path,
-    plt,
     scaled_steps,
     smoke_text_data,
 )
 from .common import text_spec as _text_spec
+from .ell_sweep import _plot as ell_sweep_plot
 from .runner import run_study
 from .runs import RunSpec
 
@@ -90,33 +90,7 @@ def run(
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    pyplot = plt()
-    diff = sorted((r for r in rows if r["family"] != AR), key=lambda r: r["subtokens"])
-    ells = [r["subtokens"] for r in diff]
-    fig, (a, b) = pyplot.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    a.errorbar(
-        ells,
-        [r["valid_bits_per_char"] for r in diff],
-        yerr=[2 * r["valid_stderr_bits_per_char"] for r in diff],
-        marker="o",
-        capsize=3,
-        label="valid bound (diffusion)",
-    )
-    for r in rows:
-        if r["family"] == AR:
-            a.axhline(r["valid_bits_per_char"], color="k", ls="--", label="autoregressive (exact NLL)")
-    a.set_xticks(ells, [str(e) for e in ells])
-    a.set_xlabel("ℓ (sub-tokens per BPE token; 1 = MDM)")
-    a.set_ylabel("valid bits/char (↓ better, ± 2 s.e.)")
-    a.legend(fontsize=8)
-    b.plot(ells, [r["gap_nats_per_token"] for r in diff], marker="o")
-    b.set_xticks(ells, [str(e) for e in ells])
-    b.set_xlabel("ℓ")
-    b.set_ylabel("L_valid − L_prime, nats/token")
-    b.set_title("what the paper's objective would subtract", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    pyplot.close(fig)
+    ell_sweep_plot(rows, path, xlabel="ℓ (sub-tokens per BPE token; 1 = MDM)", log2_axis=False)
 
 
 def section(data: dict) -> str:
