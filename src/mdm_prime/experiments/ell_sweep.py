@@ -79,7 +79,11 @@ def run(
     return payload(NAME, smoke=smoke, budget=budget, rows=rows, extra={"plots": [plot.name], "title": TITLE})
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(
+    rows: list[dict], path: Path, *, xlabel: str = "ℓ (sub-tokens per byte)", log2_axis: bool = True
+) -> None:
+    """Valid bits/char against ℓ (the autoregressive row as a line) and the objective gap against ℓ;
+    shared with :mod:`.bpe_setting` (``log2_axis=False``: ℓ = 1, 2, 3, 4 on a linear axis)."""
     pyplot = plt()
     diff = [r for r in rows if r["family"] != AR]
     ells = [r["subtokens"] for r in diff]
@@ -95,12 +99,16 @@ def _plot(rows: list[dict], path: Path) -> None:
     for r in rows:
         if r["family"] == AR:
             a.axhline(r["valid_bits_per_char"], color="k", ls="--", label="autoregressive (exact)")
-    a.set_xscale("log", base=2)
-    a.set_xlabel("ℓ (sub-tokens per byte)")
-    a.set_ylabel("valid bits/char (± 2 s.e.)")
+    if log2_axis:
+        a.set_xscale("log", base=2)
+    a.set_xticks(ells, [str(e) for e in ells])
+    a.set_xlabel(xlabel)
+    a.set_ylabel("valid bits/char (↓ better, ± 2 s.e.)")
     a.legend(fontsize=8)
     b.plot(ells, [r["gap_nats_per_token"] for r in diff], marker="o")
-    b.set_xscale("log", base=2)
+    if log2_axis:
+        b.set_xscale("log", base=2)
+    b.set_xticks(ells, [str(e) for e in ells])
     b.set_xlabel("ℓ")
     b.set_ylabel("L_valid − L_prime, nats/token")
     b.set_title("what the paper's objective would subtract", fontsize=9)
