@@ -5,7 +5,8 @@ runner keyed by config hash, and the generated ``docs/results.md``.
     python -m mdm_prime.experiments STUDY ...   (the same command)
 
 Studies: ``ell_sweep``, ``compute_scaling``, ``sample_quality``, ``ablations``, ``images``, ``toy``,
-``paper_scale``, ``data_constrained``, ``bpe_setting``. Every likelihood is the valid bound ``L_valid`` (docs/method.md §5).
+``paper_scale``, ``data_constrained``, ``bpe_setting``, ``what_helps``. Every likelihood is the valid
+bound ``L_valid`` (docs/method.md §5).
 """
 
 STUDIES = (
@@ -18,6 +19,7 @@ STUDIES = (
     "paper_scale",
     "data_constrained",
     "bpe_setting",
+    "what_helps",
 )
 
 __all__ = ["STUDIES", "get_study"]
