@@ -84,7 +84,18 @@ CONFIG_CASES = [
     (["--set", "base=1"], "base must be an integer >= 2"),
     (["--set", "max_bad_steps=0"], "max_bad_steps must be a positive integer"),
     (["--set", "grad_clip=inf"], "grad_clip must be a finite number"),
+    (["--schedule", "digits:linear"], "lists 1 digit schedules but the tokens have ℓ=2"),
+    (["--schedule", "leading:0"], "leading:0"),
+    (["--schedule", "zigzag"], "zigzag"),
 ]
+
+
+def test_schedule_flag_sets_the_config(tmp_path, capsys):
+    import json
+
+    assert main(["train", "--schedule", "leading:2", "--out", str(tmp_path / "x"), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["schedule"] == "leading:2"
 
 
 @pytest.mark.parametrize("argv, message", CONFIG_CASES)

@@ -17,6 +17,7 @@ FLAG_KEYS = (
     "codes",
     "objective",
     "loss_weighting",
+    "schedule",
     "max_steps",
     "batch_size",
     "seq_len",
@@ -83,6 +84,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(cross-entropy per masked digit, or per masked token for --objective prime) or mixture "
         "((1-loss_mix)·prime + loss_mix·valid, set loss_mix with --set); validation always reports the "
         f"valid bound ({_preset_default('loss_weighting')})",
+    )
+    p.add_argument(
+        "--schedule",
+        metavar="SPEC",
+        help="masking schedule (docs/method.md §2, §2b): linear, loglinear, cosine, polynomial:N, or per "
+        "digit position: leading:A (the leading digit masked with t^A, the last with t^(1/A); A > 1 reveals "
+        "the leading digit first) or digits:S0,S1,... (one schedule per digit position, ℓ of them) "
+        f"({_preset_default('schedule')})",
     )
     p.add_argument(
         "--max-steps", type=int, metavar="N", help=f"optimizer steps ({_preset_default('max_steps')})"
