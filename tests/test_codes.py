@@ -185,3 +185,57 @@ def test_index_codes_leave_the_model_config_as_before(tmp_path):
     trainer.folder.release()
     assert trainer.model.subtokenizer.permutation is None
     assert trainer.model.config["subtokenizer"]["permutation"] is None
+
+
+def _small_bpe_corpus(root) -> str:
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "red", "door", "and", "then", "slept"]
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(words, size=40)) + "." for _ in range(80)]
+    path = root / "corpus.txt"
+    path.write_text("\n\n".join(docs))
+    return f"text:{path}"
+
+
+@pytest.mark.parametrize("kind", ["frequency", "cluster"])
+@pytest.mark.parametrize("setting", ["bpe", "image"])
+def test_codes_on_bpe_tokens_and_image_levels(tmp_path, kind, setting):
+    """A code computed from BPE tokens (C = the trained vocabulary) or from image intensity levels
+    (the 8×8 digits, 17 levels, ℓ = 2 of base 5): a bijection onto valid codes, the frequency code's
+    first class is the most frequent token counted here with numpy, and the run trains, saves and
+    evaluates with it."""
+    if setting == "bpe":
+        cfg = _run_cfg(data=_small_bpe_corpus(tmp_path), tokenizer="bpe:300", codes=kind, seq_len=16)
+    else:
+        cfg = resolve_config(
+            "mnist-small",
+            {
+                **{
+                    k: v for k, v in vars(_run_cfg()).items() if k in ("max_steps", "eval_every", "log_every")
+                },
+                "data": "digits",
+                "subtokens": 2,
+                "codes": kind,
+                "batch_size": 8,
+                "num_preview_samples": 0,
+                "checkpoint_every": 0,
+                "final_eval_sequences": 4,
+                "final_eval_num_times": 2,
+                "precision": "fp32",
+            },
+        )
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    sub = trainer.model.subtokenizer
+    c = sub.num_classes
+    perm = sub.permutation.tolist()
+    assert sorted(perm) == list(range(c)) and max(perm) < sub.base**sub.length
+    if kind == "frequency":
+        counts = np.bincount(np.asarray(training_sample(trainer.task)).reshape(-1), minlength=c)
+        assert perm[int(counts.argmax())] == 0  # the most frequent class gets the first code
+    try:
+        trainer.run()
+    finally:
+        trainer.folder.release()
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["model"]["subtokenizer"]
+    assert saved["permutation"] == perm
+    final = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final.get("final") is True and np.isfinite(final["nelbo_nats_per_token"])
