@@ -26,7 +26,11 @@ def test_smoke_study_writes_json_plots_and_page(study, root):
         assert (results / plot).stat().st_size > 0
     page = (root / "results.md").read_text()
     assert page.startswith("# Results") and f"## {study}:" in page and data["command"] in page
+    assert "native bf16" in data["machine"]  # the machine line says whether the CPU has native bf16
     for row in data["rows"]:
+        if "precision_used" in row:  # ... and what the runs trained in
+            assert row["precision_used"] in ("fp32", "bf16")
+            assert row["precision_used"] in data["machine"].split("trained in")[1].split(",")[0]
         if "valid_nats_per_token" in row:  # a training row: FLOPs = 3 × forward × tokens
             assert row["train_flops"] == pytest.approx(3 * row["fwd_flops_per_token"] * row["train_tokens"])
             assert row["train_tokens"] % (row["max_steps"] * row["batch_size"]) == 0

@@ -190,11 +190,28 @@ def payload(study: str, *, smoke: bool, budget: float, rows: list, extra: dict |
         "smoke": smoke,
         "budget": budget,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]}",
+        "machine": machine_description(rows),
         "rows": rows,
         **(extra or {}),
     }
+
+
+def machine_description(rows: list | None = None) -> str:
+    """Where a study ran, for the line above its table: architecture, the CPU's vector capability and
+    whether it has native bf16 (AVX512-BF16 / AMX), the precision the runs trained in (from the rows'
+    ``precision_used``), threads, torch and python versions."""
+    from ..models.base import cpu_has_native_bf16
+
+    cpu = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
+    cpu += ", native bf16" if cpu_has_native_bf16() else ", no native bf16"
+    used = sorted(
+        {r["precision_used"] for r in rows or [] if isinstance(r, dict) and r.get("precision_used")}
+    )
+    precision = f", trained in {' and '.join(used)}" if used else ""
+    return (
+        f"{cpu}{precision}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}"
+    )
 
 
 @torch.no_grad()

@@ -128,6 +128,7 @@ def result_row(spec: RunSpec, folder: Path) -> dict:
         "num_sequences": final.get("num_sequences"),
         "estimator": final.get("estimator"),
         "deterministic": _record(folder).get("deterministic"),
+        "precision_used": _precision_used(cfg),
     }
     bits = nats / ln2
     for unit in ("bits_per_char", "bits_per_dim"):
@@ -138,6 +139,17 @@ def result_row(spec: RunSpec, folder: Path) -> dict:
     if "data_entropy_nats_per_token" in final:
         row["data_entropy_nats_per_token"] = float(final["data_entropy_nats_per_token"])
     return row
+
+
+def _precision_used(cfg) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``cfg.precision`` trained in on this machine's device
+    (``auto`` is bf16 on CUDA and on CPUs with native bf16: ``models.base.uses_bf16``)."""
+    import torch
+
+    from ..models.base import uses_bf16
+
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return "bf16" if uses_bf16(cfg.precision, torch.device("cuda" if cuda else "cpu")) else "fp32"
 
 
 def run_study(

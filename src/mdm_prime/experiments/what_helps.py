@@ -82,7 +82,7 @@ def run(
     task = build_task_for(resolve(run_specs[0]))
     x = task.split("valid")[: 4 if smoke else DECODING_SEQUENCES]
     for row in rows:
-        row.update(_decoding(load_model(row["run_dir"]), task, x))
+        row.update(_cached_decoding(row["run_dir"], task, x, load_model))
     control = rows[0]
     seed_gap = next(
         (
@@ -123,6 +123,22 @@ def verdict(diff: float, se: float, seed_gap: float, is_control: bool = False) -
     if diff > margin:
         return "worse"
     return "no difference"
+
+
+def _cached_decoding(run_dir: str, task, x, load_model) -> dict:
+    """:func:`_decoding` of the run's EMA model, kept in ``RUN_DIR/decoding-ORDER-N.json`` (the run
+    folder is keyed by its config hash), so that re-running the study after it finished costs no
+    decoding."""
+    import json
+
+    from ..fileio import atomic_write_text
+
+    path = Path(run_dir) / f"decoding-{DECODING_ORDER}-{x.shape[0]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = _decoding(load_model(run_dir), task, x)
+    atomic_write_text(path, json.dumps(out, indent=2))
+    return out
 
 
 def _decoding(model, task, x) -> dict:
