@@ -225,7 +225,8 @@ def reading(data: dict) -> list[str]:
     worse = [r["row_label"] for r in rows if r["verdict"] == "worse"]
     same = [r["row_label"] for r in rows if r["verdict"] == "no difference" and r["variant_key"] != "seed1"]
     out = [
-        "Beats the control beyond 2 s.e. and the seed spread (adopt as a default): "
+        "Beats the control beyond 2 s.e. and the seed-to-seed difference (qualifies for a preset default "
+        "under the 2-s.e. rule, at this budget and in this setting): "
         + (", ".join(better) if better else "nothing")
         + "."
     ]
