@@ -71,7 +71,9 @@ def run_study_command(args: argparse.Namespace) -> int:
             )
             total += minutes
             print(
-                f"{name:16s} ~{minutes:6.1f} CPU-minutes (2 AVX2 cores, fp32){_measured(measured_dir, name)}"
+                f"{name:16s} ~{minutes:6.1f} CPU-minutes "
+                f"({getattr(get_study(name), 'CPU_MINUTES_MACHINE', '2 AVX2 cores, fp32')})"
+                f"{_measured(measured_dir, name)}"
             )
         print(f"{'total':16s} ~{total:6.1f} CPU-minutes (runs shared between studies counted once)")
         return 0
