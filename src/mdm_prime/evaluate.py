@@ -9,6 +9,7 @@ line lives in :mod:`mdm_prime.cli.eval`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -92,6 +93,40 @@ def evaluate_model(
     summary = family_of(model).score(model, x, num_times=num_times, seed=seed, batch_size=batch_size)
     summary["split"] = split
     return task.add_units(summary)
+
+
+@torch.no_grad()
+def decoding_metrics(
+    model, task: Task, x: torch.Tensor, *, order: str, batch_size: int, progress: bool = False
+) -> dict:
+    """The exact NLL of the decoding order ``order`` (docs/method.md §5b) on the token sequences ``x``
+    (``LongTensor[N, L]``): nats per token (mean over sequences) with its standard error over sequences,
+    bits per token and the task's unit (``decoding_bits_per_char`` / ``decoding_bits_per_dim``)."""
+    from .decoding import decoding_likelihood
+
+    inner = getattr(model, "module", model)
+    device = next(inner.parameters()).device
+    model.eval()
+    res = decoding_likelihood(
+        model, x.to(device), inner.subtokenizer, order=order, batch_size=batch_size, progress=progress
+    )
+    L = x.shape[1]
+    nats = float(res.nll.mean()) / L
+    se = float(res.nll.std()) / math.sqrt(len(res.nll)) / L if len(res.nll) > 1 else 0.0
+    out = {
+        "decoding_order": res.order,
+        "decoding_nll_nats_per_token": nats,
+        "decoding_stderr_nats_per_token": se,
+        "decoding_bits_per_token": nats / math.log(2),
+        "decoding_network_calls_per_sequence": res.network_calls,
+        "decoding_num_sequences": len(res.nll),
+        "decoding_exact_autoregressive": bool(family_of(model).exact_likelihood),
+    }
+    unit = task.unit_label()
+    if unit is not None:
+        units = task.add_units({"bits_per_token": out["decoding_bits_per_token"]})
+        out[f"decoding_{unit[0]}"] = units[unit[0]]
+    return out
 
 
 def discrete_bound_metrics(

@@ -278,7 +278,7 @@ def score(args: argparse.Namespace, task, model, x) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import discrete_bound_metrics, sample_metrics
+    from ..evaluate import decoding_metrics, discrete_bound_metrics, sample_metrics
 
     _check(args)
     cfg, task, model, x = _scored_tokens(args)
@@ -291,7 +291,16 @@ def run(args: argparse.Namespace) -> int:
     r.update(scorers.pop("info"))
     scored = x[: r["num_sequences"]]
     if args.decoding is not None:
-        r.update(decoding_metrics(args, task, model, scored, r["batch_size"]))
+        r.update(
+            decoding_metrics(
+                model,
+                task,
+                scored,
+                order=args.decoding,
+                batch_size=r["batch_size"],
+                progress=not args.no_progress,
+            )
+        )
     if args.discrete_steps:
         r.update(
             discrete_bound_metrics(
@@ -329,42 +338,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(args, r)
     return 0
-
-
-def decoding_metrics(args: argparse.Namespace, task, model, scored, batch_size: int) -> dict:
-    """The exact NLL of the decoding order ``args.decoding`` on ``scored`` (the sequences the bound
-    scored), per token, with the task's unit and the standard error over sequences."""
-    from ..decoding import decoding_likelihood
-    from ..families import family_of
-
-    inner = getattr(model, "module", model)
-    device = next(inner.parameters()).device
-    model.eval()
-    res = decoding_likelihood(
-        model,
-        scored.to(device),
-        inner.subtokenizer,
-        order=args.decoding,
-        batch_size=batch_size,
-        progress=not args.no_progress,
-    )
-    L = scored.shape[1]
-    nats = float(res.nll.mean()) / L
-    se = float(res.nll.std()) / math.sqrt(len(res.nll)) / L if len(res.nll) > 1 else 0.0
-    out = {
-        "decoding_order": res.order,
-        "decoding_nll_nats_per_token": nats,
-        "decoding_stderr_nats_per_token": se,
-        "decoding_bits_per_token": nats / math.log(2),
-        "decoding_network_calls_per_sequence": res.network_calls,
-        "decoding_num_sequences": len(res.nll),
-        "decoding_exact_autoregressive": bool(family_of(model).exact_likelihood),
-    }
-    unit = task.unit_label()
-    if unit is not None:
-        units = task.add_units({"bits_per_token": out["decoding_bits_per_token"]})
-        out[f"decoding_{unit[0]}"] = units[unit[0]]
-    return out
 
 
 def scorer_warnings(r: dict) -> list[str]:

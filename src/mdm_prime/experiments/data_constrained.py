@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .common import AR, MDM, PRIME, fmt_pm, payload, plot_path, plt, smoke_text_data, text_spec
 from .runner import run_study
-from .runs import METRICS_FILE, RunSpec
+from .runs import RunSpec, metric_rows
 
 NAME = "data_constrained"
 TITLE = "data-constrained: 1 MiB of text, many epochs"
@@ -80,14 +80,8 @@ def epoch_curve(run_dir: str | Path, train_tokens: int) -> list[dict]:
     """Validation points of a run folder's ``metrics.jsonl``: one dict per evaluation (the periodic
     rows and the final row), ``{"step", "epoch", "bits_per_char", "stderr_bits_per_char",
     "nats_per_token", "final"}``; ``epoch`` = training tokens seen / ``train_tokens``."""
-    import json
-
     points, tokens = [], 0
-    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for row in metric_rows(run_dir):
         tokens = row.get("tokens_seen", tokens)
         if "nelbo_nats_per_token" not in row or "bits_per_char" not in row:
             continue

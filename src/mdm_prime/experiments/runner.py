@@ -144,12 +144,10 @@ def result_row(spec: RunSpec, folder: Path) -> dict:
 def _precision_used(cfg) -> str:
     """``"bf16"`` or ``"fp32"``: what ``cfg.precision`` trained in on this machine's device
     (``auto`` is bf16 on CUDA and on CPUs with native bf16: ``models.base.uses_bf16``)."""
-    import torch
-
+    from ..distributed import _pick_device
     from ..models.base import uses_bf16
 
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    return "bf16" if uses_bf16(cfg.precision, torch.device("cuda" if cuda else "cpu")) else "fp32"
+    return "bf16" if uses_bf16(cfg.precision, _pick_device(cfg.device, 0)) else "fp32"
 
 
 def run_study(

@@ -44,6 +44,7 @@ __all__ = [
     "has_checkpoint",
     "load_model",
     "make_trainer",
+    "metric_rows",
     "resolve",
     "run_elapsed_s",
     "train_run",
@@ -122,6 +123,12 @@ def _rows(folder: Path) -> list[dict]:
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
     return rows
+
+
+def metric_rows(folder: str | os.PathLike) -> list[dict]:
+    """Every row of the run folder's ``metrics.jsonl``, in order (training, evaluation and final rows;
+    a line cut short by a kill is skipped)."""
+    return _rows(Path(folder))
 
 
 def final_eval_row(folder: str | os.PathLike) -> dict | None:

@@ -144,20 +144,17 @@ def _cached_decoding(run_dir: str, task, x, load_model) -> dict:
 
 
 def _decoding(model, task, x) -> dict:
-    """The confidence order's exact NLL (docs/method.md §5b) on ``x``, bits/char ± s.e. over sequences."""
-    from ..decoding import decoding_likelihood
+    """The confidence order's exact NLL (docs/method.md §5b) on ``x``, bits/char ± s.e. over sequences
+    (:func:`mdm_prime.evaluate.decoding_metrics`)."""
+    from ..evaluate import decoding_metrics
 
-    res = decoding_likelihood(model, x, model.subtokenizer, order=DECODING_ORDER, batch_size=64)
-    L = x.shape[1]
-    nats = float(res.nll.mean()) / L
-    se = float(res.nll.std()) / math.sqrt(len(res.nll)) / L if len(res.nll) > 1 else 0.0
-    bits = task.add_units({"bits_per_token": nats / math.log(2)})
-    scale = bits["bits_per_char"] / nats if nats else 0.0
+    r = decoding_metrics(model, task, x, order=DECODING_ORDER, batch_size=64)
+    nats, bits = r["decoding_nll_nats_per_token"], r["decoding_bits_per_char"]
     return {
         "decoding_order": DECODING_ORDER,
-        "decoding_sequences": len(res.nll),
-        "decoding_bits_per_char": bits["bits_per_char"],
-        "decoding_stderr_bits_per_char": se * scale,
+        "decoding_sequences": r["decoding_num_sequences"],
+        "decoding_bits_per_char": bits,
+        "decoding_stderr_bits_per_char": r["decoding_stderr_nats_per_token"] * (bits / nats if nats else 0.0),
     }
 
 
