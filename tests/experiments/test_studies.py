@@ -96,3 +96,24 @@ def test_summary_figure_of_the_smoke_studies_is_readable(root):
     ]
     assert len(labelled) >= 3
     plt.close(fig)
+
+
+def test_images_smoke_reports_how_many_samples_are_recognisable_digits(root):
+    """The images study scores its samples and the validation images with the classifier's label
+    confidence, and the page shows the share beside the Fréchet distance."""
+    results = root / "results"
+    if not (results / "images-smoke.json").exists():
+        main(["images", "--smoke", "--out-root", str(root / "runs"), "--results-dir", str(results)])
+    data = json.loads((results / "images-smoke.json").read_text())
+    ref = data["reference_label_confidence"]
+    assert sum(ref["class_counts"]) == ref["num_images"] == data["fd_num_samples"]
+    last = str(data["nfes"][-1])
+    for row in data["rows"]:
+        conf = row["fd"][last]["label_confidence"]
+        assert (
+            0.0 <= conf["confident_fraction"] <= 1.0 and sum(conf["class_counts"]) == data["fd_num_samples"]
+        )
+    from mdm_prime.experiments.report import write_results_md
+
+    page = write_results_md(results, include_smoke=True).read_text()
+    assert f"digits @ NFE {last}" in page

@@ -5,11 +5,20 @@
 * :func:`frechet_distance` — Fréchet distance on the penultimate features of a CNN classifier trained
   here (:func:`train_classifier`, ``mdm-prime train-classifier``); :class:`InceptionFeatures` for the
   true Inception FID from a local weights file (needs torchvision).
+* :func:`label_confidence` — the share of images that classifier labels with probability ≥ 0.9
+  (do samples show digits?), beside the validation images' share.
 
 The T-step sampler's discrete-time bound is a likelihood and lives in :mod:`mdm_prime.discrete_bound`.
 """
 
-from .classifier import ImageClassifier, images_to_unit, load_classifier, save_classifier, train_classifier
+from .classifier import (
+    ImageClassifier,
+    images_to_unit,
+    label_confidence,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from .frechet import (
     InceptionFeatures,
     TorchvisionMissingError,
@@ -32,6 +41,7 @@ __all__ = [
     "TorchvisionMissingError",
     "ImageClassifier",
     "images_to_unit",
+    "label_confidence",
     "train_classifier",
     "load_classifier",
     "save_classifier",

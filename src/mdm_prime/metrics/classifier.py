@@ -35,6 +35,7 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "describe_classifier",
+    "label_confidence",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
     "MIN_STEPS",
@@ -292,3 +293,57 @@ def describe_classifier(cfg: dict) -> str:
         + (f", test accuracy {acc:.4f}" if acc is not None else "")
         + (f", {cfg['folder']}" if cfg.get("folder") else "")
     )
+
+
+@torch.no_grad()
+def label_confidence(
+    images: torch.Tensor,
+    classifier: ImageClassifier,
+    *,
+    levels: int,
+    threshold: float = 0.9,
+    batch_size: int = 256,
+) -> dict:
+    """How recognisable images are to ``classifier``: the share it labels with probability ≥ ``threshold``.
+
+    A sample grid "shows digits" when most samples are confidently one class; validation images give
+    the ceiling. Unlike the Fréchet distance this needs no reference set and does not depend on N.
+
+    Args:
+        images: integer pixel levels ``[N, ch, H, W]`` (or flattened ``[N, ch·H·W]``) in ``[0, levels)``.
+        classifier: the in-project classifier (``forward(x) -> logits [N, classes]``).
+        levels: pixel levels. threshold: probability in (0, 1).
+
+    Returns:
+        ``{"confident_fraction": share of images with max softmax probability ≥ threshold,
+        "mean_confidence": mean max probability, "class_counts": [count per argmax class],
+        "threshold": threshold, "num_images": N}``.
+    """
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
+        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    shape = tuple(classifier.image_shape)
+    if images.dim() == 2 and images.shape[1] == math.prod(shape):
+        images = images.view(images.shape[0], *shape)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"images must have shape (N ≥ 1, {', '.join(map(str, shape))}), got {tuple(images.shape)}"
+        )
+    unit = images_to_unit(images, levels)
+    device = next(iter(classifier.parameters())).device
+    classifier.eval()
+    probs = torch.cat(
+        [
+            torch.softmax(classifier(unit[i : i + batch_size].to(device)).double(), dim=-1).cpu()
+            for i in range(0, unit.shape[0], batch_size)
+        ]
+    )
+    top, label = probs.max(dim=-1)
+    return {
+        "confident_fraction": float((top >= threshold).double().mean()),
+        "mean_confidence": float(top.mean()),
+        "class_counts": torch.bincount(label, minlength=probs.shape[1]).tolist(),
+        "threshold": float(threshold),
+        "num_images": int(probs.shape[0]),
+    }
