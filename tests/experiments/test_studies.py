@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mdm_prime.experiments import STUDIES
+from mdm_prime.experiments import STUDIES, get_study
 from mdm_prime.experiments.__main__ import main
 
 
@@ -26,6 +26,10 @@ def test_smoke_study_writes_json_plots_and_page(study, root):
         assert (results / plot).stat().st_size > 0
     page = (root / "results.md").read_text()
     assert page.startswith("# Results") and f"## {study}:" in page and data["command"] in page
+    # the study's reading in plain words sits in its own section, under its table
+    own = page.split(f"## {study}:")[1].split("\n## ")[0]
+    for sentence in get_study(study).reading(data):
+        assert f"- {sentence}" in own
     assert "native bf16" in data["machine"]  # the machine line says whether the CPU has native bf16
     for row in data["rows"]:
         if "precision_used" in row:  # ... and what the runs trained in

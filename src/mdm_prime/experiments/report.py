@@ -340,14 +340,7 @@ def render(
     parts = [HEADER, "## Headline", ""]
     if summary:
         parts += [f"![at a glance](results/{summary})", ""]
-    parts += [headline_table(studies), "", "## Reading", ""]
-    readings = []
-    for name, data in studies.items():
-        module = get_study(name)
-        for sentence in getattr(module, "reading", lambda d: [])(data):
-            note = " (smoke run: sizes far too small to mean anything)" if data.get("smoke") else ""
-            readings.append(f"- **{name}**{note}: {sentence}")
-    parts.append("\n".join(readings) if readings else "_No study has been run yet._")
+    parts.append(headline_table(studies))
     for name, data in studies.items():
         module = get_study(name)
         parts += [
@@ -358,6 +351,12 @@ def render(
             "",
             module.section(data),
         ]
+        sentences = getattr(module, "reading", lambda d: [])(data)
+        if sentences:
+            note = " (smoke run: sizes far too small to mean anything)" if data.get("smoke") else ""
+            parts += ["", f"**Reading{note}.**", "", *[f"- {s}" for s in sentences]]
+    if not studies:
+        parts.append("_No study has been run yet._")
     parts += extra_sections or []
     return "\n".join(parts).rstrip() + "\n"
 
