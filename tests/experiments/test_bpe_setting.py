@@ -33,8 +33,8 @@ def test_reading_separates_ells_beyond_two_standard_errors_and_agrees_when_l_pri
     rows = [
         _row("mdm", 1, 2.70, 0.002, 6.8),
         _row("prime", 2, 2.50, 0.003, 5.9),
-        _row("prime", 3, 2.52, 0.004, 6.0),  # 0.020 behind, s.e. 0.005: beyond 2 s.e.
+        _row("prime", 3, 2.512, 0.004, 6.0),  # 0.012 behind, s.e. 0.005: 2.4 s.e., beyond 2
     ]
     text = " ".join(bpe_setting.reading({"rows": rows}))
-    assert "best ℓ is 2, ahead of ℓ = 3 by 0.020 ± 0.005" in text
+    assert "best ℓ is 2, ahead of ℓ = 3 by 0.012 ± 0.005" in text
     assert "the same ℓ would come first" in text

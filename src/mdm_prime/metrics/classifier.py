@@ -323,22 +323,12 @@ def label_confidence(
         raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    shape = tuple(classifier.image_shape)
-    if images.dim() == 2 and images.shape[1] == math.prod(shape):
-        images = images.view(images.shape[0], *shape)
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(
-            f"images must have shape (N ≥ 1, {', '.join(map(str, shape))}), got {tuple(images.shape)}"
-        )
-    unit = images_to_unit(images, levels)
-    device = next(iter(classifier.parameters())).device
-    classifier.eval()
-    probs = torch.cat(
-        [
-            torch.softmax(classifier(unit[i : i + batch_size].to(device)).double(), dim=-1).cpu()
-            for i in range(0, unit.shape[0], batch_size)
-        ]
-    )
+    if images.dim() == 0 or images.shape[0] == 0:
+        raise ValueError(f"images must hold at least one image (N ≥ 1), got shape {tuple(images.shape)}")
+    from .frechet import extract_features  # frechet imports this module
+
+    logits = extract_features(images, classifier, levels=levels, batch_size=batch_size, output="forward")
+    probs = torch.softmax(logits, dim=-1)
     top, label = probs.max(dim=-1)
     return {
         "confident_fraction": float((top >= threshold).double().mean()),

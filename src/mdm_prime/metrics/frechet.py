@@ -71,9 +71,15 @@ def frechet_from_statistics(
 
 @torch.no_grad()
 def extract_features(
-    images: torch.Tensor, extractor, *, levels: int | None = None, batch_size: int = 256
+    images: torch.Tensor,
+    extractor,
+    *,
+    levels: int | None = None,
+    batch_size: int = 256,
+    output: str = "features",
 ) -> torch.Tensor:
-    """Features ``float64[N, D]`` of images under ``extractor.features``.
+    """Features ``float64[N, D]`` of images under ``extractor.features`` (or the method named by
+    ``output``, e.g. ``"forward"`` for a classifier's logits).
 
     ``images``: integer pixel levels ``[N, ch, H, W]`` (or flattened ``[N, ch·H·W]``) in ``[0, levels)``,
     or floats in ``[0, 1]``. ``levels`` is required for integer images.
@@ -96,9 +102,10 @@ def extract_features(
     )
     if isinstance(extractor, torch.nn.Module):
         extractor.eval()
+    method = getattr(extractor, output)
     return torch.cat(
         [
-            extractor.features(images[i : i + batch_size].to(device)).double().cpu()
+            method(images[i : i + batch_size].to(device)).double().cpu()
             for i in range(0, images.shape[0], batch_size)
         ]
     )
